@@ -1,0 +1,383 @@
+"""The root of the process: assembles config, store, health, metrics, bus and the worker
+supervisor, runs the main loop (watchdog ticks, systemd notifications, safe-mode
+bookkeeping) and stops everything in reverse order.
+
+Start order is the OTP root's: state directory and store, health and metrics, then the
+workers in their `start_order` (the button path first, the MQTT link last). Store, health
+and metrics are passive objects with no thread of their own to restart; what can fail and
+restart is a worker, under the one_for_one supervisor. A lost broker or camera is a breaker
+opening inside a worker, never a restart of the button path.
+
+Exit codes (documented in README and listed in image/edge.service):
+  0   stopped cleanly (SIGTERM / SIGINT)
+  1   unexpected internal error
+  70  a critical worker failed (restart intensity exceeded): systemd restarts the service
+  78  no usable configuration (invalid and no last known-good): RestartPreventExitStatus=78
+"""
+
+from __future__ import annotations
+
+import faulthandler
+import logging
+import os
+import signal
+import socket
+import sqlite3
+import threading
+from importlib import import_module
+from pathlib import Path
+from typing import Callable, Mapping
+
+from edge import __version__, config as configmod, jsonlog
+from edge.audit import AuditLog
+from edge.breaker import BreakerBoard
+from edge.bus import EventBus
+from edge.clock import SYSTEM_CLOCK, Clock
+from edge.config import Config, ConfigError, Key, Section
+from edge.health import DEGRADED, FAILED, OK, HealthRegistry
+from edge.health_http import SECTION as HEALTH_SECTION, HealthServer
+from edge.metrics import make_registry
+from edge.notify import SystemdNotifier, watchdog_interval
+from edge.states import StateBoard
+from edge.safemode import SECTION as SAFE_MODE_SECTION, BootCounter
+from edge.store import Store, StoreUnavailable, DB_NAME
+from edge.supervisor import SECTION as SUPERVISOR_SECTION, Policy, Supervisor
+from edge.worker import Worker, WorkerContext, discover_workers
+
+log = logging.getLogger("edge.runtime")
+
+EXIT_OK, EXIT_ERROR, EXIT_CRITICAL, EXIT_NO_CONFIG = 0, 1, 70, 78
+LAST_GOOD = "last-good.toml"
+
+
+def _default_node_id() -> str:
+    return "".join(ch if ch.isalnum() or ch in "_-" else "_" for ch in socket.gethostname().lower()) or "edge"
+
+
+def _check_node(config, problems, warnings):
+    node_id = config["node"].id
+    if not node_id or any(not (ch.isalnum() or ch in "_-") for ch in node_id):
+        problems.append(f"[node] id: {node_id!r} may contain only letters, digits, _ and - "
+                        f"(it is part of MQTT topics and Home Assistant ids); for example: id = \"front-door\"")
+
+
+NODE_SECTION = Section("node", (
+    Key("id", str, _default_node_id(), "stable id used in MQTT topics and Home Assistant unique ids",
+        example="front-door"),
+    Key("name", str, "Edge node", "name shown in Home Assistant", example="Front door"),
+), "this device's identity", checks=(_check_node,))
+LOGGING_SECTION = Section("logging", (
+    Key("level", str, "info", "log level", choices=("debug", "info", "warning", "error")),
+), "JSON logs on stdout")
+RUNTIME_SECTION = Section("runtime", (
+    Key("plugins", list, [], "extra worker classes to load, as \"module:Class\"",
+        example=["mycompany.edge_workers:GarageDoor"]),
+), "the runtime itself")
+CORE_SECTIONS = (NODE_SECTION, HEALTH_SECTION, SUPERVISOR_SECTION, SAFE_MODE_SECTION, LOGGING_SECTION,
+                 RUNTIME_SECTION)
+
+
+def state_dir_for(sim: bool, environ: Mapping[str, str] = os.environ) -> Path:
+    """`EDGE_STATE_DIR`, else a user directory in simulation, else /var/lib/edge."""
+    if environ.get("EDGE_STATE_DIR"):
+        return Path(environ["EDGE_STATE_DIR"])
+    if sim:
+        base = environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+        return Path(base) / "edge"
+    return Path("/var/lib/edge")
+
+
+def config_path_for(explicit: str | None, environ: Mapping[str, str] = os.environ) -> Path | None:
+    """`--config`, else `EDGE_CONFIG`, else /etc/edge/edge.toml when it exists, else
+    None (built-in defaults for the profile)."""
+    if explicit:
+        return Path(explicit)
+    if environ.get("EDGE_CONFIG"):
+        return Path(environ["EDGE_CONFIG"])
+    return configmod.DEFAULT_CONFIG_PATH if configmod.DEFAULT_CONFIG_PATH.exists() else None
+
+
+def load_plugin(spec: str) -> type[Worker]:
+    module, _, attr = spec.partition(":")
+    return getattr(import_module(module), attr)
+
+
+def worker_classes(plugins: list[str] = ()) -> list[type[Worker]]:
+    return [e.cls for e in discover_workers()] + [load_plugin(p) for p in plugins]
+
+
+def all_sections(classes) -> list[Section]:
+    sections = list(CORE_SECTIONS)
+    for cls in classes:
+        sections.extend(s for s in cls.sections if s.name not in {x.name for x in sections})
+    return sections
+
+
+def _plugins_from(path: Path | None, environ: Mapping[str, str]) -> list[str]:
+    """Plugins must be known before the schema is complete, so read them first, leniently."""
+    if environ.get("EDGE_RUNTIME_PLUGINS"):
+        return [p.strip() for p in environ["EDGE_RUNTIME_PLUGINS"].split(",") if p.strip()]
+    if path is None:
+        return []
+    try:
+        return list(configmod.parse_toml(path.read_text(), str(path)).get("runtime", {}).get("plugins", []))
+    except (OSError, ConfigError, AttributeError):
+        return []
+
+
+def load_config(path: Path | None, sim: bool, environ: Mapping[str, str] = os.environ,
+                classes: list[type[Worker]] | None = None) -> tuple[Config, list[type[Worker]]]:
+    classes = classes if classes is not None else worker_classes(_plugins_from(path, environ))
+    return configmod.load(all_sections(classes), path, environ, sim=sim), classes
+
+
+def load_config_with_fallback(path: Path | None, sim: bool, state_dir: Path,
+                              environ: Mapping[str, str] = os.environ,
+                              classes: list[type[Worker]] | None = None
+                              ) -> tuple[Config, list[type[Worker]], ConfigError | None]:
+    """The config to run on: the given one when valid (then saved as last known-good), else
+    the last known-good with the error returned for loud reporting. Raises ConfigError when
+    neither is usable."""
+    try:
+        config, classes = load_config(path, sim, environ, classes)
+    except ConfigError as error:
+        good = state_dir / LAST_GOOD
+        if not good.exists():
+            raise
+        try:
+            config, classes = load_config(good, sim, environ, classes)
+        except ConfigError:
+            raise error from None
+        return config, classes, error
+    if config.text:
+        try:
+            state_dir.mkdir(parents=True, exist_ok=True)
+            tmp = state_dir / (LAST_GOOD + ".tmp")
+            tmp.write_text(config.text)
+            tmp.replace(state_dir / LAST_GOOD)
+        except OSError as exc:
+            log.warning("cannot save the last known-good config: %s", exc)
+    return config, classes, None
+
+
+class Runtime:
+    def __init__(self, config: Config, classes: list[type[Worker]], state_dir: Path, *, sim: bool = False,
+                 clock: Clock = SYSTEM_CLOCK, notifier: SystemdNotifier | None = None,
+                 config_error: ConfigError | None = None, environ: Mapping[str, str] = os.environ):
+        self.config = config
+        self.classes = classes
+        self.state_dir = Path(state_dir)
+        self.sim = sim
+        self.clock = clock
+        self.notifier = notifier or SystemdNotifier()
+        self.environ = environ
+        self.config_error = config_error
+        self.health = HealthRegistry(clock)
+        self.breakers = BreakerBoard(clock, on_change=self._breaker_changed)
+        self.bus = EventBus()
+        self.states = StateBoard()
+        self.store: Store | None = None
+        self.audit: AuditLog | None = None
+        self.supervisor: Supervisor | None = None
+        self.server: HealthServer | None = None
+        self.safe_mode = False
+        self.sim_commands: dict[str, Callable[[dict], object]] | None = {} if sim else None
+        self.services: dict[str, object] = {"runtime": self, "sim": self.sim_commands, "states": self.states}
+        self.metrics = make_registry(self)
+        self.boot_counter = BootCounter(self.state_dir / "boot-count")
+        self.exit_code = EXIT_OK
+        self._stop = threading.Event()
+        self._healthy_since: float | None = None
+        self._boot_cleared = False
+        self._last_status = ""
+
+    # -- start ---------------------------------------------------------------------------
+    def start(self) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        sm = self.config["safe_mode"]
+        try:
+            failed_boots = self.boot_counter.begin_boot()
+        except OSError as exc:
+            failed_boots = 0
+            log.error("cannot update the boot counter (%s); safe mode detection is off", exc)
+        self.safe_mode = failed_boots >= sm.boot_threshold
+        if self.safe_mode:
+            log.error("%d quick failed boots in a row: SAFE MODE, starting only essential workers "
+                      "(fix the cause, then restart the service)", failed_boots)
+            self.health.set("safe_mode", DEGRADED, f"{failed_boots} failed boots in a row; only essential workers run")
+        if self.config_error:
+            for problem in self.config_error.problems:
+                log.error("invalid config %s: %s; running on the last known-good config",
+                          self.config_error.source, problem)
+            self.health.set("config", DEGRADED, f"invalid config {self.config_error.source} "
+                                                f"({len(self.config_error.problems)} problems: "
+                                                f"{self.config_error.problems[0]}); running on the last known-good")
+        for warning in self.config.warnings:
+            log.warning("config: %s", warning)
+        self._open_store()
+        self._start_server()
+        policy = Policy.from_config(self.config["supervisor"])
+        factories = []
+        for cls in self.classes:
+            if not cls.enabled(self.config):
+                continue
+            if self.safe_mode and not cls.essential:
+                continue
+            factories.append(lambda cls=cls: cls(self.config))
+        self.supervisor = Supervisor(factories, self._context, self.health, self.clock, policy,
+                                     on_escalate=self._escalate)
+        self.supervisor.start()
+        self.notifier.ready(self.health.summary())
+        log.info("edge %s started: %s%s", __version__, ", ".join(r.name for r in self.supervisor.runners) or "no workers",
+                 " (SAFE MODE)" if self.safe_mode else "")
+
+    def _store_health(self, ok: bool, reason: str) -> None:
+        self.health.set("store", OK if ok else DEGRADED, reason or "ok")
+
+    def _open_store(self) -> None:
+        try:
+            self.store = Store(self.state_dir / DB_NAME, self.clock, on_health=self._store_health)
+            self.audit = AuditLog(self.store, self.state_dir / "audit.key", self.state_dir / "audit.anchor")
+            self.health.set("store", OK, "ok")
+        except (OSError, sqlite3.Error, StoreUnavailable) as exc:
+            # The doorbell must ring without a store: degrade, never stop.
+            log.error("store unavailable (%s): running without persistence", exc)
+            self.health.set("store", DEGRADED, f"store unavailable: {exc}")
+            self.store = None
+        self.services["store"] = self.store
+        self.services["audit"] = self.audit
+
+    def _start_server(self) -> None:
+        cfg = self.config["health"]
+        try:
+            self.server = HealthServer(cfg.host, cfg.port, self.health, self.metrics, self.ready,
+                                       token=cfg.secret("token"), sim_commands=self.sim_commands)
+        except OSError as exc:
+            log.error("health server cannot bind %s:%s (%s); set [health] port to a free port",
+                      cfg.host, cfg.port, exc)
+            self.health.set("health_http", DEGRADED, f"cannot bind {cfg.host}:{cfg.port}: {exc.strerror}")
+            return
+        self.server.start()
+        try:  # `edge status` and `edge sim` find the running device through this file
+            (self.state_dir / "endpoint").write_text(f"http://{self.server.address[0]}:{self.server.port}\n")
+        except OSError:
+            pass
+        log.info("health endpoint on http://%s:%d/health", *self.server.address)
+
+    def _context(self, worker: Worker, stopping: threading.Event, heartbeat) -> WorkerContext:
+        own = worker.sections[0].name if worker.sections else None
+        return WorkerContext(worker, stopping=stopping, clock=self.clock, bus=self.bus, store=self.store,
+                             breakers=self.breakers, health=self.health, metrics=self.metrics, states=self.states,
+                             config=self.config[own] if own else None, services=self.services,
+                             on_heartbeat=heartbeat)
+
+    def _breaker_changed(self, breaker) -> None:
+        state = breaker._state
+        self.health.set(f"breaker.{breaker.name}", OK if state == "closed" else DEGRADED,
+                        "closed" if state == "closed" else f"{state}: {breaker.last_error}")
+
+    def _escalate(self, name: str) -> None:
+        log.critical("critical worker %s failed: exiting with %d so systemd restarts the service", name, EXIT_CRITICAL)
+        self.exit_code = EXIT_CRITICAL
+        self._stop.set()
+
+    def ready(self) -> bool:
+        return self.supervisor is not None and self.supervisor.critical_running()
+
+    # -- main loop -----------------------------------------------------------------------
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    def tick_interval(self) -> float:
+        timeouts = [r.worker.heartbeat_timeout_s for r in self.supervisor.runners] if self.supervisor else []
+        # Checking at a third of the shortest timeout marks a hang within 1⅓ of its timeout.
+        candidates = [0.5] + [t / 3 for t in timeouts]
+        interval = watchdog_interval(self.environ)
+        if interval:
+            candidates.append(interval / 2)
+        return max(0.02, min(candidates))
+
+    def loop(self) -> int:
+        """Run until asked to stop; returns the exit code."""
+        ping_every = watchdog_interval(self.environ)
+        last_ping = None
+        tick = self.tick_interval()
+        while not self._stop.wait(tick):
+            self.supervisor.tick()
+            now = self.clock.monotonic()
+            # Only this loop pets systemd, and only while every critical worker is fresh:
+            # a timer thread would keep petting through the very hang it should catch.
+            if ping_every and self.supervisor.all_critical_fresh() and (
+                    last_ping is None or now - last_ping >= ping_every):
+                self.notifier.watchdog()
+                last_ping = now
+            self._track_good_boot(now)
+            summary = self.health.summary()
+            if summary != self._last_status:
+                self._last_status = summary
+                self.notifier.status(summary)
+        return self.exit_code
+
+    def _track_good_boot(self, now: float) -> None:
+        if self._boot_cleared:
+            return
+        if self.health.overall() == FAILED:
+            self._healthy_since = None
+            return
+        if self._healthy_since is None:
+            self._healthy_since = now
+        elif now - self._healthy_since >= self.config["safe_mode"].healthy_after_s:
+            self._clear_boot_counter()
+
+    def _clear_boot_counter(self) -> None:
+        try:
+            self.boot_counter.clear()
+            self._boot_cleared = True
+        except OSError as exc:
+            log.error("cannot clear the boot counter: %s", exc)
+
+    def stop(self) -> None:
+        self.notifier.stopping()
+        stuck = self.supervisor.stop() if self.supervisor else []
+        if stuck:
+            log.error("workers did not stop in time: %s", ", ".join(stuck))
+        if self.server:
+            self.server.stop()
+        if self.store:
+            self.store.close()
+        if self.exit_code == EXIT_OK and not self.safe_mode:
+            self._clear_boot_counter()  # a clean stop is not a failed boot
+        log.info("stopped (exit code %d)", self.exit_code)
+
+
+def install_signal_handlers(runtime: Runtime) -> None:
+    def handler(signum, frame):
+        log.info("received %s: stopping", signal.Signals(signum).name)
+        runtime.request_stop()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
+
+def run(config_path: str | None, sim: bool, environ: Mapping[str, str] = os.environ) -> int:
+    """`edge run`: the whole process lifetime."""
+    # A systemd watchdog abort (SIGABRT) then dumps every thread's stack to the journal.
+    faulthandler.enable()
+    jsonlog.setup()
+    state_dir = state_dir_for(sim, environ)
+    path = config_path_for(config_path, environ)
+    try:
+        config, classes, error = load_config_with_fallback(path, sim, state_dir, environ)
+    except ConfigError as exc:
+        log.critical("no usable config: %s; fix it (check with `edge config check`) - exiting with %d",
+                     exc, EXIT_NO_CONFIG)
+        return EXIT_NO_CONFIG
+    jsonlog.setup(config["logging"].level)
+    runtime = Runtime(config, classes, state_dir, sim=sim, config_error=error, environ=environ)
+    install_signal_handlers(runtime)
+    try:
+        runtime.start()
+        code = runtime.loop()
+    finally:
+        runtime.stop()
+    return code

@@ -1,0 +1,216 @@
+"""The durable store: one SQLite file (WAL) under the state directory.
+
+Responsible for: the connection, versioned migrations that any component can register for
+its own tables, a key/value cache with TTL on monotonic time, and recent events. The audit
+log (`edge.audit`) and the MQTT outbox keep their own tables here through migrations.
+
+Durability: `journal_mode=WAL` with `synchronous=FULL`. Every commit syncs the WAL, so a
+process crash (kill -9) loses nothing that was reported committed and a power cut loses at
+most the transaction being written at that instant. FULL costs one fsync per commit; only
+events (rings, visitors, door openings, job changes) are written, a few a day, so the cost
+is negligible and it buys "a ring that was acknowledged is on disk". Periodic states are
+kept in memory and never reach this file, which keeps an idle device's SD card quiet.
+
+A full or read-only disk raises `StoreUnavailable`; the store marks itself degraded and the
+caller (the ring path above all) carries on without it.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from edge.clock import SYSTEM_CLOCK, Clock
+
+DB_NAME = "edge.sqlite3"
+
+
+class StoreUnavailable(Exception):
+    """The state disk cannot take writes now (full, read-only, or corrupt)."""
+
+
+@dataclass(frozen=True)
+class Migration:
+    component: str
+    version: int
+    sql: str
+
+
+_MIGRATIONS: list[Migration] = []
+
+
+def register_migrations(component: str, statements: Iterable[str]) -> None:
+    """Declare `component`'s schema as an ordered list of SQL scripts (version 1, 2, ...).
+    Append new scripts; never edit an applied one."""
+    existing = {m.version for m in _MIGRATIONS if m.component == component}
+    for version, sql in enumerate(statements, start=1):
+        if version not in existing:
+            _MIGRATIONS.append(Migration(component, version, sql))
+
+
+register_migrations("core", [
+    """
+    CREATE TABLE kv (
+        key TEXT PRIMARY KEY,
+        value TEXT NOT NULL,
+        expires_wall REAL      -- NULL: never; wall-clock, checked with a monotonic guard
+    );
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY,
+        event_id TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        ts_wall REAL NOT NULL,
+        data TEXT NOT NULL
+    );
+    CREATE INDEX events_kind ON events(kind, id);
+    """,
+])
+
+
+class Store:
+    def __init__(self, path: Path, clock: Clock = SYSTEM_CLOCK,
+                 on_health: Callable[[bool, str], None] | None = None):
+        self.path = Path(path)
+        self._clock = clock
+        self._on_health = on_health
+        self._lock = threading.RLock()
+        self.healthy = True
+        self.reason = ""
+        self.failed_writes = 0
+        self.commits = 0
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._conn = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None, timeout=10)
+        self._conn.row_factory = sqlite3.Row
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute("PRAGMA synchronous=FULL")
+        self._conn.execute("PRAGMA foreign_keys=ON")
+        # A TTL must survive wall-clock jumps within a process: remember expiry on the
+        # monotonic clock for values this process wrote; the stored wall expiry only matters
+        # across restarts, where nothing better exists.
+        self._mono_expiry: dict[str, float] = {}
+        self.migrate()
+
+    # -- plumbing -----------------------------------------------------------------------
+    def migrate(self) -> list[tuple[str, int]]:
+        applied: list[tuple[str, int]] = []
+        with self._lock:
+            self._conn.execute("CREATE TABLE IF NOT EXISTS schema_migrations ("
+                               "component TEXT, version INTEGER, applied_wall REAL, "
+                               "PRIMARY KEY (component, version))")
+            done = {(r[0], r[1]) for r in self._conn.execute("SELECT component, version FROM schema_migrations")}
+            for m in sorted(_MIGRATIONS, key=lambda m: (m.component != "core", m.component, m.version)):
+                if (m.component, m.version) in done:
+                    continue
+                # executescript commits implicitly; wrap the script and its record in one transaction
+                self._conn.executescript(
+                    "BEGIN;\n" + m.sql + f"\nINSERT INTO schema_migrations VALUES "
+                    f"('{m.component}', {m.version}, {time.time()});\nCOMMIT;")
+                applied.append((m.component, m.version))
+        return applied
+
+    def _degrade(self, exc: sqlite3.Error) -> StoreUnavailable:
+        self.failed_writes += 1
+        message = str(exc)
+        if "full" in message:
+            reason = "state disk is full: free space under the state directory"
+        elif "readonly" in message or "read-only" in message:
+            reason = "state disk is read-only: check the SD card and remount read-write"
+        else:
+            reason = f"store write failed: {message}"
+        if self.healthy or reason != self.reason:
+            self.healthy, self.reason = False, reason
+            if self._on_health:
+                self._on_health(False, reason)
+        return StoreUnavailable(reason)
+
+    def _recovered(self) -> None:
+        if not self.healthy:
+            self.healthy, self.reason = True, ""
+            if self._on_health:
+                self._on_health(True, "")
+
+    def write(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
+        """Run `fn(conn)` in one transaction; raises StoreUnavailable on a disk problem."""
+        with self._lock:
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+                try:
+                    result = fn(self._conn)
+                    self._conn.execute("COMMIT")
+                except BaseException:
+                    if self._conn.in_transaction:
+                        self._conn.execute("ROLLBACK")
+                    raise
+            except sqlite3.OperationalError as exc:
+                raise self._degrade(exc) from exc
+            self.commits += 1
+            self._recovered()
+            return result
+
+    def read(self, sql: str, params: tuple = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            return self._conn.execute(sql, params).fetchall()
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def counters(self) -> dict[str, int]:
+        """SQLite's own view of what this connection changed, for the idle-writes benchmark."""
+        with self._lock:
+            return {"commits": self.commits, "total_changes": self._conn.total_changes,
+                    "failed_writes": self.failed_writes}
+
+    # -- key/value cache ------------------------------------------------------------------
+    def kv_set(self, key: str, value: Any, ttl_s: float | None = None) -> None:
+        expires = self._clock.wall() + ttl_s if ttl_s is not None else None
+        self.write(lambda c: c.execute("INSERT INTO kv(key, value, expires_wall) VALUES (?, ?, ?) "
+                                       "ON CONFLICT(key) DO UPDATE SET value=excluded.value, "
+                                       "expires_wall=excluded.expires_wall",
+                                       (key, json.dumps(value), expires)))
+        with self._lock:
+            if ttl_s is None:
+                self._mono_expiry.pop(key, None)
+            else:
+                self._mono_expiry[key] = self._clock.monotonic() + ttl_s
+
+    def kv_get(self, key: str, default: Any = None) -> Any:
+        with self._lock:
+            rows = self._conn.execute("SELECT value, expires_wall FROM kv WHERE key=?", (key,)).fetchall()
+            if not rows:
+                return default
+            mono_expiry = self._mono_expiry.get(key)
+        if mono_expiry is not None:
+            expired = self._clock.monotonic() >= mono_expiry
+        else:
+            expires = rows[0]["expires_wall"]
+            expired = expires is not None and self._clock.wall() >= expires
+        return default if expired else json.loads(rows[0]["value"])
+
+    # -- events ----------------------------------------------------------------------------
+    def record_event(self, event_id: str, kind: str, data: dict, ts_wall: float | None = None) -> int:
+        ts = self._clock.wall() if ts_wall is None else ts_wall
+        return self.write(lambda c: c.execute(
+            "INSERT INTO events(event_id, kind, ts_wall, data) VALUES (?, ?, ?, ?)",
+            (event_id, kind, ts, json.dumps(data, separators=(",", ":")))).lastrowid)
+
+    def recent_events(self, kind: str | None = None, limit: int = 50) -> list[dict]:
+        if kind:
+            rows = self.read("SELECT * FROM events WHERE kind=? ORDER BY id DESC LIMIT ?", (kind, limit))
+        else:
+            rows = self.read("SELECT * FROM events ORDER BY id DESC LIMIT ?", (limit,))
+        return [{"id": r["id"], "event_id": r["event_id"], "kind": r["kind"], "ts_wall": r["ts_wall"],
+                 "data": json.loads(r["data"])} for r in rows]
+
+    def prune_events(self, keep: int) -> int:
+        return self.write(lambda c: c.execute(
+            "DELETE FROM events WHERE id <= (SELECT id FROM events ORDER BY id DESC LIMIT 1 OFFSET ?)",
+            (keep,)).rowcount)
+
+    def integrity_check(self) -> str:
+        return self.read("PRAGMA integrity_check")[0][0]

@@ -1,0 +1,1 @@
+"""The system worker: the device's own vital signs."""
