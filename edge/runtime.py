@@ -32,6 +32,7 @@ from edge import __version__, config as configmod, jsonlog
 from edge.audit import AuditLog
 from edge.breaker import BreakerBoard
 from edge.bus import EventBus
+from edge.commands import CommandRegistry
 from edge.clock import SYSTEM_CLOCK, Clock
 from edge.config import Config, ConfigError, Key, Section
 from edge.health import DEGRADED, FAILED, OK, HealthRegistry
@@ -182,7 +183,9 @@ class Runtime:
         self.server: HealthServer | None = None
         self.safe_mode = False
         self.sim_commands: dict[str, Callable[[dict], object]] | None = {} if sim else None
-        self.services: dict[str, object] = {"runtime": self, "sim": self.sim_commands, "states": self.states}
+        self.commands = CommandRegistry()
+        self.services: dict[str, object] = {"runtime": self, "sim": self.sim_commands, "states": self.states,
+                                            "commands": self.commands}
         self.metrics = make_registry(self)
         self.boot_counter = BootCounter(self.state_dir / "boot-count")
         self.exit_code = EXIT_OK

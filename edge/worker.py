@@ -19,6 +19,7 @@ from edge.clock import Clock
 if TYPE_CHECKING:  # imported for annotations only: no cycle at run time
     from edge.breaker import BreakerBoard
     from edge.bus import EventBus
+    from edge.entities import Entity
     from edge.config import Config, Section, SectionValues
     from edge.health import HealthRegistry
     from edge.states import StateBoard
@@ -37,6 +38,7 @@ class Worker:
     essential: bool = False        # runs in safe mode (the button → chime path)
     start_order: int = 50          # lower starts first; the button path first, the network last
     heartbeat_timeout_s: float = 30.0
+    entities: tuple["Entity", ...] = ()  # what Home Assistant shows for this worker (edge.entities)
 
     def __init__(self, config: "Config"):
         self.config = config

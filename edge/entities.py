@@ -1,0 +1,36 @@
+"""Declarations of what a worker shows in Home Assistant. A worker lists its entities in
+its `entities` class attribute, next to its code; the MQTT link turns each declaration into
+a discovery config, a state topic and an availability list. Adding an entity is one
+declaration: no change to the link.
+
+Where the value comes from:
+- `state`: a key of the in-memory state board (`ctx.states.set(key, value)`); dict values
+  are published as JSON and `value_template` picks a field (e.g. "{{ value_json.load_1m }}").
+- `event`: a bus event kind (e.g. "doorbell.ring"); published through the durable outbox,
+  never retained. Event entities (component "event") take `event_types` in `options`.
+- `command`: a command name; buttons publish to `edge/<node>/cmd/<command>`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Entity:
+    component: str                 # sensor, binary_sensor, button, event, image, camera, update
+    object_id: str                 # [a-z0-9_]+, unique within the node; part of unique_id
+    name: str | None               # without the device's name ("CPU temperature"); None: the device's own
+    state: str | None = None       # state-board key the value is read from
+    value_template: str | None = None
+    event: str | None = None       # bus event kind that feeds this entity
+    command: str | None = None     # command name a button sends
+    device_class: str | None = None
+    state_class: str | None = None
+    unit: str | None = None
+    entity_category: str | None = None  # "diagnostic" or "config"
+    icon: str | None = None
+    attributes: str | None = None  # state-board key whose dict becomes json_attributes
+    device: str | None = None      # child device ("camera", "printer", "sip_line"); None: the node
+    options: dict[str, Any] = field(default_factory=dict)  # other documented options (payload_on, event_types, ...)
