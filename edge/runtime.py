@@ -12,6 +12,7 @@ Exit codes (documented in README and listed in image/edge.service):
   0   stopped cleanly (SIGTERM / SIGINT)
   1   unexpected internal error
   70  a critical worker failed (restart intensity exceeded): systemd restarts the service
+  75  restart requested (Home Assistant's "restart" button): systemd starts it again
   78  no usable configuration (invalid and no last known-good): RestartPreventExitStatus=78
 """
 
@@ -47,7 +48,7 @@ from edge.worker import Worker, WorkerContext, discover_workers
 
 log = logging.getLogger("edge.runtime")
 
-EXIT_OK, EXIT_ERROR, EXIT_CRITICAL, EXIT_NO_CONFIG = 0, 1, 70, 78
+EXIT_OK, EXIT_ERROR, EXIT_CRITICAL, EXIT_RESTART, EXIT_NO_CONFIG = 0, 1, 70, 75, 78
 LAST_GOOD = "last-good.toml"
 
 
@@ -291,6 +292,11 @@ class Runtime:
     def request_stop(self) -> None:
         self._stop.set()
 
+    def request_restart(self) -> None:
+        """Stop cleanly with EXIT_RESTART so systemd (Restart=on-failure) starts us again."""
+        self.exit_code = EXIT_RESTART
+        self._stop.set()
+
     def tick_interval(self) -> float:
         timeouts = [r.worker.heartbeat_timeout_s for r in self.supervisor.runners] if self.supervisor else []
         # Checking at a third of the shortest timeout marks a hang within 1⅓ of its timeout.
@@ -348,7 +354,7 @@ class Runtime:
             self.server.stop()
         if self.store:
             self.store.close()
-        if self.exit_code == EXIT_OK and not self.safe_mode:
+        if self.exit_code in (EXIT_OK, EXIT_RESTART) and not self.safe_mode:
             self._clear_boot_counter()  # a clean stop is not a failed boot
         log.info("stopped (exit code %d)", self.exit_code)
 
