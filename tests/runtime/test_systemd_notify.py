@@ -1,0 +1,91 @@
+"""The systemd notify protocol, against a real unix datagram socket as NOTIFY_SOCKET."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+
+import pytest
+from runtime_helpers import edge_env, make_config, spawn_edge
+
+from edge.health import HUNG
+from edge.notify import SystemdNotifier, watchdog_interval
+from edge.runtime import Runtime
+from edge.testing.notify_socket import NotifyListener
+from edge.testing.waiting import wait_for
+from edge.testing.workers import GoesSilent
+
+
+@pytest.fixture
+def listener(tmp_path):
+    sock = NotifyListener(tmp_path / "notify.sock")
+    yield sock
+    sock.close()
+
+
+def test_watchdog_interval_is_half_of_watchdog_usec():
+    assert watchdog_interval({"WATCHDOG_USEC": "30000000"}) == 15.0
+    assert watchdog_interval({}) is None
+    assert watchdog_interval({"WATCHDOG_USEC": "30000000", "WATCHDOG_PID": "1"}) is None
+
+
+def test_hung_critical_worker_stops_watchdog_pings_while_ready_and_status_arrive(tmp_path, listener):
+    config = make_config([GoesSilent], env={"EDGE_HEALTH_PORT": "0"})
+    environ = {"WATCHDOG_USEC": "200000"}  # ping every 0.1 s
+    rt = Runtime(config, [GoesSilent], tmp_path / "state", notifier=SystemdNotifier(listener.path), environ=environ)
+    rt.start()
+    loop = threading.Thread(target=rt.loop)
+    loop.start()
+    try:
+        listener.wait_for("READY=1")
+        listener.wait_for("STATUS=")
+        listener.wait_for("WATCHDOG=1")
+        worker = rt.supervisor.runner("goes_silent").worker
+        silent_at = time.monotonic()
+        worker.silent.set()
+        wait_for(lambda: rt.health.get("worker.goes_silent").state == HUNG, timeout=2, message="HUNG")
+        assert time.monotonic() - silent_at <= 2 * GoesSilent.heartbeat_timeout_s + 0.1
+        hung_at = time.monotonic()
+        listener.wait_for("STATUS=FAILED", after=silent_at)
+        # Absence can only be shown over a window: ten ping intervals without a WATCHDOG=1.
+        listener.drain(1.0)
+        assert listener.count("WATCHDOG=1", after=hung_at + 0.05) == 0
+    finally:
+        rt.request_stop()
+        loop.join()
+        rt.stop()
+
+
+def test_sigterm_while_busy_exits_zero_and_sends_stopping(tmp_path, listener):
+    env = edge_env(tmp_path / "state", EDGE_RUNTIME_PLUGINS="edge.testing.workers:SlowToStop",
+                   NOTIFY_SOCKET=listener.path)
+    proc = spawn_edge(["run", "--sim"], env)
+    try:
+        listener.wait_for("READY=1", timeout=20)
+        sent = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0
+        assert time.monotonic() - sent < 5.0  # the per-worker stop timeout
+        listener.wait_for("STOPPING=1", timeout=1)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
+
+
+def test_sigint_to_simulator_exits_zero_within_five_seconds(tmp_path, listener):
+    env = edge_env(tmp_path / "state", NOTIFY_SOCKET=listener.path)
+    env.pop("EDGE_DOORBELL_ENABLED")
+    env.pop("EDGE_MQTT_ENABLED")
+    proc = spawn_edge(["run", "--sim"], env)
+    try:
+        listener.wait_for("READY=1", timeout=30)
+        sent = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(10) == 0
+        assert time.monotonic() - sent < 5.0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
