@@ -1,0 +1,57 @@
+"""The systemd unit, checked by systemd's own tools (no running systemd needed)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from edge.config import load
+from edge.runtime import EXIT_NO_CONFIG, all_sections, worker_classes
+from edge.testing.requirements import require_program
+from services.system.worker import SystemWorker
+
+IMAGE = Path(__file__).resolve().parents[2] / "image"
+EDGE = Path(sys.executable).with_name("edge")
+MAX_EXPOSURE = 3.0  # systemd-analyze security: "OK" is below 4.0
+
+
+@pytest.fixture
+def unit(tmp_path):
+    path = tmp_path / "edge.service"
+    path.write_text((IMAGE / "edge.service").read_text().replace("@EDGE_BIN@", str(EDGE)))
+    return path
+
+
+def test_unit_verifies_cleanly(unit):
+    analyze = require_program("systemd-analyze", "systemd")
+    result = subprocess.run([analyze, "verify", str(unit)], capture_output=True, text=True)
+    assert result.returncode == 0 and result.stdout + result.stderr == ""
+
+
+def test_unit_security_exposure_is_low(unit):
+    analyze = require_program("systemd-analyze", "systemd")
+    result = subprocess.run([analyze, "security", "--offline=true", "--no-pager", str(unit)],
+                            capture_output=True, text=True)
+    score = float(re.search(r"Overall exposure level for edge.service: ([\d.]+)", result.stdout).group(1))
+    assert score <= MAX_EXPOSURE, result.stdout[-2000:]
+
+
+def test_unit_is_consistent_with_safe_mode_and_exit_codes():
+    text = (IMAGE / "edge.service").read_text()
+    settings = dict(re.findall(r"^(\w+)=(.*)$", text, re.M))
+    assert settings["Type"] == "notify" and settings["Restart"] == "on-failure"
+    assert settings["RestartPreventExitStatus"] == str(EXIT_NO_CONFIG)
+    threshold = load(all_sections([SystemWorker]), None, {}, sim=False)["safe_mode"].boot_threshold
+    # safe mode must be reached before systemd's start limit gives up
+    assert threshold + 1 < int(settings["StartLimitBurst"])
+    assert (threshold + 1) * int(settings["RestartSec"]) < int(settings["StartLimitIntervalSec"])
+    assert int(settings["WatchdogSec"]) >= 10
+
+
+def test_example_config_is_valid():
+    config = load(all_sections(worker_classes()), IMAGE / "edge.example.toml", {}, sim=False)
+    assert config.profile == "pi" and config.warnings == []

@@ -1,0 +1,97 @@
+"""Bus drop rules and the breaker/backoff logic on an injected clock."""
+
+from __future__ import annotations
+
+import random
+
+from edge.breaker import CLOSED, HALF_OPEN, OPEN, Backoff, BreakerOpen, CircuitBreaker
+from edge.bus import EventBus
+from edge.clock import FakeClock
+
+import pytest
+
+
+def test_full_queue_drops_oldest_droppable_and_counts_it():
+    bus = EventBus()
+    sub = bus.subscribe("slow", "system.*", maxsize=2)
+    for n in range(3):
+        bus.emit("system.sample", {"n": n})
+    assert [sub.get(0).data["n"] for _ in range(2)] == [1, 2]
+    assert sub.dropped == 1 and bus.dropped["system.sample"] == 1
+
+
+def test_never_drop_event_evicts_a_droppable_one():
+    bus = EventBus()
+    bus.mark_never_drop("doorbell.ring")
+    sub = bus.subscribe("link", "*", maxsize=2)
+    bus.emit("system.sample")
+    bus.emit("system.sample")
+    ring = bus.emit("doorbell.ring")
+    kinds = [sub.get(0).kind for _ in range(2)]
+    assert kinds == ["system.sample", "doorbell.ring"]
+    assert bus.dropped == {"system.sample": 1}
+    assert ring.event_id
+
+
+def test_never_drop_events_grow_past_the_bound_rather_than_drop():
+    bus = EventBus()
+    bus.mark_never_drop("doorbell.ring")
+    sub = bus.subscribe("link", "doorbell.*", maxsize=2)
+    ids = [bus.emit("doorbell.ring").event_id for _ in range(5)]
+    assert [sub.get(0).event_id for _ in range(5)] == ids
+    assert sum(bus.dropped.values()) == 0
+
+
+def test_event_id_is_carried_by_derived_events():
+    bus = EventBus()
+    sub = bus.subscribe("x", "doorbell.*")
+    ring = bus.emit("doorbell.ring")
+    bus.emit("doorbell.visitor", {"faces": []}, event_id=ring.event_id)
+    assert sub.get(0).event_id == sub.get(0).event_id == ring.event_id
+
+
+def test_breaker_opens_after_threshold_and_half_opens_after_timeout():
+    clock = FakeClock()
+    b = CircuitBreaker("broker", failure_threshold=3, reset_timeout=5, clock=clock)
+    for _ in range(3):
+        b.record_failure(ConnectionRefusedError("refused"))
+    assert b.state == OPEN and not b.allow()
+    with pytest.raises(BreakerOpen):
+        b.call(lambda: 1)
+    clock.advance(4.9)
+    assert b.state == OPEN
+    clock.advance(0.1)
+    assert b.state == HALF_OPEN
+    assert b.call(lambda: "ok") == "ok"
+    assert b.state == CLOSED
+
+
+def test_breaker_reopens_with_growing_timeout_while_dependency_stays_down():
+    clock = FakeClock()
+    b = CircuitBreaker("camera", failure_threshold=1, reset_timeout=5, clock=clock)
+    b.record_failure("unplugged")
+    clock.advance(5)
+    assert b.state == HALF_OPEN
+    b.record_failure("still unplugged")
+    clock.advance(5)
+    assert b.state == OPEN  # the second open lasts 10 s
+    clock.advance(5)
+    assert b.state == HALF_OPEN
+
+
+def test_breaker_ignores_wall_clock_jumps():
+    clock = FakeClock()
+    b = CircuitBreaker("netbox", failure_threshold=1, reset_timeout=60, clock=clock)
+    b.record_failure("down")
+    clock.jump_wall(10**9)
+    assert b.state == OPEN
+
+
+def test_backoff_grows_exponentially_with_bounded_jitter():
+    backoff = Backoff(initial=1, maximum=30, factor=2, jitter=0.5)
+    rng = random.Random(1)
+    delays = [backoff.delay(n, rng) for n in range(8)]
+    for n, d in enumerate(delays):
+        base = min(30, 2 ** n)
+        assert base * 0.5 <= d <= base
+    assert Backoff(initial=1, maximum=30, jitter=0).delay(10) == 30

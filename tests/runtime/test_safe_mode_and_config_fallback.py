@@ -1,0 +1,140 @@
+"""Safe mode after quick failed boots; an invalid config falls back to the last good one."""
+
+from __future__ import annotations
+
+import signal
+
+import pytest
+from runtime_helpers import edge_env, make_config, spawn_edge
+
+from edge.config import ConfigError
+from edge.runtime import EXIT_NO_CONFIG, LAST_GOOD, Runtime, load_config_with_fallback
+from edge.safemode import BootCounter
+from edge.testing.notify_socket import NotifyListener
+from edge.testing.workers import IdleEssential, IdleWorker
+
+CLASSES = [IdleEssential, IdleWorker]
+
+
+def start_runtime(state_dir):
+    rt = Runtime(make_config(CLASSES, env={"EDGE_HEALTH_PORT": "0"}), CLASSES, state_dir)
+    rt.start()
+    return rt
+
+
+def test_safe_mode_after_k_failed_boots_starts_only_essential_workers(tmp_path):
+    state = tmp_path / "state"
+    state.mkdir()
+    BootCounter(state / "boot-count")._write(3)  # three boots that died within their first minute
+    rt = start_runtime(state)
+    try:
+        assert rt.safe_mode
+        assert [r.name for r in rt.supervisor.runners] == ["idle_essential"]
+        assert rt.health.get("safe_mode").state == "DEGRADED"
+    finally:
+        rt.stop()
+
+
+def test_fewer_failed_boots_start_everything_and_count_this_boot(tmp_path):
+    state = tmp_path / "state"
+    state.mkdir()
+    BootCounter(state / "boot-count")._write(2)
+    rt = start_runtime(state)
+    try:
+        assert not rt.safe_mode
+        assert sorted(r.name for r in rt.supervisor.runners) == ["idle", "idle_essential"]
+        assert BootCounter(state / "boot-count").read() == 3
+    finally:
+        rt.stop()
+    assert BootCounter(state / "boot-count").read() == 0  # a clean stop is not a failed boot
+
+
+def test_boot_counter_clears_after_a_healthy_window(tmp_path):
+    from edge.clock import FakeClock
+    clock = FakeClock()
+    state = tmp_path / "state"
+    rt = Runtime(make_config(CLASSES, env={"EDGE_HEALTH_PORT": "0"}), CLASSES, state, clock=clock)
+    rt.start()
+    try:
+        assert rt.boot_counter.read() == 1
+        rt._track_good_boot(clock.monotonic())
+        clock.advance(59)
+        rt._track_good_boot(clock.monotonic())
+        assert rt.boot_counter.read() == 1
+        clock.advance(1)
+        rt._track_good_boot(clock.monotonic())
+        assert rt.boot_counter.read() == 0
+    finally:
+        rt.stop()
+
+
+def test_invalid_config_falls_back_to_last_good(tmp_path):
+    state = tmp_path / "state"
+    good = tmp_path / "edge.toml"
+    good.write_text('[node]\nid = "front-door"\n')
+    config, _, error = load_config_with_fallback(good, True, state, {}, CLASSES)
+    assert error is None and (state / LAST_GOOD).read_text() == good.read_text()
+
+    good.write_text('[node]\nid = "front door!"\n')  # a person edits it badly
+    config, _, error = load_config_with_fallback(good, True, state, {}, CLASSES)
+    assert config["node"].id == "front-door"
+    assert error is not None and "[node] id" in error.problems[0]
+
+
+def test_invalid_config_is_reported_loudly_in_health(tmp_path):
+    state = tmp_path / "state"
+    (state).mkdir()
+    (state / LAST_GOOD).write_text('[node]\nid = "front-door"\n')
+    bad = tmp_path / "edge.toml"
+    bad.write_text('[nod]\nid = "x"\n')
+    config, classes, error = load_config_with_fallback(bad, True, state, {"EDGE_HEALTH_PORT": "0"}, CLASSES)
+    rt = Runtime(config, classes, state, config_error=error)
+    rt.start()
+    try:
+        comp = rt.health.get("config")
+        assert comp.state == "DEGRADED" and "did you mean [node]?" in comp.reason
+    finally:
+        rt.stop()
+
+
+def test_invalid_config_without_last_good_raises(tmp_path):
+    bad = tmp_path / "edge.toml"
+    bad.write_text("[health]\nport = 'eighty'\n")
+    with pytest.raises(ConfigError):
+        load_config_with_fallback(bad, True, tmp_path / "state", {}, CLASSES)
+
+
+def test_edge_run_without_usable_config_exits_with_distinct_code(tmp_path):
+    bad = tmp_path / "edge.toml"
+    bad.write_text("[supervisor]\nmax_restarts = 'many'\n")
+    proc = spawn_edge(["run", "--sim", "--config", str(bad)], edge_env(tmp_path / "state"))
+    try:
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == EXIT_NO_CONFIG
+    assert b"[supervisor] max_restarts: expected a whole number" in out
+
+
+def test_edge_run_on_last_good_config_still_starts(tmp_path):
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / LAST_GOOD).write_text('[node]\nid = "front-door"\n')
+    bad = tmp_path / "edge.toml"
+    bad.write_text("[supervisor]\nmax_restarts = 'many'\n")
+    listener = NotifyListener(tmp_path / "notify.sock")
+    proc = spawn_edge(["run", "--sim", "--config", str(bad)], edge_env(state, NOTIFY_SOCKET=listener.path))
+    try:
+        ready = listener.wait_for("READY=1", timeout=30)
+        assert "config degraded" in ready
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=10)
+        assert proc.returncode == 0
+        assert b"running on the last known-good config" in out
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+        listener.close()

@@ -1,0 +1,124 @@
+"""The SQLite store: crash safety, migrations, TTL on monotonic time, full disk."""
+
+from __future__ import annotations
+
+import signal
+import sqlite3
+import subprocess
+import sys
+
+import pytest
+
+from edge.clock import FakeClock
+from edge.store import Store, StoreUnavailable, register_migrations
+from edge.testing.waiting import wait_for
+
+
+def test_kill_9_mid_write_keeps_every_reported_commit(tmp_path):
+    db = tmp_path / "edge.sqlite3"
+    proc = subprocess.Popen([sys.executable, "-m", "edge.testing.store_writer", str(db)], stdout=subprocess.PIPE)
+    reported: list[int] = []
+    try:
+        while len(reported) < 300:
+            line = proc.stdout.readline()
+            assert line, "writer died"
+            reported.append(int(line))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        reported += [int(x) for x in proc.stdout.read().split()]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
+    store = Store(db)
+    try:
+        assert store.integrity_check() == "ok"
+        ids = {r[0] for r in store.read("SELECT id FROM events")}
+        assert set(reported) <= ids
+        assert store.read("PRAGMA journal_mode")[0][0] == "wal"
+    finally:
+        store.close()
+
+
+def test_migrations_are_versioned_and_applied_once(tmp_path):
+    register_migrations("test_component", ["CREATE TABLE test_component_things (x INTEGER);"])
+    store = Store(tmp_path / "a.sqlite3")
+    try:
+        rows = store.read("SELECT component, version FROM schema_migrations ORDER BY component")
+        assert ("test_component", 1) in [tuple(r) for r in rows]
+        assert store.migrate() == []  # nothing left to apply
+    finally:
+        store.close()
+    register_migrations("test_component", ["CREATE TABLE test_component_things (x INTEGER);",
+                                           "ALTER TABLE test_component_things ADD COLUMN y TEXT;"])
+    store = Store(tmp_path / "a.sqlite3")
+    try:
+        cols = [r[1] for r in store.read("PRAGMA table_info(test_component_things)")]
+        assert cols == ["x", "y"]
+    finally:
+        store.close()
+
+
+def test_kv_ttl_uses_monotonic_time_and_survives_wall_clock_jumps(tmp_path):
+    clock = FakeClock()
+    store = Store(tmp_path / "kv.sqlite3", clock=clock)
+    try:
+        store.kv_set("weather", {"t": 3}, ttl_s=60)
+        clock.jump_wall(-86400 * 365 * 50)  # NTP sets the clock from 1970 to today... or back
+        assert store.kv_get("weather") == {"t": 3}
+        clock.jump_wall(86400 * 365 * 100)
+        assert store.kv_get("weather") == {"t": 3}
+        clock.advance(59)
+        assert store.kv_get("weather") == {"t": 3}
+        clock.advance(1)
+        assert store.kv_get("weather") is None
+        store.kv_set("forever", 1)
+        clock.advance(10**6)
+        assert store.kv_get("forever") == 1
+    finally:
+        store.close()
+
+
+def test_full_disk_degrades_and_recovers_without_raising_anything_else(tmp_path):
+    health = []
+    store = Store(tmp_path / "full.sqlite3", on_health=lambda ok, reason: health.append((ok, reason)))
+    try:
+        pages = store.read("PRAGMA page_count")[0][0]
+        store.read(f"PRAGMA max_page_count = {pages}")  # SQLite's own "disk is full" (SQLITE_FULL)
+        with pytest.raises(StoreUnavailable, match="state disk is full"):
+            for n in range(1000):
+                store.record_event(f"e{n}", "test", {"pad": "x" * 4000})
+        assert health[-1] == (False, "state disk is full: free space under the state directory")
+        assert not store.healthy and store.failed_writes == 1
+        store.read("PRAGMA max_page_count = 1000000")
+        store.record_event("later", "test", {})
+        assert store.healthy and health[-1] == (True, "")
+    finally:
+        store.close()
+
+
+def test_idle_store_writes_nothing(tmp_path):
+    store = Store(tmp_path / "idle.sqlite3")
+    try:
+        before = store.counters()
+        store.recent_events()
+        store.kv_get("x")
+        assert store.counters() == before
+    finally:
+        store.close()
+
+
+def test_read_only_database_degrades(tmp_path):
+    db = tmp_path / "ro.sqlite3"
+    Store(db).close()
+    store = Store(db)
+    try:
+        # Reopen the same connection read-only, as SQLite does when the card remounts read-only.
+        store._conn.close()
+        store._conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, check_same_thread=False, isolation_level=None)
+        with pytest.raises(StoreUnavailable, match="read-only"):
+            store.record_event("e", "test", {})
+        wait_for(lambda: not store.healthy, timeout=1, message="degraded")
+    finally:
+        store.close()

@@ -1,0 +1,69 @@
+"""System readings from recorded Raspberry Pi files (an injected /sys and /proc)."""
+
+from __future__ import annotations
+
+
+from runtime_helpers import make_config
+
+from edge.runtime import Runtime
+from edge.testing.waiting import wait_for
+from services.system.readings import Roots, decode_throttled, parse_throttled, read_all
+from services.system.worker import SystemWorker
+
+
+def write(root, rel, text):
+    path = root / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+def recorded_pi(tmp_path):
+    """Files as a Raspberry Pi 4 shows them after an under-voltage event."""
+    sys_root, proc_root = tmp_path / "sys", tmp_path / "proc"
+    write(sys_root, "class/thermal/thermal_zone0/temp", "61835\n")
+    write(sys_root, "devices/platform/soc/soc:firmware/get_throttled", "50005\n")
+    write(proc_root, "loadavg", "0.52 0.58 0.59 1/211 12345\n")
+    write(proc_root, "meminfo", "MemTotal:        3884328 kB\nMemFree:          2721208 kB\n"
+                                "MemAvailable:    3359784 kB\nBuffers:           52344 kB\n")
+    write(proc_root, "uptime", "86523.17 341234.12\n")
+    write(proc_root, "4242/status", "Name:\tedge\nVmRSS:\t   48128 kB\n")
+    write(proc_root, "4242/io", "rchar: 1000\nwchar: 123456\nwrite_bytes: 4096\n")
+    return Roots(sys_root, proc_root)
+
+
+def test_get_throttled_0x50005_decodes_to_under_voltage_and_throttled():
+    flags = decode_throttled(parse_throttled("throttled=0x50005"))
+    assert flags == {"under_voltage": True, "arm_freq_capped": False, "throttled": True, "soft_temp_limit": False,
+                     "under_voltage_occurred": True, "arm_freq_capped_occurred": False,
+                     "throttled_occurred": True, "soft_temp_limit_occurred": False}
+    assert parse_throttled("50005\n") == 0x50005
+
+
+def test_recorded_pi_files_are_read(tmp_path):
+    values = read_all(recorded_pi(tmp_path), tmp_path, pid=4242)
+    assert values["cpu_temp_c"] == 61.8
+    assert values["throttled_raw"] == "0x50005" and values["under_voltage"] and values["throttled"]
+    assert (values["load_1m"], values["load_5m"], values["load_15m"]) == (0.52, 0.58, 0.59)
+    assert values["memory_used_pct"] == 13.5
+    assert values["uptime_s"] == 86523
+    assert values["rss_mb"] == 47.0
+    assert values["bytes_written"] == 123456
+    assert 0 <= values["disk_used_pct"] <= 100
+
+
+def test_missing_sources_are_skipped_not_errors(tmp_path):
+    values = read_all(Roots(tmp_path / "nosys", tmp_path / "noproc"), tmp_path / "nowhere", pid=1)
+    assert values == {}
+
+
+def test_system_worker_puts_readings_on_the_state_board(tmp_path):
+    roots = recorded_pi(tmp_path)
+    env = {"EDGE_HEALTH_PORT": "0", "EDGE_SYSTEM_SYS_ROOT": str(roots.sys), "EDGE_SYSTEM_PROC_ROOT": str(roots.proc)}
+    rt = Runtime(make_config([SystemWorker], env=env), [SystemWorker], tmp_path / "state")
+    rt.start()
+    try:
+        state = wait_for(lambda: rt.states.get("system"), timeout=5, message="system state")
+        assert state["cpu_temp_c"] == 61.8 and state["under_voltage"] is True
+        assert rt.store.counters()["commits"] == 0  # periodic states never touch the SD card
+    finally:
+        rt.stop()
