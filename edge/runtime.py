@@ -189,6 +189,7 @@ class Runtime:
                                             "commands": self.commands}
         self.metrics = make_registry(self)
         self.boot_counter = BootCounter(self.state_dir / "boot-count")
+        self.banner_lines: list[str] = []  # workers add what a person should know (e.g. the embedded broker)
         self.exit_code = EXIT_OK
         self._stop = threading.Event()
         self._healthy_since: float | None = None
@@ -368,6 +369,22 @@ def install_signal_handlers(runtime: Runtime) -> None:
     signal.signal(signal.SIGINT, handler)
 
 
+def _print_sim_banner(runtime: Runtime) -> None:
+    """Tell the person at the laptop what is running and what to try (stderr: stdout is
+    the JSON log)."""
+    import sys
+
+    endpoint = f"http://{runtime.server.address[0]}:{runtime.server.port}" if runtime.server else "(none)"
+    lines = [f"edge simulator: node {runtime.config['node'].id!r}, state in {runtime.state_dir}",
+             f"  health:  {endpoint}/health   (edge status --sim)",
+             f"  workers: {', '.join(r.name for r in runtime.supervisor.runners) or 'none'}"]
+    lines += [f"  {line}" for line in runtime.banner_lines]
+    if runtime.sim_commands:
+        lines.append(f"  try:     edge sim {' | '.join(sorted(runtime.sim_commands))}")
+    lines.append("  Ctrl-C stops it.")
+    print("\n".join(lines), file=sys.stderr, flush=True)
+
+
 def run(config_path: str | None, sim: bool, environ: Mapping[str, str] = os.environ) -> int:
     """`edge run`: the whole process lifetime."""
     # A systemd watchdog abort (SIGABRT) then dumps every thread's stack to the journal.
@@ -386,6 +403,8 @@ def run(config_path: str | None, sim: bool, environ: Mapping[str, str] = os.envi
     install_signal_handlers(runtime)
     try:
         runtime.start()
+        if sim:
+            _print_sim_banner(runtime)
         code = runtime.loop()
     finally:
         runtime.stop()

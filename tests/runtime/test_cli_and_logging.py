@@ -1,0 +1,101 @@
+"""The CLI as a person uses it, JSON logs, and the import rules of the layout."""
+
+from __future__ import annotations
+
+import ast
+import io
+import json
+import logging
+import signal
+import subprocess
+from pathlib import Path
+
+from runtime_helpers import EDGE, REPO, edge_env, spawn_edge
+
+from edge import jsonlog
+from edge.testing.notify_socket import NotifyListener
+
+
+def test_status_without_a_running_device_says_so(tmp_path):
+    env = edge_env(tmp_path / "state", EDGE_HEALTH_PORT="1")  # nothing listens on port 1
+    result = subprocess.run([EDGE, "status", "--sim"], env=env, capture_output=True, text=True)
+    assert result.returncode == 1
+    assert "no edge device is running at http://127.0.0.1:1" in result.stderr
+    assert "start one with `edge run --sim`" in result.stderr
+
+
+def test_status_shows_a_table_of_the_running_simulator(tmp_path):
+    listener = NotifyListener(tmp_path / "notify.sock")
+    env = edge_env(tmp_path / "state", NOTIFY_SOCKET=listener.path)
+    proc = spawn_edge(["run", "--sim"], env)
+    try:
+        listener.wait_for("READY=1", timeout=30)
+        result = subprocess.run([EDGE, "status", "--sim"], env=env, capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr
+        lines = result.stdout.splitlines()
+        assert lines[0] == "device: OK"
+        assert lines[1].split() == ["COMPONENT", "STATE", "FOR", "REASON"]
+        assert any(line.split()[:2] == ["worker.system", "OK"] for line in lines)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=10)
+        listener.close()
+    assert b"edge simulator: node" in out and b"Ctrl-C stops it." in out
+
+
+def test_help_everywhere():
+    for args in (["--help"], ["run", "--help"], ["status", "--help"], ["config", "check", "--help"],
+                 ["audit", "verify", "--help"]):
+        result = subprocess.run([EDGE, *args], capture_output=True, text=True)
+        assert result.returncode == 0 and "usage: edge" in result.stdout, args
+
+
+def test_log_lines_are_json_with_worker_component_and_event_id():
+    stream = io.StringIO()
+    jsonlog.setup("info", stream)
+    try:
+        token = jsonlog.current_worker.set("doorbell")
+        logging.getLogger("edge.worker.doorbell").info("ring", extra={"event_id": "abc123"})
+        jsonlog.current_worker.reset(token)
+    finally:
+        jsonlog.setup("warning")
+    line = json.loads(stream.getvalue().splitlines()[0])
+    assert line["worker"] == "doorbell" and line["component"] == "edge.worker.doorbell"
+    assert line["event_id"] == "abc123" and line["level"] == "info" and line["msg"] == "ring"
+    assert line["time"].endswith("Z")
+
+
+def imports_of(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+    return names
+
+
+def test_edge_never_imports_services_and_workers_never_import_each_other():
+    for path in (REPO / "edge").rglob("*.py"):
+        assert not any(n == "services" or n.startswith("services.") for n in imports_of(path)), path
+    for path in (REPO / "hardware").rglob("*.py"):
+        assert not any(n.startswith("services") for n in imports_of(path)), path
+    for service in (REPO / "services").iterdir():
+        if not service.is_dir() or service.name.startswith("_"):
+            continue
+        for path in service.rglob("*.py"):
+            others = {n.split(".")[1] for n in imports_of(path) if n.startswith("services.") and n.count(".")}
+            assert others <= {service.name}, f"{path} imports another worker: {others}"
+
+
+def test_every_module_imports_on_its_own():
+    """No circular imports: each module can be the first one imported."""
+    import sys
+    modules = sorted(".".join(p.relative_to(REPO).with_suffix("").parts) for top in ("edge", "hardware", "services")
+                     for p in (REPO / top).rglob("*.py") if "__main__" not in p.name)
+    modules = [m.removesuffix(".__init__") for m in modules]
+    code = "import importlib, sys\nfor m in sys.argv[1:]:\n    importlib.import_module(m)"
+    for m in modules:
+        result = subprocess.run([sys.executable, "-c", code, m], capture_output=True, text=True, cwd=REPO)
+        assert result.returncode == 0, f"{m}: {result.stderr[-500:]}"
