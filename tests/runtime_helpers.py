@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -14,6 +15,7 @@ from edge.bus import EventBus
 from edge.health import HealthRegistry
 from edge.runtime import all_sections
 from edge.states import StateBoard
+from edge.testing.notify_socket import NotifyListener
 from edge.worker import WorkerContext
 
 REPO = Path(__file__).resolve().parents[1]
@@ -46,3 +48,19 @@ def edge_env(state_dir: Path, **extra) -> dict:
 
 def spawn_edge(args, env, **kw) -> subprocess.Popen:
     return subprocess.Popen([EDGE, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **kw)
+
+
+@contextlib.contextmanager
+def running_edge(tmp_path: Path, env: dict, args=("run", "--sim"), ready_timeout: float = 30.0):
+    """An `edge` subprocess with a NOTIFY_SOCKET listener, READY=1 already received; killed
+    on the way out if the test did not stop it."""
+    listener = NotifyListener(tmp_path / "notify.sock")
+    proc = spawn_edge(list(args), {**env, "NOTIFY_SOCKET": listener.path})
+    try:
+        listener.wait_for("READY=1", timeout=ready_timeout)
+        yield proc, listener
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
+        listener.close()

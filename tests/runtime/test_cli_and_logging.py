@@ -10,10 +10,9 @@ import signal
 import subprocess
 from pathlib import Path
 
-from runtime_helpers import EDGE, REPO, edge_env, spawn_edge
+from runtime_helpers import EDGE, REPO, edge_env, running_edge
 
 from edge import jsonlog
-from edge.testing.notify_socket import NotifyListener
 
 
 def test_status_without_a_running_device_says_so(tmp_path):
@@ -25,21 +24,16 @@ def test_status_without_a_running_device_says_so(tmp_path):
 
 
 def test_status_shows_a_table_of_the_running_simulator(tmp_path):
-    listener = NotifyListener(tmp_path / "notify.sock")
-    env = edge_env(tmp_path / "state", NOTIFY_SOCKET=listener.path)
-    proc = spawn_edge(["run", "--sim"], env)
-    try:
-        listener.wait_for("READY=1", timeout=30)
+    env = edge_env(tmp_path / "state")
+    with running_edge(tmp_path, env) as (proc, _):
         result = subprocess.run([EDGE, "status", "--sim"], env=env, capture_output=True, text=True)
         assert result.returncode == 0, result.stderr
         lines = result.stdout.splitlines()
         assert lines[0] == "device: OK"
         assert lines[1].split() == ["COMPONENT", "STATE", "FOR", "REASON"]
         assert any(line.split()[:2] == ["worker.system", "OK"] for line in lines)
-    finally:
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=10)
-        listener.close()
     assert b"edge simulator: node" in out and b"Ctrl-C stops it." in out
 
 

@@ -5,12 +5,11 @@ from __future__ import annotations
 import signal
 
 import pytest
-from runtime_helpers import edge_env, make_config, spawn_edge
+from runtime_helpers import edge_env, make_config, running_edge, spawn_edge
 
 from edge.config import ConfigError
 from edge.runtime import EXIT_NO_CONFIG, LAST_GOOD, Runtime, load_config_with_fallback
 from edge.safemode import BootCounter
-from edge.testing.notify_socket import NotifyListener
 from edge.testing.workers import IdleEssential, IdleWorker
 
 CLASSES = [IdleEssential, IdleWorker]
@@ -124,17 +123,9 @@ def test_edge_run_on_last_good_config_still_starts(tmp_path):
     (state / LAST_GOOD).write_text('[node]\nid = "front-door"\n')
     bad = tmp_path / "edge.toml"
     bad.write_text("[supervisor]\nmax_restarts = 'many'\n")
-    listener = NotifyListener(tmp_path / "notify.sock")
-    proc = spawn_edge(["run", "--sim", "--config", str(bad)], edge_env(state, NOTIFY_SOCKET=listener.path))
-    try:
-        ready = listener.wait_for("READY=1", timeout=30)
-        assert "config degraded" in ready
+    with running_edge(tmp_path, edge_env(state), args=("run", "--sim", "--config", str(bad))) as (proc, listener):
+        assert "config degraded" in listener.wait_for("READY=1")
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=10)
         assert proc.returncode == 0
         assert b"running on the last known-good config" in out
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-        listener.close()

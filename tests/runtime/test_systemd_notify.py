@@ -7,7 +7,7 @@ import threading
 import time
 
 import pytest
-from runtime_helpers import edge_env, make_config, spawn_edge
+from runtime_helpers import edge_env, make_config, running_edge
 
 from edge.health import HUNG
 from edge.notify import SystemdNotifier, watchdog_interval
@@ -57,35 +57,21 @@ def test_hung_critical_worker_stops_watchdog_pings_while_ready_and_status_arrive
         rt.stop()
 
 
-def test_sigterm_while_busy_exits_zero_and_sends_stopping(tmp_path, listener):
-    env = edge_env(tmp_path / "state", EDGE_RUNTIME_PLUGINS="edge.testing.workers:SlowToStop",
-                   NOTIFY_SOCKET=listener.path)
-    proc = spawn_edge(["run", "--sim"], env)
-    try:
-        listener.wait_for("READY=1", timeout=20)
+def test_sigterm_while_busy_exits_zero_and_sends_stopping(tmp_path):
+    env = edge_env(tmp_path / "state", EDGE_RUNTIME_PLUGINS="edge.testing.workers:SlowToStop")
+    with running_edge(tmp_path, env) as (proc, listener):
         sent = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(10) == 0
         assert time.monotonic() - sent < 5.0  # the per-worker stop timeout
         listener.wait_for("STOPPING=1", timeout=1)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.communicate()
 
 
-def test_sigint_to_simulator_exits_zero_within_five_seconds(tmp_path, listener):
-    env = edge_env(tmp_path / "state", NOTIFY_SOCKET=listener.path)
-    env.pop("EDGE_DOORBELL_ENABLED")
-    env.pop("EDGE_MQTT_ENABLED")
-    proc = spawn_edge(["run", "--sim"], env)
-    try:
-        listener.wait_for("READY=1", timeout=30)
+def test_sigint_to_simulator_exits_zero_within_five_seconds(tmp_path):
+    env = edge_env(tmp_path / "state")
+    del env["EDGE_DOORBELL_ENABLED"], env["EDGE_MQTT_ENABLED"]  # the whole default simulator
+    with running_edge(tmp_path, env, ready_timeout=60) as (proc, listener):
         sent = time.monotonic()
         proc.send_signal(signal.SIGINT)
         assert proc.wait(10) == 0
         assert time.monotonic() - sent < 5.0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.communicate()
