@@ -27,10 +27,12 @@ def require_program(name: str, package: str | None = None) -> str:
     return path
 
 
-def find_test_data() -> Path:
-    """`EDGE_TEST_DATA`, default ../shared/data beside the repository."""
+def find_test_data(*required: str) -> Path:
+    """`EDGE_TEST_DATA`, default ../shared/data beside the repository; skips (fails in CI)
+    unless it holds every `required` relative path, e.g. "faces/manifest.json"."""
     default = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
     path = Path(os.environ.get("EDGE_TEST_DATA") or default).resolve()
-    if not path.is_dir():
-        missing(f"test data not found at {path}; set EDGE_TEST_DATA to the shared data folder")
+    for rel in required or (".",):
+        if not (path / rel).exists():
+            missing(f"test data not found: {path / rel}; set EDGE_TEST_DATA to the shared data folder")
     return path

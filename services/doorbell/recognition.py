@@ -1,0 +1,454 @@
+"""Face recognition for the doorbell: find the faces in a burst of camera frames, name them
+against the enrolled encodings, and decide by vote over the burst what to announce.
+
+Pure functions and small value classes over numpy RGB arrays (H×W×3 uint8), built on
+face_recognition (dlib's HOG face detector, 5-point landmarks and ResNet face encoder).
+No I/O, no logging: encodings are biometric data and must not end up in logs.
+
+Not responsible for: running the native library safely (recognizer_child.py runs this
+module in a killable child process), storing known faces, cameras.
+
+Boxes follow face_recognition's order: (top, right, bottom, left) in frame pixels.
+
+Speed without losing accuracy (measured by tests/bench/bench_recognition.py):
+- dlib's HOG detector scans 80×80 windows over an image pyramid, so it finds faces of
+  about 80 px and larger (dlib examples/fhog_object_detector_ex.cpp trains it with
+  `set_detection_window_size(80, 80)`). The naive call upsamples the whole frame 2× to
+  find 40 px faces: 4× the pixels to scan. We scan a copy scaled to about 640×360 first,
+  which finds every face a visitor close to the door shows; a finer pass follows only
+  when that finds nothing (small faces, down to `min_face_px`) or finds a face small
+  enough that a companion half its size could have been missed.
+- Detection runs on grayscale: dlib's HOG on RGB takes the strongest gradient of the three
+  channels, on gray it computes one; about 25 % faster at the same detections (measured).
+- In a burst, only the snapshot frame gets the finer passes; its faces are followed into
+  the other frames by overlap or by scanning just the region around them.
+- Landmarks and encodings are computed on the full-resolution colour frame, as before.
+  The encoder (a ResNet forward pass per face, ~100 ms with dlib-bin) is the same cost in
+  both pipelines and now dominates; only the largest faces in the best frames are encoded.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+import sys
+import time
+import warnings
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from types import ModuleType
+from typing import Mapping, Sequence
+
+import cv2
+import numpy as np
+
+from hardware.camera import sharpness
+
+Box = tuple[int, int, int, int]
+
+HOG_WINDOW_PX = 80
+# The fast pass scans about 640×360 pixels: a 1280×720 doorbell frame at half size.
+FAST_PASS_PIXELS = 640 * 360
+# Faces at least this fraction of the largest face's height are always looked for.
+COMPANION_FACE_RATIO = 0.5
+# A visitor a few metres from a 1280×720 doorbell camera shows a 60–80 px face.
+DEFAULT_MIN_FACE_PX = 60
+# Encoding costs a ResNet forward pass per face (about 100 ms on x86 with dlib-bin, which is
+# built without BLAS; more on a Pi), so only the largest faces are encoded.
+DEFAULT_MAX_FACES = 4
+# dlib's operating point for its face encoder: "When using a distance threshold of 0.6, the
+# dlib model obtains an accuracy of 99.38% on the standard LFW face recognition benchmark"
+# (dlib examples/dnn_face_recognition_ex.cpp); face_recognition's default too.
+DEFAULT_TOLERANCE = 0.6
+# Distances in [tolerance - margin, tolerance) are "uncertain": never announced as a name.
+DEFAULT_UNCERTAIN_MARGIN = 0.05
+# "small" = 5-point landmarks, the alignment dlib's own face-recognition example uses with
+# this encoder (dlib examples/dnn_face_recognition_ex.cpp). On our photos it keeps accuracy
+# with wider margins than "large" (bench --compare-models) and fits in 0.6 ms, not 2.3 ms.
+DEFAULT_MODEL = "small"
+# Encode faces in at most this many frames of a burst (best first): two agreeing frames are
+# what the vote needs, a third one breaks a tie, more only cost another encoding each.
+DEFAULT_MAX_ENCODED_FRAMES = 3
+# Minimum number of frames that must name the same person before it is announced.
+DEFAULT_MIN_VOTES = 2
+
+KNOWN, UNKNOWN, UNCERTAIN = "known", "unknown", "uncertain"
+
+FACE_LIBRARY = "face_recognition"
+INSTALL_HINT = ("pip install 'setuptools<81' face_recognition_models dlib-bin, then "
+                "pip install --no-deps face-recognition")
+
+
+class EnrollmentError(ValueError):
+    """An enrollment photo cannot be used; the message says why and what photo to use."""
+
+
+class RecognitionUnavailable(RuntimeError):
+    """The face library cannot be loaded; the message says why and how to fix it."""
+
+
+def load_face_library(module_name: str = FACE_LIBRARY) -> ModuleType:
+    """Import face_recognition, turning its ways of failing into RecognitionUnavailable.
+
+    face_recognition_models does `from pkg_resources import resource_filename`; setuptools
+    81 removed pkg_resources, and face_recognition's api.py answers any exception from
+    that import with print() and quit(), i.e. SystemExit. Setuptools 67.5 to 80 warn that
+    pkg_resources is deprecated; under -W error / PYTHONWARNINGS=error that warning becomes
+    the exception that triggers the quit(), so it is ignored for the import only."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*pkg_resources")
+        try:
+            return importlib.import_module(module_name)
+        except ImportError as exc:
+            reason = f"cannot import {module_name}: {exc}"
+        except SystemExit:
+            reason = (f"importing {module_name} called exit() (face_recognition_models or "
+                      "pkg_resources is missing)")
+    raise RecognitionUnavailable(f"recognition unavailable: {reason}; fix: {INSTALL_HINT}")
+
+
+def _face_library() -> ModuleType:
+    # Imported on first use, not at module import: the parent process imports this module
+    # for its result types and must not load dlib (that is the child's job).
+    return sys.modules.get(FACE_LIBRARY) or load_face_library()
+
+
+@dataclass(frozen=True)
+class Match:
+    """How one face encoding compares with the enrolled people.
+
+    `name` is set only when status is "known". `candidate` is the nearest enrolled person
+    whatever the status (for votes and diagnostics, never to announce). `distance` is the
+    distance to the candidate (None when nobody is enrolled). `confidence` (0..1) is how sure
+    we are of the status: of the name when known/uncertain, of "not enrolled" when unknown."""
+
+    name: str | None
+    status: str
+    distance: float | None
+    confidence: float
+    candidate: str | None = None
+
+
+@dataclass(frozen=True)
+class FaceResult:
+    """One visitor's face: the burst's verdict and where the face is in the chosen frame.
+    `votes` is how many frames named `name`, `frames` how many frames saw this face."""
+
+    name: str | None
+    status: str
+    confidence: float
+    box: Box
+    distance: float | None = None
+    votes: int = 0
+    frames: int = 0
+
+
+@dataclass(frozen=True)
+class VisitorResult:
+    """What a burst showed: faces largest first, the index of the frame chosen as the
+    snapshot (None for an empty burst) and timings in milliseconds."""
+
+    faces: tuple[FaceResult, ...]
+    frame_index: int | None
+    timing_ms: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def names(self) -> list[str]:
+        """Names to announce, largest face first."""
+        return [face.name for face in self.faces if face.status == KNOWN and face.name]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# -- detection and encoding -----------------------------------------------------------------
+
+def box_area(box: Box) -> int:
+    top, right, bottom, left = box
+    return max(0, bottom - top) * max(0, right - left)
+
+
+def _iou(a: Box, b: Box) -> float:
+    top, right = max(a[0], b[0]), min(a[1], b[1])
+    bottom, left = min(a[2], b[2]), max(a[3], b[3])
+    inter = max(0, bottom - top) * max(0, right - left)
+    union = box_area(a) + box_area(b) - inter
+    return inter / union if union else 0.0
+
+
+def _gray(frame: np.ndarray) -> np.ndarray:
+    return cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY) if frame.ndim == 3 else frame
+
+
+def _hog_boxes(gray: np.ndarray, scale: float) -> list[Box]:
+    """dlib HOG detections on `gray` resized by `scale`, in `gray`'s coordinates."""
+    h, w = gray.shape
+    if scale != 1.0:
+        size = (max(1, round(w * scale)), max(1, round(h * scale)))
+        gray = cv2.resize(gray, size, interpolation=cv2.INTER_AREA if scale < 1.0 else cv2.INTER_LINEAR)
+    found = _face_library().face_locations(gray, number_of_times_to_upsample=0, model="hog")
+    return [(max(0, round(top / scale)), min(w, round(right / scale)),
+             min(h, round(bottom / scale)), max(0, round(left / scale)))
+            for top, right, bottom, left in found]
+
+
+def _fast_scale(gray: np.ndarray, min_face_px: int, fast_pass_pixels: int) -> float:
+    if min_face_px <= 0 or fast_pass_pixels <= 0:
+        raise ValueError(f"min_face_px and fast_pass_pixels must be positive, got {min_face_px} "
+                         f"and {fast_pass_pixels}")
+    h, w = gray.shape
+    return min(1.0, math.sqrt(fast_pass_pixels / (h * w)), HOG_WINDOW_PX / min_face_px)
+
+
+def _refine(gray: np.ndarray, fast_boxes: list[Box], fast_scale: float, min_face_px: int) -> list[Box]:
+    """Second look after the fast pass: for small faces when it found none, for companions
+    half as tall as the largest face when that face is small for the fast scale."""
+    small_face_scale = HOG_WINDOW_PX / min_face_px
+    if not fast_boxes:
+        return _hog_boxes(gray, small_face_scale) if fast_scale < small_face_scale else []
+    largest_px = max(bottom - top for top, _, bottom, _ in fast_boxes)
+    companion_scale = min(small_face_scale, HOG_WINDOW_PX / (COMPANION_FACE_RATIO * largest_px))
+    # Only worth a second scan when it reaches clearly smaller faces than the fast pass did.
+    if companion_scale <= 1.2 * fast_scale:
+        return fast_boxes
+    finer = _hog_boxes(gray, companion_scale)
+    # Union of both passes; where both found a face, keep the finer pass's box.
+    return finer + [box for box in fast_boxes if all(_iou(box, other) < 0.3 for other in finer)]
+
+
+def _largest_first(boxes: list[Box], max_faces: int | None) -> list[Box]:
+    boxes = sorted(boxes, key=box_area, reverse=True)
+    return boxes if max_faces is None else boxes[:max_faces]
+
+
+def detect_faces(frame: np.ndarray, *, min_face_px: int = DEFAULT_MIN_FACE_PX,
+                 max_faces: int | None = DEFAULT_MAX_FACES,
+                 fast_pass_pixels: int = FAST_PASS_PIXELS) -> list[Box]:
+    """Face boxes in `frame` (full-resolution coordinates), largest first, at most
+    `max_faces` (None: all).
+
+    The fast pass scans a grayscale copy scaled to about `fast_pass_pixels`. If it finds
+    nothing, a second pass scans at the scale where a face `min_face_px` high spans the
+    detector's 80 px window. If it finds a face that is small for the fast scale, a
+    companion pass scans at the scale that also finds faces half as tall, so the people
+    standing next to the visitor are not missed. Faces much smaller than the largest one
+    are not looked for: a doorbell announces who stands in front of it, not passers-by."""
+    gray = _gray(frame)
+    scale = _fast_scale(gray, min_face_px, fast_pass_pixels)
+    return _largest_first(_refine(gray, _hog_boxes(gray, scale), scale, min_face_px), max_faces)
+
+
+def find_face_near(frame: np.ndarray, anchor: Box, *, margin: float = 0.5,
+                   face_px: int = 120) -> Box | None:
+    """The face in `frame` that overlaps `anchor` (a box from another frame of the same
+    burst), found by scanning only the region around it, scaled so the face is about
+    `face_px` high; None if it is not there. About 5 ms instead of a whole-frame scan."""
+    top, right, bottom, left = anchor
+    size = max(bottom - top, right - left, 1)
+    pad = int(size * margin)
+    gray = _gray(frame)
+    y0, x0 = max(0, top - pad), max(0, left - pad)
+    crop = gray[y0:bottom + pad, x0:right + pad]
+    if crop.size == 0:
+        return None
+    found = [(t + y0, r + x0, b + y0, l + x0) for t, r, b, l in _hog_boxes(crop, face_px / size)]
+    best = max(found, key=lambda box: _iou(anchor, box), default=None)
+    return best if best is not None and _iou(anchor, best) >= 0.3 else None
+
+
+def encode_faces(frame: np.ndarray, boxes: Sequence[Box], *, model: str = DEFAULT_MODEL) -> list[np.ndarray]:
+    """128-d encodings of the faces at `boxes` in the full-resolution RGB frame."""
+    if not boxes:
+        return []
+    return _face_library().face_encodings(frame, known_face_locations=list(boxes),
+                                           num_jitters=1, model=model)
+
+
+def encode_single_face(image: np.ndarray, *, label: str = "the photo",
+                       min_face_px: int = DEFAULT_MIN_FACE_PX, model: str = DEFAULT_MODEL) -> np.ndarray:
+    """The encoding of the one face in an enrollment photo. Raises EnrollmentError when the
+    photo shows no face or several (`label` names the photo in the message)."""
+    boxes = detect_faces(image, min_face_px=min_face_px, max_faces=None)
+    if not boxes:
+        raise EnrollmentError(
+            f"no face found in {label}: use a sharp, well-lit photo of the person looking at "
+            f"the camera, with the face at least {min_face_px} px high")
+    if len(boxes) > 1:
+        raise EnrollmentError(f"{len(boxes)} faces found in {label}; use a photo with exactly one face")
+    return encode_faces(image, boxes, model=model)[0]
+
+
+# -- matching and voting ----------------------------------------------------------------------
+
+def distance_to_confidence(distance: float, tolerance: float = DEFAULT_TOLERANCE) -> float:
+    """Map a face distance to a 0..1 match score that is 0.5 at the tolerance and rises
+    steeply below it. The mapping proposed by face_recognition's author (wiki page
+    "Calculating Accuracy as a Percentage", A. Geitgey, 2019)."""
+    if distance > tolerance:
+        return max(0.0, (1.0 - distance) / ((1.0 - tolerance) * 2.0))
+    linear = 1.0 - distance / (tolerance * 2.0)
+    return min(1.0, linear + (1.0 - linear) * math.pow((linear - 0.5) * 2.0, 0.2))
+
+
+def match(encoding: np.ndarray, known: Mapping[str, Sequence[np.ndarray]], *,
+          tolerance: float = DEFAULT_TOLERANCE,
+          uncertain_margin: float = DEFAULT_UNCERTAIN_MARGIN) -> Match:
+    """Compare one encoding with every enrolled person (each may have several encodings).
+
+    known: distance < tolerance - margin. uncertain: distance in the margin just under the
+    tolerance, or a second enrolled person is within the margin of the best one (two
+    lookalikes: naming either would be a guess). unknown: nobody within the tolerance."""
+    best: list[tuple[float, str]] = []
+    for name, encodings in known.items():
+        if len(encodings):
+            distances = np.linalg.norm(np.asarray(encodings, dtype=np.float64) - encoding, axis=1)
+            best.append((float(distances.min()), name))
+    if not best:
+        return Match(None, UNKNOWN, None, 1.0)
+    best.sort()
+    distance, name = best[0]
+    if distance >= tolerance:
+        return Match(None, UNKNOWN, distance, 1.0 - distance_to_confidence(distance, tolerance), name)
+    confidence = distance_to_confidence(distance, tolerance)
+    runner_up = best[1][0] if len(best) > 1 else math.inf
+    if distance >= tolerance - uncertain_margin or runner_up - distance < uncertain_margin:
+        return Match(None, UNCERTAIN, distance, confidence, name)
+    return Match(name, KNOWN, distance, confidence, name)
+
+
+def vote(per_frame_matches: Sequence[Match], *, min_votes: int = DEFAULT_MIN_VOTES) -> Match:
+    """Combine one face's matches over the frames of a burst into one verdict.
+
+    A name is announced only when it is "known" (not merely uncertain) in at least
+    `min_votes` frames, or in a majority of the frames when there are fewer (one frame of
+    one, two of two), and in more frames than any other name. Anything else with a
+    known or uncertain frame is "uncertain"; otherwise "unknown". So one borderline frame in
+    a burst never announces a name."""
+    if not per_frame_matches:
+        raise ValueError("vote needs at least one frame's match")
+    frames = len(per_frame_matches)
+    known_votes = Counter(m.name for m in per_frame_matches if m.status == KNOWN)
+    ranked = known_votes.most_common(2)
+    needed = min(min_votes, frames // 2 + 1)
+    if ranked and ranked[0][1] >= needed and (len(ranked) == 1 or ranked[0][1] > ranked[1][1]):
+        name, _ = ranked[0]
+        distances = [m.distance for m in per_frame_matches if m.status == KNOWN and m.name == name]
+        distance = float(np.median(distances))
+        confidence = float(np.median([m.confidence for m in per_frame_matches
+                                      if m.status == KNOWN and m.name == name]))
+        return Match(name, KNOWN, distance, confidence, name)
+    hesitant = [m for m in per_frame_matches if m.status in (KNOWN, UNCERTAIN)]
+    pool, status = (hesitant, UNCERTAIN) if hesitant else (list(per_frame_matches), UNKNOWN)
+    candidate = Counter(m.candidate for m in pool).most_common(1)[0][0]
+    distances = [m.distance for m in pool if m.candidate == candidate and m.distance is not None]
+    distance = float(np.median(distances)) if distances else None
+    confidence = float(np.median([m.confidence for m in pool if m.candidate == candidate]))
+    return Match(None, status, distance, confidence, candidate)
+
+
+# -- bursts --------------------------------------------------------------------------------
+
+def _face_sharpness(frame: np.ndarray, box: Box) -> float:
+    """Sharpness of the face region, resized to a common size so faces of different sizes
+    compare fairly (the Laplacian variance depends on scale)."""
+    top, right, bottom, left = box
+    crop = frame[top:bottom, left:right]
+    if crop.size == 0:
+        return 0.0
+    return sharpness(cv2.resize(crop, (128, 128), interpolation=cv2.INTER_AREA))
+
+
+def choose_frame(frames: Sequence[np.ndarray], detections: Sequence[Sequence[Box]]) -> int:
+    """Index of the frame to keep as the snapshot: among frames whose largest face is nearly
+    as large as the largest face of the burst (within 20 %), the one where that face is
+    sharpest; with no face anywhere, the sharpest frame. `detections` holds each frame's
+    boxes, largest first."""
+    if not frames:
+        raise ValueError("choose_frame needs at least one frame")
+    largest = [box_area(boxes[0]) if boxes else 0 for boxes in detections]
+    top_area = max(largest, default=0)
+    if top_area == 0:
+        return max(range(len(frames)), key=lambda i: sharpness(frames[i]))
+    candidates = [i for i, area in enumerate(largest) if area >= 0.8 * top_area]
+    return max(candidates, key=lambda i: _face_sharpness(frames[i], detections[i][0]))
+
+
+def _follow(anchors: Sequence[Box], boxes: Sequence[Box], gray: np.ndarray) -> list[Box | None]:
+    """Where each anchor face (from the snapshot) is in another frame of the burst: the
+    fast-pass box that overlaps it, else a local search around it, else None. A burst
+    spans a fraction of a second, so a face overlaps itself from frame to frame."""
+    taken: set[int] = set()
+    placed: list[Box | None] = []
+    for anchor in anchors:
+        overlap, j = max(((_iou(anchor, box), j) for j, box in enumerate(boxes) if j not in taken),
+                         default=(0.0, -1))
+        if overlap >= 0.3:
+            taken.add(j)
+            placed.append(boxes[j])
+        else:
+            placed.append(find_face_near(gray, anchor))
+    return placed
+
+
+def recognize_burst(frames: Sequence[np.ndarray], known: Mapping[str, Sequence[np.ndarray]], *,
+                    tolerance: float = DEFAULT_TOLERANCE,
+                    uncertain_margin: float = DEFAULT_UNCERTAIN_MARGIN,
+                    min_face_px: int = DEFAULT_MIN_FACE_PX, max_faces: int = DEFAULT_MAX_FACES,
+                    max_encoded_frames: int = DEFAULT_MAX_ENCODED_FRAMES,
+                    min_votes: int = DEFAULT_MIN_VOTES, model: str = DEFAULT_MODEL,
+                    fast_pass_pixels: int = FAST_PASS_PIXELS) -> VisitorResult:
+    """Who is at the door, from a burst of frames.
+
+    1. The fast detection pass on every frame (cheap) and `choose_frame` pick the snapshot.
+    2. Only the snapshot gets the full `detect_faces` treatment (small faces, companions):
+       the frames of a burst show the same scene, so scanning each one at the fine scale
+       would mostly find the same faces again.
+    3. The faces of the snapshot are followed into at most `max_encoded_frames - 1` other
+       frames (those with the largest faces), by overlap with a fast-pass box or by
+       `find_face_near`; every face is encoded in every frame it was found in, and `vote`
+       decides per face."""
+    started = time.perf_counter()
+    if not frames:
+        return VisitorResult((), None, {"detect": 0.0, "encode": 0.0, "total": 0.0})
+    grays = [_gray(frame) for frame in frames]
+    scales = [_fast_scale(gray, min_face_px, fast_pass_pixels) for gray in grays]
+    fast = [_largest_first(_hog_boxes(gray, scale), None) for gray, scale in zip(grays, scales)]
+    chosen = choose_frame(frames, fast)
+    anchors = _largest_first(_refine(grays[chosen], fast[chosen], scales[chosen], min_face_px), max_faces)
+    others = sorted((i for i in range(len(frames)) if i != chosen and fast[i]),
+                    key=lambda i: box_area(fast[i][0]), reverse=True)
+    if len(others) < max_encoded_frames - 1:
+        # Faces only the fine passes found: look for them in the frames the fast pass
+        # drew a blank on too.
+        others += [i for i in range(len(frames)) if i != chosen and not fast[i]]
+    # Per voting frame, the box of each anchor face in that frame (None: not seen there).
+    placements: dict[int, list[Box | None]] = {chosen: list(anchors)}
+    for i in others:
+        if not anchors or len(placements) >= max_encoded_frames:
+            break
+        placed = _follow(anchors, fast[i], grays[i])
+        if any(placed):
+            placements[i] = placed
+    detected = time.perf_counter()
+
+    votes: list[list[Match]] = [[] for _ in anchors]
+    for i, placed in placements.items():
+        faces = [(face, box) for face, box in enumerate(placed) if box is not None]
+        encodings = encode_faces(frames[i], [box for _, box in faces], model=model)
+        for (face, _), encoding in zip(faces, encodings):
+            votes[face].append(match(encoding, known, tolerance=tolerance,
+                                     uncertain_margin=uncertain_margin))
+    results = []
+    for anchor, face_votes in zip(anchors, votes):
+        verdict = vote(face_votes, min_votes=min_votes)
+        agreeing = sum(1 for m in face_votes if m.status == KNOWN and m.name == verdict.name)
+        results.append(FaceResult(
+            name=verdict.name, status=verdict.status, confidence=round(verdict.confidence, 3),
+            box=anchor, distance=None if verdict.distance is None else round(verdict.distance, 4),
+            votes=agreeing if verdict.status == KNOWN else 0, frames=len(face_votes)))
+    finished = time.perf_counter()
+    return VisitorResult(tuple(results), chosen, {
+        "detect": round((detected - started) * 1000, 1),
+        "encode": round((finished - detected) * 1000, 1),
+        "total": round((finished - started) * 1000, 1),
+    })

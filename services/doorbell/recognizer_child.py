@@ -1,0 +1,522 @@
+"""Runs face recognition in a child process that the doorbell worker can kill and restart.
+
+dlib is native code: a hang or a crash in it must not freeze the runtime, and its CPU work
+must not hold the parent's GIL against the button path. So `RecognizerProcess` starts a
+child Python process (this module's `main`) at lower CPU priority (nice 10), hands it
+bursts of frames and waits for the answer with a timeout; a child that dies or overruns is
+killed and a new one started at once, so the next ring finds the models already loaded.
+
+Not responsible for: the recognition itself (recognition.py), cameras, storing faces.
+
+Wire protocol, over a Unix socketpair:
+- messages are length-prefixed pickles (8-byte big-endian length, then the pickle), both
+  ways; parent→child: "buffer" (followed by the memfd as SCM_RIGHTS), "set_known",
+  "recognize", "hang" (test hook), "stop"; child→parent: "ready" / "unavailable" once at
+  start-up, then one reply per request carrying the request's id, so a late reply to an
+  earlier request is never taken for the answer to the current one;
+- frames do not go through the socket but through one shared memory file (memfd) that
+  both processes map: five 1280×720 frames cost about 1 ms that way against about 50 ms
+  pickled through the socket (measured on the CI machine), and the request message stays
+  a few hundred bytes, so sending it never blocks on a child that stopped reading.
+
+The child is a plain subprocess (not multiprocessing): no re-import of the parent's
+__main__, no multiprocessing resource-tracker process left behind, and its command line
+carries the parent's -W options so it treats warnings exactly as the parent does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import mmap
+import os
+import pickle
+import select
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from services.doorbell import recognition
+from services.doorbell.recognition import VisitorResult
+
+_HEADER = struct.Struct(">Q")
+_REPO_ROOT = Path(__file__).resolve().parents[2]
+# Bounds a send to a child that stopped reading (messages are small, so in practice a send
+# never waits: the socket buffer takes them whole).
+_SEND_TIMEOUT_S = 5.0
+# Once a message has started to arrive, the rest follows at once unless the child died.
+_MESSAGE_GRACE_S = 10.0
+
+NEW, STARTING, READY, UNAVAILABLE, FAILED, STOPPED = (
+    "new", "starting", "ready", "unavailable", "failed", "stopped")
+
+
+class RecognizerUnavailable(RuntimeError):
+    """No recognition for this ring: the child is missing its library, dead, hung, still
+    loading or stopped. The message is the reason; the doorbell rings on regardless."""
+
+
+class RecognitionError(RuntimeError):
+    """The child is healthy but could not process this request (e.g. malformed frames)."""
+
+
+# -- framing (both sides) ---------------------------------------------------------------------
+
+def _send(sock: socket.socket, message: dict) -> None:
+    payload = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    sock.sendall(_HEADER.pack(len(payload)) + payload)
+
+
+def _wait_readable(sock: socket.socket, deadline: float) -> None:
+    readable, _, _ = select.select([sock], [], [], max(0.0, deadline - time.monotonic()))
+    if not readable:
+        raise TimeoutError
+
+
+def _recv_exact(sock: socket.socket, size: int, deadline: float | None) -> bytes:
+    chunks, got = [], 0
+    while got < size:
+        if deadline is not None:
+            _wait_readable(sock, deadline)
+        chunk = sock.recv(min(size - got, 1 << 20))
+        if not chunk:
+            raise EOFError
+        chunks.append(chunk)
+        got += len(chunk)
+    return b"".join(chunks)
+
+
+def _recv(sock: socket.socket, deadline: float | None = None) -> dict:
+    """One message. With a `deadline` (monotonic): TimeoutError if none has started to
+    arrive by then, so a timeout never leaves half a message in the stream. EOFError when
+    the peer is gone."""
+    if deadline is not None:
+        _wait_readable(sock, deadline)
+        deadline = max(deadline, time.monotonic() + _MESSAGE_GRACE_S)
+    (size,) = _HEADER.unpack(_recv_exact(sock, _HEADER.size, deadline))
+    return pickle.loads(_recv_exact(sock, size, deadline))
+
+
+# -- parent side --------------------------------------------------------------------------------
+
+class _SharedFrames:
+    """The parent's side of the shared frame buffer: one memfd (an anonymous file in RAM;
+    an unlinked temporary file where memfd_create does not exist), grown when a burst does
+    not fit. Nothing is ever left in /dev/shm, even if both processes are killed."""
+
+    def __init__(self):
+        self.fd: int | None = None
+        self.size = 0
+        self._map: mmap.mmap | None = None
+
+    def ensure(self, nbytes: int) -> bool:
+        """Make room for `nbytes`; True when a new file was created (the child needs it)."""
+        if nbytes <= self.size:
+            return False
+        self.close()
+        size = -(-nbytes // (1 << 20)) * (1 << 20)  # whole MiB, so small changes do not regrow
+        if hasattr(os, "memfd_create"):
+            fd = os.memfd_create("edge-doorbell-frames", os.MFD_CLOEXEC)
+        else:
+            with tempfile.TemporaryFile() as spare:
+                fd = os.dup(spare.fileno())
+        os.ftruncate(fd, size)
+        self.fd, self.size, self._map = fd, size, mmap.mmap(fd, size)
+        return True
+
+    def write(self, frames: Sequence[np.ndarray]) -> list[tuple[int, tuple[int, ...]]]:
+        layout, offset = [], 0
+        for frame in frames:
+            data = memoryview(np.ascontiguousarray(frame)).cast("B")
+            self._map[offset:offset + data.nbytes] = data
+            layout.append((offset, frame.shape))
+            offset += data.nbytes
+        return layout
+
+    def close(self) -> None:
+        if self._map is not None:
+            self._map.close()
+            os.close(self.fd)
+        self.fd, self.size, self._map = None, 0, None
+
+
+def _check_frames(frames: Sequence[np.ndarray]) -> None:
+    for i, frame in enumerate(frames):
+        if not (isinstance(frame, np.ndarray) and frame.dtype == np.uint8
+                and frame.ndim == 3 and frame.shape[2] == 3):
+            raise ValueError(f"frame {i} must be an H×W×3 uint8 RGB array, got "
+                             f"{getattr(frame, 'dtype', type(frame).__name__)} {getattr(frame, 'shape', '')}")
+
+
+class RecognizerProcess:
+    """The doorbell's handle on the recognition child process.
+
+    `start()` launches the child and waits until it has loaded the face models (or found it
+    cannot); `recognize()` starts it lazily if needed. On a timeout or a dead child the call
+    raises RecognizerUnavailable, the child is killed and a new one is launched right away
+    without waiting for it. A missing face library is not retried until `start()` is called
+    again. One request at a time; safe to call from several threads.
+
+    `options` are keyword arguments for recognition.recognize_burst (tolerance,
+    min_face_px, ...). `face_library` names the module to import (tests point it at a
+    broken one); `test_hooks` lets the child honour the "hang" request."""
+
+    def __init__(self, *, options: Mapping[str, object] | None = None, start_timeout_s: float = 60.0,
+                 niceness: int = 10, face_library: str = recognition.FACE_LIBRARY,
+                 test_hooks: bool = False, python: str = sys.executable):
+        self.options = dict(options or {})
+        # Fail at construction, not on the first ring, when the config names a bad option.
+        inspect.signature(recognition.recognize_burst).bind([], {}, **self.options)
+        self.start_timeout_s = start_timeout_s
+        self.niceness = niceness
+        self.face_library = face_library
+        self.test_hooks = test_hooks
+        self.python = python
+        self._lock = threading.Lock()
+        self._proc: subprocess.Popen | None = None
+        self._sock: socket.socket | None = None
+        self._frames = _SharedFrames()
+        self._frames_sent = False  # whether the current child has the current buffer
+        self._known: dict[str, list[np.ndarray]] = {}
+        self._next_id = 0
+        self._in_flight: int | None = None
+        self._spawned_at = 0.0
+        self._state = NEW
+        self._reason: str | None = "not started"
+        self._stopping = False
+        self.restarts = 0
+        self.stale_replies = 0
+
+    # -- public API ---------------------------------------------------------------------------
+
+    def start(self) -> bool:
+        """Launch the child if none is running and wait until it is ready or has failed
+        (at most start_timeout_s). Returns `available`; never raises for a broken child."""
+        with self._lock:
+            self._stopping = False
+            if self._state in (NEW, STOPPED, UNAVAILABLE, FAILED) or not self._child_alive():
+                self._reap()
+                self._spawn()
+            try:
+                self._wait_ready(time.monotonic() + self.start_timeout_s)
+            except RecognizerUnavailable:
+                pass  # the reason is recorded in self._reason, which `available` reports
+            return self._state == READY
+
+    def recognize(self, frames: Sequence[np.ndarray],
+                  known: Mapping[str, Sequence[np.ndarray]] | None = None,
+                  timeout_s: float = 10.0) -> VisitorResult:
+        """Recognize a burst in the child, within `timeout_s` (including waiting for a child
+        that is still loading its models). `known` overrides the set given to set_known()
+        for this call. Raises RecognizerUnavailable (no answer) or RecognitionError (the
+        child rejected the request)."""
+        _check_frames(frames)
+        deadline = time.monotonic() + timeout_s
+        with self._lock:
+            self._ensure_ready(deadline)
+            if self._frames.ensure(max(1, sum(frame.nbytes for frame in frames))):
+                self._frames_sent = False
+            if not self._frames_sent:
+                self._send_buffer()
+            layout = self._frames.write(frames)
+            return self._request({"op": "recognize", "frames": layout,
+                                  "known": None if known is None else dict(known),
+                                  "options": self.options}, deadline, timeout_s)
+
+    def set_known(self, known: Mapping[str, Sequence[np.ndarray]]) -> None:
+        """Replace the enrolled encodings; the running child gets them before its next
+        request, a restarted child at start-up. No restart needed."""
+        with self._lock:
+            self._known = {name: [np.asarray(e) for e in encodings] for name, encodings in known.items()}
+            if self._state == READY:
+                self._push_known()
+
+    def kill(self) -> None:
+        """SIGKILL the child (for tests and the watchdog); the next call notices and restarts."""
+        proc = self._proc
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        """Shut the child down cleanly (kill it if it does not exit in time) and release
+        everything; no process is left behind. A request in progress fails at once."""
+        self._stopping = True
+        if not self._lock.acquire(timeout=0.5):
+            self.kill()  # a request is in progress: end it, its caller gets RecognizerUnavailable
+            self._lock.acquire()
+        try:
+            if self._sock is not None and self._child_alive():
+                try:
+                    self._post({"op": "stop"})
+                except OSError:
+                    pass  # already gone: nothing to ask, the wait below reaps it
+            self._reap(grace_s=timeout_s)
+            self._frames.close()
+            self._frames_sent = False
+            self._state, self._reason = STOPPED, "stopped"
+        finally:
+            self._lock.release()
+
+    def simulate_hang(self, timeout_s: float) -> None:
+        """Test hook: ask the child to hang, as a native deadlock would. Raises
+        RecognizerUnavailable after `timeout_s`, having killed and restarted the child."""
+        if not self.test_hooks:
+            raise RuntimeError("simulate_hang needs RecognizerProcess(test_hooks=True)")
+        deadline = time.monotonic() + timeout_s
+        with self._lock:
+            self._ensure_ready(deadline)
+            self._request({"op": "hang"}, deadline, timeout_s)
+
+    @property
+    def pid(self) -> int | None:
+        proc = self._proc
+        return proc.pid if proc is not None and proc.poll() is None else None
+
+    @property
+    def busy(self) -> bool:
+        """True while a request is waiting for the child's answer."""
+        return self._in_flight is not None
+
+    @property
+    def available(self) -> bool:
+        """True when a child is ready for a request. Picks up a pending start-up message
+        without blocking (skipped while a request is running: the child was ready then)."""
+        if self._lock.acquire(blocking=False):
+            try:
+                if self._state == STARTING:
+                    try:
+                        self._wait_ready(time.monotonic())
+                    except RecognizerUnavailable:
+                        pass  # still starting, or failed: the state and reason say which
+                elif self._state == READY and not self._child_alive():
+                    self._fail("recognizer process died while idle", respawn=True)
+            finally:
+                self._lock.release()
+        return self._state == READY
+
+    @property
+    def reason(self) -> str | None:
+        """Why recognition is not available (None when it is)."""
+        return None if self._state == READY else self._reason
+
+    @property
+    def state(self) -> str:
+        return self._state
+
+    def __enter__(self) -> "RecognizerProcess":
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    # -- internals (called with the lock held) -------------------------------------------------
+
+    def _child_alive(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def _spawn(self) -> None:
+        parent_sock, child_sock = socket.socketpair()
+        code = (f"import sys; sys.path.append({str(_REPO_ROOT)!r}); "
+                "from services.doorbell.recognizer_child import main; sys.exit(main())")
+        command = [self.python, *(f"-W{option}" for option in sys.warnoptions), "-P", "-c", code,
+                   "--fd", str(child_sock.fileno()), "--face-library", self.face_library,
+                   "--nice", str(self.niceness)]
+        if self.test_hooks:
+            command.append("--test-hooks")
+        try:
+            # A session of its own: Ctrl-C in a terminal goes to the runtime, which stops
+            # the child in order, instead of interrupting dlib mid-call.
+            self._proc = subprocess.Popen(command, pass_fds=(child_sock.fileno(),),
+                                          stdin=subprocess.DEVNULL, start_new_session=True)
+        finally:
+            child_sock.close()
+        self._sock = parent_sock
+        self._spawned_at = time.monotonic()
+        self._frames_sent = False
+        self._state, self._reason = STARTING, "recognizer is starting (loading the face models)"
+
+    def _reap(self, grace_s: float = 0.0) -> None:
+        """Make sure the child is gone (killed after `grace_s`) and waited for."""
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            try:
+                proc.wait(timeout=grace_s)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+    def _fail(self, reason: str, *, respawn: bool) -> RecognizerUnavailable:
+        """Kill and reap the child, record why, start a new one unless stopping."""
+        exit_code = self._proc.poll() if self._proc is not None else None
+        if exit_code is not None:
+            reason = f"{reason} (exit code {exit_code})"
+        if self._proc is not None and exit_code is None:
+            self._proc.kill()
+        self._reap(grace_s=1.0)
+        self._state, self._reason = FAILED, reason
+        if respawn and not self._stopping:
+            self.restarts += 1
+            try:
+                self._spawn()
+                self._reason = f"{reason}; restarting"
+            except OSError as exc:  # out of processes or file descriptors: retried next call
+                reason = self._reason = f"{reason}; restart failed: {exc}"
+        return RecognizerUnavailable(reason)
+
+    def _wait_ready(self, deadline: float) -> None:
+        """Consume the child's start-up message; raises RecognizerUnavailable if it is not
+        ready by `deadline` (it keeps loading unless start_timeout_s has passed too)."""
+        if self._state != STARTING:
+            if self._state != READY:
+                raise RecognizerUnavailable(self._reason or "recognizer is not running")
+            return
+        hard_deadline = self._spawned_at + self.start_timeout_s
+        try:
+            message = _recv(self._sock, min(deadline, hard_deadline))
+        except TimeoutError:
+            if time.monotonic() >= hard_deadline:
+                raise self._fail(f"recognizer did not start within {self.start_timeout_s:.0f} s",
+                                 respawn=False) from None
+            raise RecognizerUnavailable(self._reason) from None
+        except (EOFError, OSError):
+            raise self._fail("recognizer process exited during start-up", respawn=False) from None
+        if message.get("op") == "unavailable":
+            self._reap(grace_s=5.0)
+            self._state, self._reason = UNAVAILABLE, message["reason"]
+            raise RecognizerUnavailable(self._reason)
+        self._state, self._reason = READY, None
+        if self._known:
+            self._push_known()
+            if self._state != READY:
+                raise RecognizerUnavailable(self._reason)
+
+    def _ensure_ready(self, deadline: float) -> None:
+        if self._state == STOPPED:
+            raise RecognizerUnavailable("recognizer is stopped; call start()")
+        if self._state == UNAVAILABLE:
+            raise RecognizerUnavailable(self._reason)
+        if self._state in (NEW, FAILED) or (self._state == READY and not self._child_alive()):
+            self._reap()
+            self._spawn()
+        self._wait_ready(deadline)
+
+    def _post(self, message: dict) -> None:
+        self._sock.settimeout(_SEND_TIMEOUT_S)
+        _send(self._sock, message)
+
+    def _push_known(self) -> None:
+        try:
+            self._post({"op": "set_known", "known": self._known})
+        except OSError as exc:
+            # The child died: the next request notices and the new child gets the set at start.
+            self._fail(f"recognizer process is gone ({exc})", respawn=True)
+
+    def _send_buffer(self) -> None:
+        try:
+            self._post({"op": "buffer", "size": self._frames.size})
+            socket.send_fds(self._sock, [b"F"], [self._frames.fd])
+        except OSError as exc:
+            raise self._fail(f"recognizer process is gone ({exc})", respawn=True) from exc
+        self._frames_sent = True
+
+    def _request(self, message: dict, deadline: float, timeout_s: float):
+        self._next_id += 1
+        request_id = message["id"] = self._next_id
+        self._in_flight = request_id
+        try:
+            try:
+                self._post(message)
+            except OSError as exc:
+                raise self._fail(f"recognizer process is gone ({exc})", respawn=True) from exc
+            while True:
+                try:
+                    reply = _recv(self._sock, deadline)
+                except TimeoutError:
+                    raise self._fail(f"recognizer did not answer within {timeout_s:.1f} s and was killed",
+                                     respawn=True) from None
+                except (EOFError, OSError):
+                    raise self._fail("recognizer process died", respawn=True) from None
+                if reply.get("id") != request_id:
+                    self.stale_replies += 1
+                    continue
+                if reply["ok"]:
+                    return reply.get("result")
+                raise RecognitionError(reply["error"])
+        finally:
+            self._in_flight = None
+
+
+# -- child side --------------------------------------------------------------------------------
+
+def _recognize(request: dict, buffer: mmap.mmap | None, known: dict) -> dict:
+    """Run one recognize request against the frames in the shared buffer."""
+    try:
+        if buffer is None:
+            raise ValueError("no frame buffer was shared before the request")
+        frames = [np.frombuffer(buffer, np.uint8, int(np.prod(shape)), offset).reshape(shape)
+                  for offset, shape in request["frames"]]
+        result = recognition.recognize_burst(
+            frames, known if request["known"] is None else request["known"], **request["options"])
+        return {"id": request["id"], "ok": True, "result": result}
+    except (ValueError, TypeError, RuntimeError) as exc:
+        # A request this child cannot process (dlib raises RuntimeError for images it
+        # rejects): answer with the error and stay up for the next ring.
+        return {"id": request["id"], "ok": False, "error": f"{type(exc).__name__}: {exc}"}
+
+
+def _serve(sock: socket.socket, test_hooks: bool) -> None:
+    """Answer requests until "stop" or until the parent goes away (EOF)."""
+    known: dict[str, list[np.ndarray]] = {}
+    buffer: mmap.mmap | None = None
+    while True:
+        try:
+            request = _recv(sock)
+        except EOFError:
+            return
+        op = request["op"]
+        if op == "stop":
+            return
+        if op == "buffer":
+            _, fds, _, _ = socket.recv_fds(sock, 1, 1)
+            buffer = mmap.mmap(fds[0], request["size"])
+            os.close(fds[0])
+        elif op == "set_known":
+            known = request["known"]
+        elif op == "recognize":
+            _send(sock, _recognize(request, buffer, known))
+        elif op == "hang" and test_hooks:
+            threading.Event().wait()  # never set: stuck like a deadlocked native call
+        else:
+            _send(sock, {"id": request.get("id"), "ok": False, "error": f"unknown request {op!r}"})
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Face recognition child of the doorbell worker")
+    parser.add_argument("--fd", type=int, required=True, help="socket inherited from the parent")
+    parser.add_argument("--face-library", default=recognition.FACE_LIBRARY)
+    parser.add_argument("--nice", type=int, default=10)
+    parser.add_argument("--test-hooks", action="store_true")
+    args = parser.parse_args(argv)
+    # Lower priority first, so even loading the models yields the CPU to the button path.
+    os.nice(args.nice)
+    with socket.socket(fileno=args.fd) as sock:
+        try:
+            recognition.load_face_library(args.face_library)
+        except recognition.RecognitionUnavailable as exc:
+            _send(sock, {"op": "unavailable", "reason": str(exc)})
+            return 0
+        _send(sock, {"op": "ready", "pid": os.getpid()})
+        _serve(sock, args.test_hooks)
+    return 0

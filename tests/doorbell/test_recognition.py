@@ -1,0 +1,231 @@
+"""Face recognition on real photos (manifest in EDGE_TEST_DATA/faces), plus the matching and
+voting rules on real encodings. Tolerance is fixed at 0.6 (dlib's documented operating
+point), chosen before measuring; the accuracy floors below are what that setting measured
+on this photo set (see tests/bench/bench_recognition.py for the naive baseline)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from edge.testing.requirements import find_test_data
+
+from hardware.camera import FakeCamera, capture_burst, load_rgb
+from services.doorbell import recognition
+from services.doorbell.recognition import (EnrollmentError, Match, RecognitionUnavailable,
+                                           choose_frame, detect_faces, encode_single_face, match,
+                                           recognize_burst, vote)
+
+TOLERANCE = 0.6
+CATEGORIES = ("real", "ir_night", "small_in_frame", "unknown", "none", "multiple")
+# Measured with tolerance 0.6 (correct / photos): real 11/11, ir_night 4/5 (the dark IR copy
+# of alex_lacamoire_2 lands at distance 0.60, just outside the tolerance), small_in_frame
+# 5/5, unknown 2/2, none 3/3, multiple 2/2. The naive pipeline measures the same.
+ACCURACY_FLOOR = {"real": 1.0, "ir_night": 0.8, "small_in_frame": 1.0, "unknown": 1.0,
+                  "none": 1.0, "multiple": 1.0}
+
+
+
+
+def category(entry: dict) -> str:
+    if entry.get("degradation"):
+        return entry["degradation"]
+    if entry["identity"] in ("unknown", "none", "multiple"):
+        return entry["identity"]
+    return "real"
+
+
+@pytest.fixture(scope="module")
+def faces() -> dict:
+    """Decoded photos, enrolled encodings and one recognition per probe photo, computed once
+    for the module (the encoder costs about 100 ms per face)."""
+    folder = find_test_data("faces/manifest.json") / "faces"
+    entries = json.loads((folder / "manifest.json").read_text())["images"]
+    images = {e["file"]: load_rgb(folder / e["file"]) for e in entries}
+    known = {e["identity"]: [encode_single_face(images[e["file"]], label=e["file"])]
+             for e in entries if e.get("enroll")}
+    results = {e["file"]: recognize_burst([images[e["file"]]], known, tolerance=TOLERANCE)
+               for e in entries if not e.get("enroll")}
+    return {"folder": folder, "entries": entries, "images": images, "known": known, "results": results}
+
+
+def _correct(entry: dict, result: recognition.VisitorResult) -> bool:
+    identity = entry["identity"]
+    if identity == "none":
+        return not result.faces
+    if identity == "unknown":
+        return bool(result.faces) and not result.names
+    if identity == "multiple":
+        return sorted(result.names) == sorted(entry["faces"])
+    return result.names == [identity]
+
+
+def test_accuracy_per_category_meets_the_measured_floor(faces):
+    table = {}
+    for cat in CATEGORIES:
+        rows = [e for e in faces["entries"] if not e.get("enroll") and category(e) == cat]
+        right = sum(_correct(e, faces["results"][e["file"]]) for e in rows)
+        table[cat] = (right, len(rows))
+    report = "\n".join(f"{cat:15s} {right:2d}/{total:<2d} {right / total:5.0%}"
+                       for cat, (right, total) in table.items())
+    print(f"\naccuracy per category (tolerance {TOLERANCE}):\n{report}")
+    for cat, (right, total) in table.items():
+        assert total and right / total >= ACCURACY_FLOOR[cat], f"{cat} below its floor:\n{report}"
+
+
+def test_no_photo_is_announced_as_someone_else(faces):
+    wrong = {}
+    for entry in faces["entries"]:
+        if entry.get("enroll"):
+            continue
+        allowed = set(entry.get("faces", [entry["identity"]]))
+        named = set(faces["results"][entry["file"]].names)
+        if named - allowed:
+            wrong[entry["file"]] = sorted(named - allowed)
+    assert not wrong
+
+
+def test_small_faces_in_a_1280x720_frame_are_found_at_the_default_minimum(faces):
+    small = [e for e in faces["entries"] if e.get("degradation") == "small_in_frame"]
+    assert small
+    for entry in small:
+        image = faces["images"][entry["file"]]
+        assert image.shape[:2] == (720, 1280)
+        boxes = detect_faces(image)
+        assert len(boxes) == 1, entry["file"]
+        top, _, bottom, _ = boxes[0]
+        assert bottom - top < 140, entry["file"]  # genuinely small: the fallback pass found it
+
+
+def test_detection_boxes_are_mapped_back_to_full_resolution(faces):
+    image = faces["images"]["obama_4.jpg"]
+    ours = detect_faces(image)
+    naive = recognition.load_face_library().face_locations(image)
+    assert len(ours) == len(naive) == 1
+    assert recognition._iou(ours[0], naive[0]) > 0.5
+
+
+def test_enrollment_rejects_a_two_face_photo_with_a_clear_message(faces):
+    with pytest.raises(EnrollmentError,
+                       match=r"^2 faces found in multi_kit_rose\.jpg; use a photo with exactly one face$"):
+        encode_single_face(faces["images"]["multi_kit_rose.jpg"], label="multi_kit_rose.jpg")
+
+
+def test_enrollment_rejects_a_photo_without_a_face(faces):
+    with pytest.raises(EnrollmentError, match=r"^no face found in noface_coffee\.png"):
+        encode_single_face(faces["images"]["noface_coffee.png"], label="noface_coffee.png")
+
+
+def _at_distance(origin: np.ndarray, toward: np.ndarray, distance: float) -> np.ndarray:
+    """A point `distance` away from `origin` on the way to another real encoding."""
+    step = toward - origin
+    return origin + step / np.linalg.norm(step) * distance
+
+
+@pytest.fixture(scope="module")
+def obama_burst_matches(faces):
+    """Per-frame matches for one face, built from real encodings: obama_2 (a genuine
+    match), unknown_1 (not enrolled) and points between obama_1's encoding and unknown_1's
+    placed at chosen distances."""
+    known = {"obama": faces["known"]["obama"]}
+    enrolled = known["obama"][0]
+    stranger = encode_single_face(faces["images"]["unknown_1.png"])
+    genuine = encode_single_face(faces["images"]["obama_2.jpg"])
+
+    def at(distance: float) -> Match:
+        return match(_at_distance(enrolled, stranger, distance), known, tolerance=TOLERANCE)
+
+    return {"genuine": match(genuine, known), "stranger": match(stranger, known), "at": at}
+
+
+def test_match_status_follows_the_tolerance_and_uncertain_band(obama_burst_matches):
+    at = obama_burst_matches["at"]
+    assert obama_burst_matches["genuine"].status == "known"
+    assert obama_burst_matches["genuine"].name == "obama"
+    assert at(0.52).status == "known"
+    uncertain = at(0.57)
+    assert uncertain.status == "uncertain" and uncertain.name is None and uncertain.candidate == "obama"
+    stranger = obama_burst_matches["stranger"]
+    assert stranger.status == "unknown" and stranger.name is None
+    assert 0.0 <= stranger.confidence <= 1.0
+    assert at(0.3).confidence > at(0.52).confidence > at(0.57).confidence
+
+
+@pytest.mark.parametrize("borderline_distance", [0.52, 0.57], ids=["borderline-known", "uncertain-band"])
+def test_one_borderline_frame_in_a_burst_of_five_does_not_announce_the_name(
+        obama_burst_matches, borderline_distance):
+    stranger = obama_burst_matches["stranger"]
+    burst = [stranger, stranger, obama_burst_matches["at"](borderline_distance), stranger, stranger]
+    verdict = vote(burst)
+    assert verdict.name is None
+    assert verdict.status == "uncertain"
+
+
+def test_two_agreeing_frames_in_a_burst_of_five_announce_the_name(obama_burst_matches):
+    genuine, stranger = obama_burst_matches["genuine"], obama_burst_matches["stranger"]
+    verdict = vote([stranger, genuine, stranger, genuine, stranger])
+    assert (verdict.name, verdict.status) == ("obama", "known")
+
+
+def test_vote_needs_a_majority_when_fewer_than_two_frames_saw_the_face():
+    known = Match("ann", "known", 0.4, 0.9, "ann")
+    unknown = Match(None, "unknown", 0.7, 0.8, "ann")
+    assert vote([known]).name == "ann"
+    assert vote([known, unknown]).name is None
+
+
+def test_vote_with_two_names_tied_announces_nobody():
+    ann, bob = Match("ann", "known", 0.4, 0.9, "ann"), Match("bob", "known", 0.4, 0.9, "bob")
+    assert vote([ann, ann, bob, bob]).status == "uncertain"
+
+
+def test_match_with_nobody_enrolled_is_unknown():
+    assert match(np.zeros(128), {}).status == "unknown"
+
+
+def test_lookalikes_within_the_margin_are_uncertain():
+    base = np.zeros(128)
+    ann = np.zeros(128)
+    ann[0] = 0.40
+    bob = np.zeros(128)
+    bob[1] = 0.42
+    result = match(base, {"ann": [ann], "bob": [bob]})
+    assert result.status == "uncertain" and result.candidate == "ann"
+
+
+def test_choose_frame_prefers_the_sharpest_of_the_large_faces():
+    rng = np.random.default_rng(0)
+    sharp = rng.integers(0, 255, (200, 200, 3), dtype=np.uint8)
+    blurred = cv2.GaussianBlur(sharp, (9, 9), 0)
+    face, small_face = (20, 180, 180, 20), (80, 120, 120, 80)
+    assert choose_frame([blurred, sharp, blurred], [[face], [face], [face]]) == 1
+    # A much larger face beats a sharper small one.
+    assert choose_frame([sharp, blurred], [[small_face], [face]]) == 1
+    assert choose_frame([blurred, sharp], [[], []]) == 1
+
+
+def test_burst_from_the_fake_camera_names_the_visitor(faces):
+    with FakeCamera(source=faces["folder"] / "obama_2.jpg", seed=11) as camera:
+        frames = capture_burst(camera, 5)
+    result = recognize_burst(frames, faces["known"])
+    assert result.names == ["obama"]
+    assert 0 <= result.frame_index < 5
+    face = result.faces[0]
+    assert face.votes >= 2 and face.frames <= recognition.DEFAULT_MAX_ENCODED_FRAMES
+    assert set(result.timing_ms) == {"detect", "encode", "total"}
+
+
+def test_burst_without_a_face_reports_no_faces():
+    with FakeCamera(seed=5) as camera:
+        frames = capture_burst(camera, 3)
+    result = recognize_burst(frames, {})
+    assert result.faces == () and result.names == []
+
+
+def test_missing_face_library_is_reported_with_the_fix():
+    with pytest.raises(RecognitionUnavailable, match=r"no_such_face_library.*pip install 'setuptools<81'"):
+        recognition.load_face_library("no_such_face_library")

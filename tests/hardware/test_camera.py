@@ -1,0 +1,281 @@
+"""Cameras: the fake's realism and faults, the OpenCV backend on a real video file, and the
+picamera2 backend's surroundings (its hardware path is a documented platform skip)."""
+
+from __future__ import annotations
+
+import sys
+import threading
+import types
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from hardware.camera import (BurstInterrupted, CameraError, FakeCamera, OpenCVCamera,
+                             Picamera2Camera, capture_burst, load_rgb, make_camera, sharpness)
+
+
+def _on_pi() -> bool:
+    model = Path("/proc/device-tree/model")
+    return model.is_file() and "Raspberry Pi" in model.read_text(errors="replace")
+
+
+on_pi = _on_pi()
+
+
+@pytest.fixture
+def camera():
+    cam = FakeCamera(width=320, height=240, seed=7)
+    cam.open()
+    yield cam
+    cam.close()
+
+
+@pytest.fixture
+def tall_red_photo(tmp_path) -> Path:
+    path = tmp_path / "tall_red.png"
+    Image.new("RGB", (100, 200), (220, 30, 30)).save(path)
+    return path
+
+
+def test_burst_frames_differ_but_stay_similar(camera):
+    frames = capture_burst(camera, 5)
+    assert all(f.shape == (240, 320, 3) and f.dtype == np.uint8 for f in frames)
+    for a, b in zip(frames, frames[1:]):
+        assert not np.array_equal(a, b)
+        # Noise, a few pixels of shift, sometimes a slight blur: the same scene.
+        assert np.abs(a.astype(int) - b.astype(int)).mean() < 12
+    assert camera.captures == 5
+
+
+def test_same_seed_gives_the_same_burst():
+    bursts = []
+    for _ in range(2):
+        with FakeCamera(width=160, height=120, seed=3) as cam:
+            bursts.append(capture_burst(cam, 3))
+    assert all(np.array_equal(a, b) for a, b in zip(*bursts))
+
+
+def test_unplug_mid_burst_raises_after_captured_frames(camera):
+    camera.fail_after(3)
+    with pytest.raises(BurstInterrupted, match="after 3 of 5") as caught:
+        capture_burst(camera, 5)
+    assert len(caught.value.frames) == 3
+    assert camera.captures == 3
+    assert not camera.plugged
+
+
+def test_unplugged_camera_fails_until_plugged_and_reopened(camera):
+    camera.unplug()
+    with pytest.raises(CameraError, match="unplugged"):
+        camera.capture()
+    with pytest.raises(CameraError, match="plug it back in"):
+        camera.open()
+    camera.plug()
+    camera.open()
+    assert camera.capture().shape == (240, 320, 3)
+
+
+def test_capture_before_open_says_to_open(tall_red_photo):
+    with pytest.raises(CameraError, match="open"):
+        FakeCamera(source=tall_red_photo).capture()
+
+
+def test_black_fault_serves_all_zero_frames_until_cleared(camera):
+    camera.inject("black")
+    assert not camera.capture().any()
+    camera.inject(None)
+    assert camera.capture().any()
+
+
+def test_frozen_fault_repeats_the_last_frame_exactly(camera):
+    first = camera.capture()
+    camera.inject("frozen")
+    frozen = capture_burst(camera, 3)
+    assert all(np.array_equal(first, frame) for frame in frozen)
+
+
+def test_slow_fault_delays_each_capture_through_the_injected_sleep():
+    slept: list[float] = []
+    with FakeCamera(width=64, height=48, seed=1, sleep=slept.append, slow_delay_s=1.5) as cam:
+        cam.inject("slow")
+        capture_burst(cam, 2)
+    assert slept == [1.5, 1.5]
+
+
+def test_interrupt_ends_a_slow_capture_at_once():
+    in_sleep = threading.Event()
+    holder: dict[str, FakeCamera] = {}
+
+    def sleep(seconds: float) -> None:
+        in_sleep.set()
+        holder["camera"].wait(seconds)
+
+    cam = holder["camera"] = FakeCamera(width=64, height=48, sleep=sleep, slow_delay_s=60)
+    cam.open()
+    cam.inject("slow")
+    errors: list[Exception] = []
+
+    def capture() -> None:
+        try:
+            cam.capture()
+        except CameraError as exc:
+            errors.append(exc)
+
+    worker = threading.Thread(target=capture)
+    worker.start()
+    assert in_sleep.wait(5)
+    cam.interrupt()
+    worker.join(5)
+    assert not worker.is_alive()
+    assert errors and "interrupted" in str(errors[0])
+    assert cam.interrupts == 1
+
+
+def test_unknown_fault_is_rejected(camera):
+    with pytest.raises(ValueError, match="black, frozen, slow"):
+        camera.inject("smoke")
+
+
+def test_capture_times_come_from_the_injected_clock():
+    ticks = iter([10.0, 10.5])
+    with FakeCamera(width=32, height=24, clock=lambda: next(ticks)) as cam:
+        capture_burst(cam, 2)
+    assert cam.capture_times == [10.0, 10.5]
+
+
+def test_context_manager_opens_and_closes():
+    with FakeCamera(width=32, height=24) as cam:
+        assert cam.is_open
+    assert not cam.is_open and cam.opens == 1 and cam.closes == 1
+
+
+def test_photo_is_fitted_inside_the_frame_on_a_dark_background(tall_red_photo):
+    with FakeCamera(width=320, height=240, source=tall_red_photo, noise_px=0, max_shift_px=0,
+                    blur_probability=0) as cam:
+        frame = cam.capture()
+    # 100×200 scaled to 120×240, centred: red in the middle, dark bars left and right.
+    assert tuple(frame[120, 160]) == (220, 30, 30)
+    assert frame[:, :95].max() < 40 and frame[:, 225:].max() < 40
+
+
+def test_show_switches_between_photo_and_synthetic_scene(camera, tall_red_photo):
+    camera.show(tall_red_photo)
+    assert camera.source == tall_red_photo
+    camera.show_synthetic()
+    assert camera.source is None and camera.capture().shape == (240, 320, 3)
+
+
+def test_missing_photo_raises_camera_error_naming_the_path(tmp_path):
+    missing = tmp_path / "nobody.jpg"
+    with pytest.raises(CameraError, match="nobody.jpg"):
+        FakeCamera(source=missing)
+
+
+def test_load_rgb_composites_transparency_onto_the_background(tmp_path):
+    path = tmp_path / "half_transparent.png"
+    rgba = np.zeros((10, 10, 4), np.uint8)
+    rgba[..., :3] = 255
+    rgba[:, 5:, 3] = 255  # left half transparent white, right half opaque white
+    Image.fromarray(rgba, "RGBA").save(path)
+    rgb = load_rgb(path, background=(0, 0, 0))
+    assert rgb.shape == (10, 10, 3)
+    assert rgb[:, :5].max() == 0 and rgb[:, 5:].min() == 255
+
+
+def test_sharpness_is_lower_for_a_blurred_frame(camera):
+    frame = camera.capture()
+    assert sharpness(cv2.GaussianBlur(frame, (9, 9), 0)) < sharpness(frame)
+
+
+def test_opencv_camera_on_a_missing_index_raises_camera_error():
+    with pytest.raises(CameraError, match="plugged in"):
+        OpenCVCamera("99", 640, 480).open()
+
+
+def test_opencv_camera_reads_a_video_file_as_rgb_then_reports_its_end(tmp_path):
+    path = tmp_path / "porch.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (160, 120))
+    assert writer.isOpened()
+    for _ in range(3):
+        writer.write(np.full((120, 160, 3), (255, 0, 0), np.uint8))  # pure blue, in BGR
+    writer.release()
+    with OpenCVCamera(str(path), 160, 120) as cam:
+        frames = capture_burst(cam, 3)
+        with pytest.raises(CameraError, match="no frame"):
+            cam.capture()
+    red, green, blue = frames[0][60, 80].astype(int)
+    assert frames[0].shape == (120, 160, 3)
+    assert blue > 200 and red < 40 and green < 40
+
+
+def test_opencv_interrupt_makes_the_next_read_fail_and_release(tmp_path):
+    path = tmp_path / "short.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (32, 24))
+    writer.write(np.zeros((24, 32, 3), np.uint8))
+    writer.release()
+    cam = OpenCVCamera(str(path), 32, 24)
+    cam.open()
+    cam.interrupt()
+    with pytest.raises(CameraError, match="interrupted"):
+        cam.capture()
+    with pytest.raises(CameraError, match="not open"):
+        cam.capture()
+
+
+def test_picamera2_missing_raises_camera_error_with_apt_hint(monkeypatch):
+    monkeypatch.setitem(sys.modules, "picamera2", None)  # makes `import picamera2` fail
+    with pytest.raises(CameraError, match=r"sudo apt install python3-picamera2.*--system-site-packages"):
+        Picamera2Camera(640, 480).open()
+
+
+def test_picamera2_frames_are_converted_from_bgr_to_rgb(monkeypatch):
+    """The surroundings of the Pi path, against a stand-in that behaves as the Picamera2
+    manual documents: "RGB888" arrays are stored B, G, R."""
+    calls: list[str] = []
+
+    class StandInPicamera2:
+        def create_video_configuration(self, main):
+            calls.append(f"configure {main['size']} {main['format']}")
+            return {"main": main}
+
+        def configure(self, config):
+            self.size = config["main"]["size"]
+
+        def start(self):
+            calls.append("start")
+
+        def capture_array(self, name):
+            width, height = self.size
+            return np.broadcast_to(np.uint8([10, 20, 30]), (height, width, 3)).copy()
+
+        def stop(self):
+            calls.append("stop")
+
+        def close(self):
+            calls.append("close")
+
+    monkeypatch.setitem(sys.modules, "picamera2", types.SimpleNamespace(Picamera2=StandInPicamera2))
+    with Picamera2Camera(64, 48) as cam:
+        frame = cam.capture()
+    assert frame.shape == (48, 64, 3) and tuple(frame[0, 0]) == (30, 20, 10)
+    assert calls == ["configure (64, 48) RGB888", "start", "stop", "close"]
+
+
+@pytest.mark.skipif(not on_pi, reason="needs a Raspberry Pi camera (platform skip)")
+def test_picamera2_captures_an_rgb_frame_on_a_pi():
+    with Picamera2Camera(640, 480) as cam:
+        frame = cam.capture()
+    assert frame.shape == (480, 640, 3) and frame.dtype == np.uint8
+
+
+def test_make_camera_builds_each_backend_and_rejects_unknown(tall_red_photo):
+    assert isinstance(make_camera("fake", str(tall_red_photo), 320, 240), FakeCamera)
+    assert isinstance(make_camera("fake", None, 320, 240), FakeCamera)
+    opencv = make_camera("opencv", None, 640, 480)
+    assert isinstance(opencv, OpenCVCamera) and opencv.source == 0
+    assert isinstance(make_camera("picamera2", None, 640, 480), Picamera2Camera)
+    with pytest.raises(ValueError, match="fake, opencv, picamera2"):
+        make_camera("webcam", None, 640, 480)
