@@ -6,6 +6,7 @@ from __future__ import annotations
 import socket
 import threading
 
+from edge.config import Key, Section
 from edge.worker import Worker, WorkerContext
 
 
@@ -101,3 +102,21 @@ class GoesSilent(Worker):
             if ctx.sleep(0.05):
                 return
         ctx.stopping.wait()
+
+
+class HangsAfter(Worker):
+    """A critical worker that stops heartbeating `[hang_after] after_s` seconds after it
+    starts and never recovers: for testing that systemd's watchdog restarts the service."""
+
+    name = "hang_after"
+    critical = True
+    heartbeat_timeout_s = 1.0
+    sections = (Section("hang_after", (
+        Key("enabled", bool, True),
+        Key("after_s", float, 2.0, "seconds of health before the hang", min=0),
+    )),)
+
+    def run(self, ctx: WorkerContext) -> None:
+        if ctx.sleep(ctx.config.after_s):
+            return
+        ctx.stopping.wait()  # no heartbeat from here on
