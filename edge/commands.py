@@ -3,8 +3,10 @@ path): a registry of named handlers with a payload schema, so every command is v
 before use, refused when it is not authorized, and counted.
 
 A handler is registered by the worker that owns it (`ctx.services["commands"].register`).
-Commands that open the door or change who is known set `dangerous=True` and run only when
-the config key named in `enabled_by` is true (default off).
+Commands that open the door or change who is known set `dangerous=True`: the registry
+refuses them unless the caller passes `allow_dangerous=True`, which the MQTT link does only
+when `[mqtt] allow_dangerous_commands = true` (default off). The owning worker may add its
+own check with `authorized` (e.g. its own config switch).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ class Command:
     optional: dict[str, type] | None = None
     authorized: Callable[[], bool] | None = None  # None: always allowed
     refusal: str = ""                  # what to set to allow it, shown when refused
+    dangerous: bool = False            # opens the door or changes who is known: refused unless allowed
 
 
 class CommandRegistry:
@@ -59,8 +62,11 @@ class CommandRegistry:
         log.warning("command rejected (%s): %s", code, reason)
         return CommandRejected(reason, code)
 
-    def parse(self, name: str, raw: bytes) -> tuple[Command, dict]:
-        """Validate a raw payload; raises CommandRejected (counted) with the reason."""
+    def parse(self, name: str, raw: bytes, *, allow_dangerous: bool = False,
+              dangerous_hint: str = "") -> tuple[Command, dict]:
+        """Validate a raw payload; raises CommandRejected (counted) with the reason.
+        A `dangerous` command is refused unless `allow_dangerous`; `dangerous_hint` says
+        what to set to allow it."""
         if len(raw) > MAX_PAYLOAD:
             raise self._reject(f"payload of {len(raw)} bytes is over the {MAX_PAYLOAD}-byte limit", "oversized")
         with self._lock:
@@ -83,12 +89,15 @@ class CommandRegistry:
                                    "invalid")
             if not isinstance(value, allowed[key]) or (allowed[key] is not bool and isinstance(value, bool)):
                 raise self._reject(f"{name}: field {key!r} must be {allowed[key].__name__}", "invalid")
+        if command.dangerous and not allow_dangerous:
+            raise self._reject(f"{name} opens the door or changes who is known and is refused by default; "
+                               f"{dangerous_hint or command.refusal or 'enable it in the config'}", "unauthorized")
         if command.authorized is not None and not command.authorized():
             raise self._reject(f"{name} is not enabled on this device; {command.refusal}", "unauthorized")
         return command, payload
 
-    def execute(self, name: str, raw: bytes) -> Any:
-        command, payload = self.parse(name, raw)
+    def execute(self, name: str, raw: bytes, *, allow_dangerous: bool = False, dangerous_hint: str = "") -> Any:
+        command, payload = self.parse(name, raw, allow_dangerous=allow_dangerous, dangerous_hint=dangerous_hint)
         try:
             result = command.handler(payload)
         except CommandRejected as exc:

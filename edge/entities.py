@@ -9,6 +9,12 @@ Where the value comes from:
 - `event`: a bus event kind (e.g. "doorbell.ring"); published through the durable outbox,
   never retained. Event entities (component "event") take `event_types` in `options`.
 - `command`: a command name; buttons publish to `edge/<node>/cmd/<command>`.
+
+Availability: an entity declared by a worker is available while the node is online and that
+worker is running (`availability_mode: all` over the node's and the worker's status topics),
+so a dead printer link greys out only the printer's entities. Outside links show as
+`connectivity()` binary sensors fed by their circuit breaker (`breaker.<name>` on the state
+board, "ON" while the breaker is closed), which the MQTT link keeps current.
 """
 
 from __future__ import annotations
@@ -34,3 +40,10 @@ class Entity:
     attributes: str | None = None  # state-board key whose dict becomes json_attributes
     device: str | None = None      # child device ("camera", "printer", "sip_line"); None: the node
     options: dict[str, Any] = field(default_factory=dict)  # other documented options (payload_on, event_types, ...)
+
+
+def connectivity(breaker: str, name: str, device: str | None = None, object_id: str | None = None) -> Entity:
+    """A connectivity binary_sensor for an outside link, on while its breaker is closed
+    (e.g. `connectivity("camera", "Connection", device="camera")`)."""
+    return Entity("binary_sensor", object_id or f"{breaker}_connected", name, state=f"breaker.{breaker}",
+                  device_class="connectivity", entity_category="diagnostic", device=device)

@@ -24,6 +24,7 @@ import os
 import signal
 import socket
 import sqlite3
+import sys
 import threading
 from importlib import import_module
 from pathlib import Path
@@ -190,6 +191,7 @@ class Runtime:
         self.metrics = make_registry(self)
         self.boot_counter = BootCounter(self.state_dir / "boot-count")
         self.banner_lines: list[str] = []  # workers add what a person should know (e.g. the embedded broker)
+        self._banner_printed = False
         self.exit_code = EXIT_OK
         self._stop = threading.Event()
         self._healthy_since: float | None = None
@@ -228,6 +230,7 @@ class Runtime:
                 continue
             if self.safe_mode and not cls.essential:
                 continue
+            self._subscribe_from_boot(cls)
             factories.append(lambda cls=cls: cls(self.config))
         self.supervisor = Supervisor(factories, self._context, self.health, self.clock, policy,
                                      on_escalate=self._escalate)
@@ -235,6 +238,36 @@ class Runtime:
         self.notifier.ready(self.health.summary())
         log.info("edge %s started: %s%s", __version__, ", ".join(r.name for r in self.supervisor.runners) or "no workers",
                  " (SAFE MODE)" if self.safe_mode else "")
+
+    def _subscribe_from_boot(self, cls: type[Worker]) -> None:
+        """A worker started late (the MQTT link) still hears every event from boot on: its
+        queue is opened before any worker starts and left in `services["<name>.subscription"]`."""
+        patterns = getattr(cls, "bus_patterns_from_boot", ())
+        if patterns:
+            self.services[f"{cls.name}.subscription"] = self.bus.subscribe(cls.name, *patterns, maxsize=10_000)
+
+    def announce(self, line: str) -> None:
+        """A line for the person at the terminal (stderr: stdout is the JSON log); shown in
+        the simulator's banner, or at once when the banner is already out."""
+        if line in self.banner_lines:
+            return
+        self.banner_lines.append(line)
+        if self._banner_printed:
+            print(f"  {line}", file=sys.stderr, flush=True)
+
+    def print_sim_banner(self) -> None:
+        """Tell the person at the laptop what is running and what to try (stderr: stdout is
+        the JSON log)."""
+        endpoint = f"http://{self.server.address[0]}:{self.server.port}" if self.server else "(none)"
+        lines = [f"edge simulator: node {self.config['node'].id!r}, state in {self.state_dir}",
+                 f"  health:  {endpoint}/health   (edge status --sim)",
+                 f"  workers: {', '.join(r.name for r in self.supervisor.runners) or 'none'}"]
+        lines += [f"  {line}" for line in self.banner_lines]
+        if self.sim_commands:
+            lines.append(f"  try:     edge sim {' | '.join(sorted(k for k in self.sim_commands if k != 'emit'))}")
+        lines.append("  Ctrl-C stops it.")
+        print("\n".join(lines), file=sys.stderr, flush=True)
+        self._banner_printed = True
 
     def _store_health(self, ok: bool, reason: str) -> None:
         self.health.set("store", OK if ok else DEGRADED, reason or "ok")
@@ -369,22 +402,6 @@ def install_signal_handlers(runtime: Runtime) -> None:
     signal.signal(signal.SIGINT, handler)
 
 
-def _print_sim_banner(runtime: Runtime) -> None:
-    """Tell the person at the laptop what is running and what to try (stderr: stdout is
-    the JSON log)."""
-    import sys
-
-    endpoint = f"http://{runtime.server.address[0]}:{runtime.server.port}" if runtime.server else "(none)"
-    lines = [f"edge simulator: node {runtime.config['node'].id!r}, state in {runtime.state_dir}",
-             f"  health:  {endpoint}/health   (edge status --sim)",
-             f"  workers: {', '.join(r.name for r in runtime.supervisor.runners) or 'none'}"]
-    lines += [f"  {line}" for line in runtime.banner_lines]
-    if runtime.sim_commands:
-        lines.append(f"  try:     edge sim {' | '.join(sorted(runtime.sim_commands))}")
-    lines.append("  Ctrl-C stops it.")
-    print("\n".join(lines), file=sys.stderr, flush=True)
-
-
 def run(config_path: str | None, sim: bool, environ: Mapping[str, str] = os.environ) -> int:
     """`edge run`: the whole process lifetime."""
     # A systemd watchdog abort (SIGABRT) then dumps every thread's stack to the journal.
@@ -404,7 +421,7 @@ def run(config_path: str | None, sim: bool, environ: Mapping[str, str] = os.envi
     try:
         runtime.start()
         if sim:
-            _print_sim_banner(runtime)
+            runtime.print_sim_banner()
         code = runtime.loop()
     finally:
         runtime.stop()

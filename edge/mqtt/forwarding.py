@@ -1,0 +1,203 @@
+"""Events from the bus to the broker: bus → outbox (disk) → paho (QoS 1) → PUBACK → ack.
+
+The rule: every bus event except kinds starting with "internal." is published on
+`edge/<node>/event/<kind>` as JSON ({event_type, event_id, kind, time, data}), QoS 1 and never
+retained (a retained press would ring again whenever Home Assistant resubscribes).
+
+- Kinds the bus never drops (rings) and kinds an entity declares are the outbox's `keep`
+  class; an event whose data has a `coalesce_key` replaces an unsent one with the same kind
+  and key (see `outbox` for the whole contract).
+- At most `window` events are handed to paho and unacknowledged at once. After a reconnect
+  paho first re-sends the ones that were in flight at the cut; new events wait until those
+  are acknowledged (the barrier), so first arrivals stay in order and a duplicate can only be
+  a message whose PUBACK was lost.
+- An event that feeds an image (or camera) entity is a picture, not a record: it goes out as
+  the raw bytes of its picture (the first bytes value in its data, e.g. `jpeg`), and waits for
+  a connection in memory only, newest wins. It never reaches the disk (a face must not
+  outlive the snapshot folder's retention in a second place) and is sent only after the
+  events that came before it, never overtaking them. Elsewhere a bytes value is shown as
+  "<N bytes>", never inlined.
+
+Threads: `take` runs on the link's ingest thread, `on_acked` / `on_connected` on paho's,
+`pump` on the link's own; they meet under one lock.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections import deque
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+from edge.bus import Event
+from edge.mqtt.connection import BrokerConnection, PublishRefused
+from edge.mqtt.outbox import KEEP, NORMAL, Outbox, Outgoing, Queued
+from edge.mqtt.topics import Topics
+
+log = logging.getLogger("edge.mqtt.forwarding")
+
+INTERNAL_PREFIX = "internal."
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return f"<{len(value)} bytes>"
+    return str(value)
+
+
+def to_json(value: Any) -> bytes:
+    return json.dumps(value, default=_json_default, separators=(",", ":")).encode()
+
+
+class EventForwarder:
+    def __init__(self, outbox: Outbox, topics: Topics, is_never_drop: Callable[[str], bool], counters: Any,
+                 window: int, keep_kinds: set[str], picture_kinds: set[str], wake: Callable[[], None]):
+        self.outbox = outbox
+        self.topics = topics
+        self._is_never_drop = is_never_drop
+        self._counters = counters
+        self.window = window
+        self._keep_kinds = keep_kinds
+        self._picture_kinds = picture_kinds
+        self._wake = wake
+        self._lock = threading.Lock()
+        self.changed = threading.Event()        # appended, acked, reconnected: look at the outbox
+        self._acks: deque[tuple[int, str | None]] = deque()
+        self._inflight: dict[int, Queued] = {}  # paho message id -> outbox row
+        self._barrier: set[int] = set()         # ids paho re-sends after a reconnect; new events wait
+        self._pictures: dict[str, bytes] = {}   # topic -> newest picture not yet sent
+        self.counts = {"pending": 0, "inflight": 0, "bytes": 0}  # cached for health and metrics
+
+    # -- the ingest thread ------------------------------------------------------------------
+    def take(self, batch: list[Event]) -> None:
+        """Events into the outbox in one transaction; a picture only after the events that
+        came before it are in (it is sent once they have gone)."""
+        messages: list[Outgoing] = []
+        for event in batch:
+            if event.kind in self._picture_kinds:
+                self._append(messages)
+                messages = []
+                self._keep_picture(event)
+            elif not event.kind.startswith(INTERNAL_PREFIX):
+                messages.append(self.message(event))
+        self._append(messages)
+
+    def _append(self, messages: list[Outgoing]) -> None:
+        if messages:
+            self.outbox.append(messages)
+            self.changed.set()
+            self._wake()
+
+    def _keep_picture(self, event: Event) -> None:
+        data = event.data if isinstance(event.data, dict) else {}
+        picture = next((bytes(v) for v in data.values() if isinstance(v, (bytes, bytearray, memoryview))), None)
+        if picture is None:
+            log.warning("event %s feeds an image entity but carries no picture bytes; not published",
+                        event.kind, extra={"event_id": event.event_id})
+            return
+        with self._lock:
+            self._pictures[self.topics.event(event.kind)] = picture
+        self.changed.set()
+        self._wake()
+
+    def message(self, event: Event) -> Outgoing:
+        data = event.data if isinstance(event.data, dict) else {"value": event.data}
+        body = {"event_type": str(data.get("event_type") or event.kind.rsplit(".", 1)[-1]),
+                "event_id": event.event_id, "kind": event.kind,
+                "time": datetime.fromtimestamp(event.ts_wall, timezone.utc).isoformat(timespec="milliseconds"),
+                "data": data}
+        key = data.get("coalesce_key")
+        keep = self._is_never_drop(event.kind) or event.kind in self._keep_kinds
+        return Outgoing(self.topics.event(event.kind), to_json(body), keep=keep,
+                        coalesce_key=f"{event.kind}:{key}" if key is not None else None, event_id=event.event_id)
+
+    # -- paho's thread ------------------------------------------------------------------------
+    def on_connected(self) -> None:
+        """Call before the link counts as connected: paho re-sends what was in flight first."""
+        with self._lock:
+            self._barrier = set(self._inflight)
+        self.changed.set()
+
+    def on_acked(self, mid: int, error: str | None) -> None:
+        self._acks.append((mid, error))
+        self.changed.set()
+
+    # -- the link's thread ------------------------------------------------------------------------
+    def pump(self, conn: BrokerConnection | None, connected: bool) -> None:
+        """Apply acks, hand the next events to paho, send waiting pictures."""
+        changed = self.changed.is_set()
+        self.changed.clear()  # before looking: a change from now on comes round again
+        changed |= self._handle_acks()
+        if changed:
+            if conn is not None and connected:
+                self._send(conn)
+            self.counts = self.outbox.counts()
+        if conn is not None and connected:
+            self._send_pictures(conn)
+
+    def _send(self, conn: BrokerConnection) -> None:
+        with self._lock:
+            if self._barrier:
+                return
+            room = self.window - len(self._inflight)
+        if room <= 0:
+            return
+        rows = self.outbox.peek(room)
+        if len(rows) == room:
+            self.changed.set()  # there may be more once acks free the window
+        sent: list[Queued] = []
+        refused: list[Queued] = []
+        for row in rows:
+            try:
+                mid = conn.publish(row.topic, row.payload, qos=row.qos, retain=False)
+            except PublishRefused as exc:
+                log.error("event %s cannot be published (%s): dropped", row.event_id, exc)
+                refused.append(row)
+                continue
+            if mid is None:
+                break
+            with self._lock:
+                self._inflight[mid] = row
+            sent.append(row)
+        self.outbox.mark_inflight(sent + refused)
+        if refused:
+            self.outbox.ack(r.key for r in refused)
+            for r in refused:
+                self._counters.drop("refused", KEEP if r.keep else NORMAL)
+
+    def _handle_acks(self) -> bool:
+        """Apply the PUBACKs that came in; True when an event was acknowledged."""
+        delivered = []
+        while self._acks:
+            mid, error = self._acks.popleft()
+            with self._lock:
+                row = self._inflight.pop(mid, None)
+                self._barrier.discard(mid)
+            if row is None:
+                continue  # a status, discovery config or reply
+            if error:
+                # MQTT 5: the broker took the message and refused it (e.g. not authorized);
+                # sending it again would be refused again and block every later event.
+                log.error("broker refused event %s on %s: %s; dropped", row.event_id, row.topic, error)
+                self._counters.drop("refused", KEEP if row.keep else NORMAL)
+            else:
+                self._counters.add("events_delivered")
+            delivered.append(row.key)
+        if delivered:
+            self.outbox.ack(delivered)
+        return bool(delivered)
+
+    def _send_pictures(self, conn: BrokerConnection) -> None:
+        """Only when every event that came before is on its way (nothing unsent in the
+        outbox, nothing left for paho to re-send first)."""
+        with self._lock:
+            if self._barrier or not self._pictures or self.counts["pending"]:
+                return
+            pictures, self._pictures = self._pictures, {}
+        for topic, picture in pictures.items():
+            try:
+                conn.publish(topic, picture, qos=1, retain=False)
+            except PublishRefused as exc:
+                log.error("picture not sent: %s", exc)

@@ -1,0 +1,52 @@
+"""What the node reports about itself: overall status, installed version, each worker's
+state, restarts and availability, and each outside link's breaker, written to the state
+board (which the link publishes) and as the per-worker availability map.
+
+Reads the runtime (health, supervisor runners, breakers); writes nothing to disk. Not
+responsible for publishing or for the entity configs (`discovery`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from edge.breaker import CLOSED
+from edge.health import DEGRADED, FAILED, HUNG, OK
+
+ONLINE, OFFLINE = "online", "offline"
+PROBLEM_STATES = (DEGRADED, FAILED, HUNG)
+
+
+def worker_availability(runner) -> str:
+    """A worker is available while its loop runs (OK, or DEGRADED because an outside link is
+    down); crashed and waiting to restart, hung, failed or stopped, it is not."""
+    running = runner.state in (OK, DEGRADED) and runner.entered.is_set() and not runner.backing_off
+    return ONLINE if running else OFFLINE
+
+
+class NodeReport:
+    def __init__(self, runtime: Any, states: Any, version: str):
+        self.runtime = runtime
+        self.states = states
+        self.version = version
+
+    def update(self) -> dict[str, str]:
+        """Refresh the node's state-board values (unchanged values publish nothing: the
+        board keeps the latest and ignores repeats); returns worker → availability."""
+        rt = self.runtime
+        self.states.set("node", {"state": rt.health.overall(), "summary": rt.health.summary(),
+                                 "version": self.version, "safe_mode": bool(getattr(rt, "safe_mode", False))})
+        self.states.set("node.update", {"installed_version": self.version, "latest_version": self.version,
+                                        "title": "Edge runtime"})
+        availability = {}
+        runners = rt.supervisor.runners if rt.supervisor is not None else []
+        for r in runners:
+            self.states.set(f"worker.{r.name}", {"state": r.state, "reason": r.reason, "restarts": r.restarts,
+                                                 "problem": "ON" if r.state in PROBLEM_STATES else "OFF"})
+            availability[r.name] = worker_availability(r)
+        self.update_breakers()
+        return availability
+
+    def update_breakers(self) -> None:
+        for name, breaker in self.runtime.breakers.all().items():
+            self.states.set(f"breaker.{name}", "ON" if breaker.state == CLOSED else "OFF")

@@ -1,0 +1,101 @@
+"""Commands from Home Assistant over MQTT (`edge/<node>/cmd/<name>`), and the node's own
+commands (restart a worker, restart the runtime).
+
+paho's thread only queues a command (bounded: a flood is refused, counted, not buffered);
+the link's thread runs it through `edge.commands.CommandRegistry`, which checks size,
+schema and authorization, counts every outcome and never lets a handler's exception
+escape. Each command gets a reply on `edge/<node>/cmd/<name>/result` (and, for MQTT 5, on
+the request's response topic with its correlation data). Commands that open the door or
+change who is known (`dangerous`) are refused unless `[mqtt] allow_dangerous_commands`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections import deque
+from typing import Any, Callable
+
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from edge.commands import Command, CommandRegistry, CommandRejected
+from edge.mqtt.topics import Topics
+
+log = logging.getLogger("edge.mqtt.commands")
+
+MAX_QUEUED = 32
+DANGEROUS_HINT = "set [mqtt] allow_dangerous_commands = true to accept it over MQTT"
+
+Publish = Callable[[str, bytes, Properties | None], None]
+
+
+def register_node_commands(registry: CommandRegistry, runtime: Any) -> None:
+    """restart_worker {"worker": name} and restart_runtime {} (Home Assistant's buttons)."""
+
+    def restart_worker(payload: dict) -> dict:
+        names = [r.name for r in runtime.supervisor.runners] if runtime.supervisor else []
+        if payload["worker"] not in names:
+            raise CommandRejected(f"restart_worker: no running worker {payload['worker']!r}; "
+                                  f"known: {', '.join(names)}", "invalid")
+        runtime.supervisor.restart(payload["worker"])
+        return {"restarting": payload["worker"]}
+
+    def restart_runtime(payload: dict) -> dict:
+        runtime.request_restart()
+        return {"restarting": "runtime"}
+
+    registry.register(Command("restart_worker", restart_worker, {"worker": str}))
+    registry.register(Command("restart_runtime", restart_runtime, {}))
+
+
+class RemoteCommands:
+    def __init__(self, registry: CommandRegistry, topics: Topics, allow_dangerous: bool):
+        self.registry = registry
+        self.topics = topics
+        self.allow_dangerous = allow_dangerous
+        self._queue: deque[tuple[str, bytes, Properties | None]] = deque()
+        self._lock = threading.Lock()
+
+    def offer(self, name: str, payload: bytes, properties: Properties | None) -> bool:
+        """From paho's thread: queue a command; False (and counted) when the queue is full."""
+        with self._lock:
+            if len(self._queue) >= MAX_QUEUED:
+                self.registry.rejected["busy"] += 1
+                log.warning("command %r refused: %d commands already waiting", name[:64], MAX_QUEUED)
+                return False
+            self._queue.append((name, bytes(payload), properties))
+            return True
+
+    def run_pending(self, publish: Publish) -> int:
+        """On the link's thread: run queued commands and publish their replies."""
+        n = 0
+        while True:
+            with self._lock:
+                if not self._queue:
+                    return n
+                name, payload, properties = self._queue.popleft()
+            n += 1
+            reply = self.run_one(name, payload)
+            body = json.dumps(reply, default=str, separators=(",", ":")).encode()
+            publish(self.topics.reply(name), body, None)
+            response_topic = getattr(properties, "ResponseTopic", None) if properties is not None else None
+            if response_topic:
+                props = Properties(PacketTypes.PUBLISH)
+                correlation = getattr(properties, "CorrelationData", None)
+                if correlation is not None:
+                    props.CorrelationData = correlation
+                publish(response_topic, body, props)
+
+    def run_one(self, name: str, payload: bytes) -> dict:
+        try:
+            result = self.registry.execute(name, payload, allow_dangerous=self.allow_dangerous,
+                                           dangerous_hint=DANGEROUS_HINT)
+        except CommandRejected as exc:
+            return {"command": name, "ok": False, "code": exc.code, "error": str(exc)}
+        except Exception as exc:  # nothing a command does may take the link down
+            log.exception("command %s failed unexpectedly", name)
+            self.registry.rejected["failed"] += 1
+            return {"command": name, "ok": False, "code": "failed", "error": f"{type(exc).__name__}: {exc}"}
+        return {"command": name, "ok": True, "result": result}
