@@ -174,6 +174,20 @@ def _button_args(pins: DoorbellPins) -> dict:
     return {"pull_up": pins.button_pull == "up"}
 
 
+class _Finger:
+    """Presses a MockFactory button while "on", like an output the pulse timer drives."""
+
+    def __init__(self, pin, active_low: bool):
+        self.pin = pin
+        self.active_low = active_low
+
+    def on(self) -> None:
+        (self.pin.drive_low if self.active_low else self.pin.drive_high)()
+
+    def off(self) -> None:
+        (self.pin.drive_high if self.active_low else self.pin.drive_low)()
+
+
 class DoorbellGpio:
     """The doorbell's devices on one pin factory.
 
@@ -193,6 +207,8 @@ class DoorbellGpio:
         self.led: DigitalOutputDevice | None = None
         self.button: Button | None = None
         self.timer: PulseTimer | None = None
+        self._finger: _Finger | None = None
+        button_args = _button_args(pins)  # a config mistake is reported before any pin is taken
         try:
             # The relay first: the door must be locked before anything else can happen.
             self.relay = DigitalOutputDevice(pins.relay, active_high=pins.relay_active_high,
@@ -204,7 +220,7 @@ class DoorbellGpio:
             self.timer = PulseTimer()
             # The button last, so no press can arrive before the chime exists.
             self.button = Button(pins.button, bounce_time=pins.bounce_s or None, hold_time=pins.long_press_s,
-                                 pin_factory=factory, **_button_args(pins))
+                                 pin_factory=factory, **button_args)
         except GPIOZeroError as exc:
             self.close()
             raise GpioError(f"cannot set up the doorbell GPIO (button {pins.button}, chime {pins.chime}, "
@@ -230,6 +246,19 @@ class DoorbellGpio:
 
     def relay_off(self) -> None:
         self.timer.cancel(self.relay)
+
+    def simulate_press(self, seconds: float) -> None:
+        """Press a MockFactory button now and let go after `seconds` (the simulator's
+        `edge sim press --hold`): a pulse on the input, ended by the same timer."""
+        pin = self.button.pin
+        if not hasattr(pin, "drive_low"):
+            raise GpioError("the button is a real GPIO pin; only a simulated one (pin_factory = \"mock\") "
+                            "can be pressed from software")
+        if self._finger is None:
+            active_low = self.pins.button_pull == "up" or (self.pins.button_pull == "off"
+                                                          and self.pins.button_active == "low")
+            self._finger = _Finger(pin, active_low)
+        self.timer.pulse(self._finger, seconds)
 
     @property
     def relay_on(self) -> bool:

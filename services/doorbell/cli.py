@@ -1,0 +1,224 @@
+"""`edge faces ...` (known faces in the device's store) and `edge sim ...` (drive a running
+`edge run --sim`), contributed to the `edge` command through the `edge.cli` entry points.
+
+`edge faces` works on the store directly, in this process (dlib is loaded here, never in
+the runtime); a running device notices the change through the faces version row and
+reloads without a restart. Enrollment shows its progress on stderr, one photo at a time.
+Nothing prints an encoding.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import sqlite3
+import sys
+import time
+from pathlib import Path
+
+from edge.audit import AuditLog  # registers the audit table's migration before a Store opens
+from edge.cli import post_sim
+from edge.config import ConfigError
+from edge.runtime import config_path_for, load_config, state_dir_for
+from edge.store import DB_NAME, Store, StoreUnavailable
+from services.doorbell.faces_store import FaceStore, check_name  # registers the "faces" migration
+from services.doorbell.snapshots import SnapshotFolder
+
+
+def _open_store(args) -> tuple[Store, Path]:
+    state_dir = state_dir_for(args.sim)
+    try:
+        return Store(state_dir / DB_NAME), state_dir
+    except (sqlite3.Error, OSError) as exc:
+        raise SystemExit(f"cannot open the device's store in {state_dir} ({exc}); run as the device's user "
+                         f"(sudo -u edge ...), or set EDGE_STATE_DIR to its state directory") from None
+
+
+def _faces_config(args):
+    try:
+        config, _ = load_config(config_path_for(args.config), args.sim)
+    except ConfigError as exc:
+        raise SystemExit(f"{exc.source}: invalid configuration ({exc.problems[0]}); "
+                         f"check it with `edge config check`") from None
+    return config
+
+
+def _audit(store: Store, state_dir: Path, action: str, detail: dict) -> None:
+    try:
+        AuditLog(store, state_dir / "audit.key", state_dir / "audit.anchor").append(
+            f"cli:{getpass.getuser()}", action, detail)
+    except (OSError, StoreUnavailable) as exc:
+        print(f"warning: the change was made but could not be written to the audit log ({exc})", file=sys.stderr)
+
+
+class Progress:
+    """A one-line progress bar on stderr ("enrolling 3/5 obama_2.jpg [######....]"),
+    redrawn in place on a terminal, one line per step otherwise (logs, CI)."""
+
+    def __init__(self, total: int, stream=None, width: int = 20):
+        self.total = total
+        self.stream = stream or sys.stderr
+        self.width = width
+        self.tty = self.stream.isatty()
+
+    def step(self, done: int, label: str) -> None:
+        filled = self.width * done // max(1, self.total)
+        line = f"enrolling {done + 1}/{self.total} {label} [{'#' * filled}{'.' * (self.width - filled)}]"
+        self.stream.write(("\r\033[K" + line) if self.tty else line + "\n")
+        self.stream.flush()
+
+    def done(self, message: str) -> None:
+        self.stream.write(("\r\033[K" if self.tty else "") + message + "\n")
+        self.stream.flush()
+
+
+def cmd_enroll(args) -> int:
+    # Imported here, not at the top: OpenCV and the recognition module would slow down
+    # every `edge` command, which all load this module to list their subcommands.
+    from services.doorbell.enrollment import encode_photo, photo_source
+    from services.doorbell.recognition import EnrollmentError, RecognitionUnavailable
+
+    try:
+        name = check_name(args.name)
+    except ValueError as exc:
+        print(f"edge faces enroll: {exc}", file=sys.stderr)
+        return 2
+    photos = [Path(p) for p in args.photos]
+    missing = [str(p) for p in photos if not p.is_file()]
+    if missing:
+        print(f"edge faces enroll: no such photo: {', '.join(missing)}; give paths to JPEG or PNG files",
+              file=sys.stderr)
+        return 2
+    min_face_px = _faces_config(args)["faces"].min_face_px
+    progress = Progress(len(photos))
+    accepted, rejected = [], []
+    for i, photo in enumerate(photos):
+        progress.step(i, photo.name)
+        try:
+            accepted.append((photo_source(photo), encode_photo(photo, min_face_px=min_face_px)))
+        except EnrollmentError as exc:
+            rejected.append(str(exc))  # names the photo
+        except RecognitionUnavailable as exc:
+            progress.done("enrollment stopped")
+            print(f"edge faces enroll: {exc}", file=sys.stderr)
+            return 1
+    progress.done(f"encoded {len(accepted)} of {len(photos)} photo(s)")
+    for line in rejected:
+        print(f"rejected: {line}", file=sys.stderr)
+    if not accepted:
+        print(f"nothing enrolled for {name}: every photo was rejected", file=sys.stderr)
+        return 1
+    store, state_dir = _open_store(args)
+    try:
+        faces = FaceStore(store)
+        added, duplicates = faces.add(name, accepted, time.time())
+        if added:
+            _audit(store, state_dir, "face_enrolled", {"name": name, "source": "photos", "encodings": added})
+    except StoreUnavailable as exc:
+        print(f"edge faces enroll: cannot save ({exc})", file=sys.stderr)
+        return 1
+    finally:
+        store.close()
+    note = f" ({duplicates} already enrolled)" if duplicates else ""
+    print(f"enrolled {name}: {added} photo(s){note}; a running doorbell uses them from its next ring")
+    return 1 if rejected else 0
+
+
+def cmd_list(args) -> int:
+    store, _ = _open_store(args)
+    try:
+        people = FaceStore(store).people()
+    finally:
+        store.close()
+    if not people:
+        print("no one is enrolled yet; add someone with `edge faces enroll NAME PHOTO...`")
+        return 0
+    width = max(len("NAME"), *(len(p.name) for p in people))
+    print(f"{'NAME':<{width}}  PHOTOS  ENROLLED")
+    for p in people:
+        print(f"{p.name:<{width}}  {p.encodings:>6}  {time.strftime('%Y-%m-%d %H:%M', time.localtime(p.last_wall))}")
+    return 0
+
+
+def cmd_remove(args) -> int:
+    config = _faces_config(args)
+    store, state_dir = _open_store(args)
+    try:
+        faces = FaceStore(store)
+        removed, files = faces.remove(args.name)
+        if not removed and not files:
+            known = ", ".join(p.name for p in faces.people()) or "nobody"
+            print(f"edge faces remove: no one named {args.name!r} is enrolled (enrolled: {known}); "
+                  f"see `edge faces list`", file=sys.stderr)
+            return 1
+        cfg = config["faces"]
+        folder = SnapshotFolder(Path(cfg.snapshot_dir or state_dir / "snapshots"), cfg.snapshot_keep,
+                                cfg.snapshot_max_age_days)
+        deleted = folder.remove(files)
+        _audit(store, state_dir, "face_removed", {"name": args.name, "encodings": removed, "snapshots": deleted})
+    except StoreUnavailable as exc:
+        print(f"edge faces remove: cannot save ({exc})", file=sys.stderr)
+        return 1
+    finally:
+        store.close()
+    print(f"removed {args.name}: {removed} photo encoding(s) and {deleted} snapshot(s) showing them")
+    return 0
+
+
+def _subcommand(sub, add_config_arg, name: str, func, help: str, **defaults) -> argparse.ArgumentParser:
+    p = sub.add_parser(name, help=help)
+    add_config_arg(p)
+    p.set_defaults(func=func, **defaults)
+    return p
+
+
+def register_faces(subparsers, add_config_arg) -> None:
+    p = subparsers.add_parser("faces", help="known faces: enroll, list, remove")
+    sub = p.add_subparsers(dest="faces_command", required=True)
+    enroll = _subcommand(sub, add_config_arg, "enroll", cmd_enroll, "enroll a person from photos (one face each)")
+    enroll.add_argument("name", help="the name announced when this person rings")
+    enroll.add_argument("photos", nargs="+", metavar="PHOTO", help="photos showing only this person's face")
+    _subcommand(sub, add_config_arg, "list", cmd_list, "list enrolled people")
+    remove = _subcommand(sub, add_config_arg, "remove", cmd_remove, "forget a person and delete the snapshots "
+                         "showing them")
+    remove.add_argument("name")
+
+
+# -- edge sim -----------------------------------------------------------------------------------
+
+def cmd_sim_press(args) -> int:
+    return post_sim(args, "press", {"hold": args.hold})
+
+
+def cmd_sim_camera(args) -> int:
+    payload = {"action": args.action}
+    if args.action == "show":
+        if not args.photo:
+            print("edge sim camera show: which photo? for example: edge sim camera show ~/alice.jpg",
+                  file=sys.stderr)
+            return 2
+        photo = Path(args.photo).expanduser().resolve()
+        if not photo.is_file():
+            print(f"edge sim camera show: no such photo {photo}", file=sys.stderr)
+            return 2
+        payload["path"] = str(photo)  # the device runs elsewhere: give it an absolute path
+    return post_sim(args, "camera", payload)
+
+
+def cmd_sim_status(args) -> int:
+    return post_sim(args, "status", {})
+
+
+def register_sim(subparsers, add_config_arg) -> None:
+    p = subparsers.add_parser("sim", help="drive a running `edge run --sim` (press the button, swap the camera)")
+    sub = p.add_subparsers(dest="sim_command", required=True)
+    # `edge sim` always talks to the simulator: --sim is implied.
+    press = _subcommand(sub, add_config_arg, "press", cmd_sim_press, "press the doorbell button", sim=True)
+    press.add_argument("--hold", type=float, default=0.1, metavar="SECONDS",
+                       help="how long to hold it (a long press from [doorbell] long_press_s)")
+    camera = _subcommand(sub, add_config_arg, "camera", cmd_sim_camera, "what the simulated camera sees: "
+                         "show PHOTO, empty, unplug, plug", sim=True)
+    camera.add_argument("action", choices=("show", "empty", "unplug", "plug"))
+    camera.add_argument("photo", nargs="?", help="with show: the photo the camera serves until told otherwise")
+    _subcommand(sub, add_config_arg, "status", cmd_sim_status, "the simulated doorbell: outputs, camera, "
+                "recognition, last visitor", sim=True)

@@ -1,0 +1,171 @@
+"""Known faces and the snapshot index, in the device's store (migration component "faces").
+
+Responsible for: the enrolled encodings (128 numbers per photo, never the photos), who is
+labelled in which snapshot (so removing a person removes their snapshots too) and a
+version counter that every change to the faces bumps, whichever process made it. The
+running doorbell reads that one row each loop and reloads the encodings when it moved, so
+`edge faces enroll` in a shell takes effect without a restart. The counter is kept by
+triggers, so no writer can forget it; `PRAGMA data_version` would miss the runtime's own
+writes (it only counts other connections' commits).
+
+Not responsible for: computing encodings (recognition.py, in a child process or the CLI),
+the snapshot files themselves (snapshots.py).
+
+Encodings are biometric data: nothing here logs them, and `people()` reports counts only.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from edge.store import Store, register_migrations
+
+register_migrations("faces", [
+    """
+    CREATE TABLE faces (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL,
+        encoding BLOB NOT NULL,      -- 128 little-endian float64
+        source TEXT NOT NULL,        -- "photo:<sha256>" or "ring:<event_id>"; never the photo
+        created_wall REAL NOT NULL
+    );
+    CREATE UNIQUE INDEX faces_name_source ON faces(name, source);
+    CREATE TABLE faces_version (id INTEGER PRIMARY KEY CHECK (id = 1), version INTEGER NOT NULL);
+    INSERT INTO faces_version VALUES (1, 0);
+    CREATE TRIGGER faces_added AFTER INSERT ON faces
+        BEGIN UPDATE faces_version SET version = version + 1; END;
+    CREATE TRIGGER faces_removed AFTER DELETE ON faces
+        BEGIN UPDATE faces_version SET version = version + 1; END;
+    CREATE TRIGGER faces_changed AFTER UPDATE ON faces
+        BEGIN UPDATE faces_version SET version = version + 1; END;
+    CREATE TABLE snapshots (
+        event_id TEXT PRIMARY KEY,
+        file TEXT NOT NULL,          -- file name inside the snapshot folder
+        ts_wall REAL NOT NULL,
+        names TEXT NOT NULL          -- JSON list of the enrolled people recognized in it
+    );
+    """,
+])
+
+ENCODING_SIZE = 128
+_NAME = re.compile(r"^[\w][\w .'-]{0,63}$")
+
+
+def check_name(name: str) -> str:
+    """The name, stripped; ValueError with what is allowed when it cannot be used."""
+    stripped = name.strip() if isinstance(name, str) else ""
+    if not _NAME.match(stripped):
+        raise ValueError(f"{name!r} cannot be used as a name: use 1 to 64 letters, digits, spaces, "
+                         f"dots, apostrophes, _ or -, starting with a letter or digit (for example \"Alice\")")
+    return stripped
+
+
+def _blob(encoding: np.ndarray) -> bytes:
+    array = np.asarray(encoding, dtype="<f8")
+    if array.shape != (ENCODING_SIZE,):
+        raise ValueError(f"a face encoding has {ENCODING_SIZE} numbers, got shape {array.shape}")
+    return array.tobytes()
+
+
+@dataclass(frozen=True)
+class Person:
+    name: str
+    encodings: int
+    first_wall: float
+    last_wall: float
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    event_id: str
+    file: str
+    ts_wall: float
+    names: tuple[str, ...]
+
+
+class FaceStore:
+    def __init__(self, store: Store):
+        self.store = store
+
+    def version(self) -> int:
+        return self.store.read("SELECT version FROM faces_version WHERE id = 1")[0][0]
+
+    def add(self, name: str, encodings: Sequence[tuple[str, np.ndarray]], ts_wall: float) -> tuple[int, int]:
+        """Enroll `name` with (source, encoding) pairs in one transaction. Returns (added,
+        already there): the same photo enrolled twice for a name is kept once."""
+        name = check_name(name)
+        rows = [(name, _blob(encoding), source, ts_wall) for source, encoding in encodings]
+
+        def insert(conn):
+            count = "SELECT COUNT(*) FROM faces WHERE name = ?"
+            before = conn.execute(count, (name,)).fetchone()[0]
+            conn.executemany("INSERT OR IGNORE INTO faces(name, encoding, source, created_wall) "
+                             "VALUES (?, ?, ?, ?)", rows)
+            return conn.execute(count, (name,)).fetchone()[0] - before
+
+        added = self.store.write(insert)
+        return added, len(rows) - added
+
+    def known(self) -> dict[str, list[np.ndarray]]:
+        known: dict[str, list[np.ndarray]] = {}
+        for row in self.store.read("SELECT name, encoding FROM faces ORDER BY name, id"):
+            known.setdefault(row["name"], []).append(np.frombuffer(row["encoding"], dtype="<f8").copy())
+        return known
+
+    def people(self) -> list[Person]:
+        return [Person(r["name"], r["n"], r["first"], r["last"]) for r in self.store.read(
+            "SELECT name, COUNT(*) AS n, MIN(created_wall) AS first, MAX(created_wall) AS last "
+            "FROM faces GROUP BY name ORDER BY name COLLATE NOCASE")]
+
+    def remove(self, name: str) -> tuple[int, list[str]]:
+        """Forget `name`: their encodings and the index rows of snapshots labelled with
+        them. Returns (encodings removed, snapshot file names to delete)."""
+
+        def delete(conn):
+            removed = conn.execute("DELETE FROM faces WHERE name = ?", (name,)).rowcount
+            files = [r[0] for r in conn.execute(
+                "SELECT s.file FROM snapshots s, json_each(s.names) j WHERE j.value = ?", (name,))]
+            conn.execute("DELETE FROM snapshots WHERE event_id IN (SELECT s.event_id FROM snapshots s, "
+                         "json_each(s.names) j WHERE j.value = ?)", (name,))
+            return removed, files
+
+        return self.store.write(delete)
+
+    # -- snapshot index ----------------------------------------------------------------------
+    def record_snapshot(self, event_id: str, file: str, names: Iterable[str], ts_wall: float) -> None:
+        self.store.write(lambda c: c.execute(
+            "INSERT OR REPLACE INTO snapshots(event_id, file, ts_wall, names) VALUES (?, ?, ?, ?)",
+            (event_id, file, ts_wall, json.dumps(sorted(set(names))))))
+
+    def label_snapshot(self, event_id: str, name: str) -> None:
+        """Add `name` to the people shown in the snapshot of `event_id` (after "this was
+        Alice"), so removing Alice removes it."""
+        def label(conn):
+            row = conn.execute("SELECT names FROM snapshots WHERE event_id = ?", (event_id,)).fetchone()
+            if row is not None:
+                names = sorted(set(json.loads(row[0])) | {name})
+                conn.execute("UPDATE snapshots SET names = ? WHERE event_id = ?", (json.dumps(names), event_id))
+        self.store.write(label)
+
+    def latest_snapshot(self) -> Snapshot | None:
+        rows = self.store.read("SELECT * FROM snapshots ORDER BY ts_wall DESC, rowid DESC LIMIT 1")
+        return self._snapshot(rows[0]) if rows else None
+
+    def snapshot(self, event_id: str) -> Snapshot | None:
+        rows = self.store.read("SELECT * FROM snapshots WHERE event_id = ?", (event_id,))
+        return self._snapshot(rows[0]) if rows else None
+
+    def forget_snapshots(self, files: Iterable[str]) -> None:
+        files = list(files)
+        if files:
+            self.store.write(lambda c: c.executemany("DELETE FROM snapshots WHERE file = ?",
+                                                     [(f,) for f in files]))
+
+    @staticmethod
+    def _snapshot(row) -> Snapshot:
+        return Snapshot(row["event_id"], row["file"], row["ts_wall"], tuple(json.loads(row["names"])))

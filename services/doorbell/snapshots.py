@@ -1,0 +1,127 @@
+"""Visitor snapshots on disk: one JPEG per ring, kept for a limited count and age.
+
+Responsible for: encoding the chosen frame as JPEG, writing it atomically and privately
+(mode 0600 in a 0700 folder), and retention: at most `keep` files, none older than
+`max_age_days`. Faces of visitors are personal data; the limits are the privacy promise.
+
+Time: a file's age is wall-clock by nature (it must survive reboots, and a Pi has no
+real-time clock), so it comes from the file's mtime. Two guards keep a wrong clock from
+doing harm: a file dated in the future (the clock stepped back) is not aged, and a file
+written before the clock was set (dated before SANE_WALL, e.g. 1970 after a boot without
+network) is re-dated to the first set time the pruner sees, so it then lives at most
+`max_age_days` more instead of vanishing at once or never expiring. Order for the count
+limit comes from a sequence number in the file name, not from any clock.
+
+Not responsible for: which people a snapshot shows (faces_store.py's index), publishing it.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import re
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from PIL import Image
+
+log = logging.getLogger("services.doorbell.snapshots")
+
+# 2024-01-01T00:00:00Z: no snapshot this software writes can honestly be older.
+SANE_WALL = 1_704_067_200.0
+_FILE = re.compile(r"^(\d{8})_[0-9TZ]+_([0-9A-Za-z_-]+)\.jpg$")
+
+
+def encode_jpeg(frame: np.ndarray, quality: int = 85) -> bytes:
+    """An RGB frame as JPEG bytes."""
+    buffer = io.BytesIO()
+    Image.fromarray(frame).save(buffer, format="JPEG", quality=quality)
+    return buffer.getvalue()
+
+
+class SnapshotFolder:
+    def __init__(self, directory: Path, keep: int, max_age_days: float,
+                 wall: Callable[[], float] = time.time):
+        self.directory = Path(directory)
+        self.keep = keep
+        self.max_age_s = max_age_days * 86400.0
+        self._wall = wall
+
+    def _ensure_dir(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+    def files(self) -> list[Path]:
+        """Snapshot files, newest first (by sequence number)."""
+        try:
+            entries = [p for p in self.directory.iterdir() if _FILE.match(p.name)]
+        except FileNotFoundError:
+            return []
+        return sorted(entries, key=lambda p: p.name, reverse=True)
+
+    def _next_sequence(self) -> int:
+        files = self.files()
+        return int(_FILE.match(files[0].name).group(1)) + 1 if files else 1
+
+    def save(self, event_id: str, jpeg: bytes, ts_wall: float) -> Path:
+        """Write the snapshot of ring `event_id`; returns its path. Raises OSError (disk
+        full, read-only): the caller carries on without it."""
+        if not re.fullmatch(r"[0-9A-Za-z_-]+", event_id):
+            raise ValueError(f"event id {event_id!r} cannot be part of a file name")
+        self._ensure_dir()
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(ts_wall))
+        path = self.directory / f"{self._next_sequence():08d}_{stamp}_{event_id}.jpg"
+        tmp = path.with_name(path.name + ".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(jpeg)
+            os.replace(tmp, path)
+        except OSError:
+            tmp.unlink(missing_ok=True)
+            raise
+        return path
+
+    def prune(self) -> list[str]:
+        """Apply the count and age limits; returns the names of the files deleted."""
+        now = self._wall()
+        removed = []
+        for index, path in enumerate(self.files()):
+            if index >= self.keep or self._too_old(path, now):
+                try:
+                    path.unlink()
+                    removed.append(path.name)
+                except FileNotFoundError:
+                    pass
+                except OSError as exc:
+                    log.error("cannot delete the expired snapshot %s (%s): check the permissions of %s",
+                              path.name, exc.strerror, self.directory)
+        for leftover in self.directory.glob("*.jpg.tmp") if self.directory.is_dir() else ():
+            leftover.unlink(missing_ok=True)  # a write cut short by a crash
+        return removed
+
+    def _too_old(self, path: Path, now: float) -> bool:
+        if now < SANE_WALL:
+            return False  # the clock is not set yet: no age can be judged
+        try:
+            mtime = path.stat().st_mtime
+        except FileNotFoundError:
+            return False
+        if mtime < SANE_WALL:
+            os.utime(path, (now, now))  # written before the clock was set: its age starts now
+            return False
+        return now - mtime > self.max_age_s
+
+    def remove(self, names: list[str]) -> int:
+        """Delete these snapshot files (by name); returns how many were there."""
+        count = 0
+        for name in names:
+            if _FILE.match(name):
+                try:
+                    (self.directory / name).unlink()
+                    count += 1
+                except FileNotFoundError:
+                    pass
+        return count

@@ -1,0 +1,227 @@
+"""Benchmark of the doorbell's button path (prints JSON).
+
+(a) Press → chime pin and press → `ring` at a subscriber on a local mosquitto, p50/p99 over
+    `--presses` presses with cooldown 0, measured side by side in one run: first with the
+    camera unplugged (no recognition: the quiet baseline), then with a real face in front
+    of the camera and recognitions running back to back in the child process. The ratio
+    busy/quiet shows what recognition costs the button path (it should cost nothing: the
+    chime is set in the press callback and the ring is a bus publish).
+    The mock button runs the callback in the pressing thread, as lgpio runs it in its own;
+    press → chime is read from the mock pin's recorded history (clear_states() just
+    before each press, so the first recorded change is the chime's delay).
+(c) RSS of an `edge run --sim` runtime with the doorbell after a recognized ring, and of its
+    recognition child.
+
+    python tests/bench/bench_doorbell.py [--presses 200] [--interval-s 0.1]
+
+Needs mosquitto and the face photos (EDGE_TEST_DATA, default ../shared/data).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+
+from edge.mqtt.link import MqttLink
+from edge.store import DB_NAME, Store
+from edge.testing.mosquitto import Mosquitto
+from edge.testing.notify_socket import NotifyListener
+from services.doorbell.enrollment import encode_photo, photo_source
+from services.doorbell.faces_store import FaceStore
+from services.doorbell.testing import SimulatedDoorbell
+from services.doorbell.worker import DoorbellWorker
+
+EDGE = str(Path(sys.executable).with_name("edge"))
+NODE = "bench-door"
+
+
+def percentiles(samples_ms: list[float]) -> dict:
+    ordered = sorted(samples_ms)
+    p99 = ordered[min(len(ordered) - 1, int(round(0.99 * (len(ordered) - 1))))]
+    return {"p50_ms": round(statistics.median(ordered), 3), "p99_ms": round(p99, 3),
+            "max_ms": round(ordered[-1], 3), "n": len(ordered)}
+
+
+def rss_mb(pid: int) -> float:
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    raise RuntimeError(f"no VmRSS for {pid}")
+
+
+def children(pid: int) -> list[int]:
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = open(f"/proc/{entry}/stat").read()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                out.append(int(entry))
+    return out
+
+
+class RingWatcher:
+    """Arrival time (monotonic, this process) of every ring at a broker subscriber."""
+
+    def __init__(self, port: int):
+        self.arrivals: dict[str, float] = {}
+        self.connected = threading.Event()
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bench-subscriber")
+        self.client.on_connect = self._connected
+        self.client.on_message = self._message
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+
+    def _connected(self, client, userdata, flags, rc, props):
+        client.subscribe(f"edge/{NODE}/event/doorbell.ring", qos=1)
+        self.connected.set()
+
+    def _message(self, client, userdata, message):
+        self.arrivals[json.loads(message.payload)["event_id"]] = time.monotonic()
+
+    def close(self):
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+def press_series(bell: SimulatedDoorbell, watcher: RingWatcher, presses: int, interval_s: float) -> dict:
+    chime, button = bell.chime, bell.button
+    chime_ms, pressed_at = [], {}
+    seen = len(bell.events("doorbell.ring"))
+    for _ in range(presses):
+        while chime.state:  # the previous chime pulse must be over, or no new edge is recorded
+            time.sleep(0.005)
+        chime.clear_states()
+        t0 = time.monotonic()
+        button.drive_low()
+        rise = next(s for s in chime.states[1:] if s.state)
+        chime_ms.append(rise.timestamp * 1000)
+        rings = bell.events("doorbell.ring")
+        event_id = rings[seen].event_id
+        seen = len(rings)
+        pressed_at[event_id] = t0
+        button.drive_high()
+        time.sleep(interval_s)  # the pace of the presses is the benchmark's input, not a wait
+    deadline = time.monotonic() + 30
+    while not all(e in watcher.arrivals for e in pressed_at) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    ring_ms = [(watcher.arrivals[e] - t) * 1000 for e, t in pressed_at.items() if e in watcher.arrivals]
+    return {"press_to_chime": percentiles(chime_ms), "press_to_ring_at_subscriber": percentiles(ring_ms),
+            "rings_lost": len(pressed_at) - len(ring_ms)}
+
+
+def latency(args, photos: Path, tmp: Path) -> dict:
+    broker = Mosquitto(tmp / "broker", program=shutil.which("mosquitto") or "/usr/sbin/mosquitto").start()
+    watcher = RingWatcher(broker.port)
+    config = {"node": {"id": NODE}, "mqtt": {"host": "127.0.0.1", "port": broker.port},
+              "doorbell": {"cooldown_s": 0, "chime_s": 0.05},
+              "camera": {"width": 1280, "height": 720, "burst": 5, "source": str(photos / "obama_2.jpg")}}
+    bell = SimulatedDoorbell(tmp / "state", config, classes=(DoorbellWorker, MqttLink))
+    try:
+        bell.start()
+        FaceStore(bell.runtime.store).add("obama", [(photo_source(photos / "obama_1.jpg"),
+                                                     encode_photo(photos / "obama_1.jpg", min_face_px=60))],
+                                          time.time())
+        link = bell.runtime.supervisor.runner("mqtt").worker
+        recognizer = bell.worker.recognizer
+        deadline = time.monotonic() + 60
+        while not (link.connected and watcher.connected.is_set() and recognizer.available):
+            if time.monotonic() > deadline:
+                raise RuntimeError("the link, the subscriber or the recognizer did not come up in 60 s")
+            time.sleep(0.05)
+        camera = bell.worker.camera
+        camera.unplug()
+        quiet = press_series(bell, watcher, args.presses, args.interval_s)
+        camera.plug()
+        while bell.runtime.breakers.get("camera").state != "closed":
+            time.sleep(0.05)
+        before = len(bell.events("doorbell.visitor"))
+        busy = press_series(bell, watcher, args.presses, args.interval_s)
+        visitors = bell.events("doorbell.visitor")[before:]
+        recognized = [v for v in visitors if v.data["result"] == "faces"]
+        busy["recognitions_during"] = len(recognized)
+        busy["recognition_ms_p50"] = round(statistics.median(v.data["recognition_ms"] for v in recognized), 1) \
+            if recognized else None
+        busy["named_obama"] = sum(1 for v in recognized if v.data["visitor"] == "obama")
+    finally:
+        bell.stop()
+        watcher.close()
+        broker.stop()
+    ratio = {k: round(busy[k]["p99_ms"] / max(quiet[k]["p99_ms"], 1e-6), 2)
+             for k in ("press_to_chime", "press_to_ring_at_subscriber")}
+    return {"quiet_camera_unplugged": quiet, "busy_recognitions_running": busy, "p99_ratio_busy_over_quiet": ratio}
+
+
+def memory(photos: Path, tmp: Path) -> dict:
+    state = tmp / "rss-state"
+    state.mkdir()
+    store = Store(state / DB_NAME)
+    FaceStore(store).add("obama", [(photo_source(photos / "obama_1.jpg"),
+                                    encode_photo(photos / "obama_1.jpg", min_face_px=60))], time.time())
+    store.close()
+    listener = NotifyListener(tmp / "notify.sock")
+    env = {**os.environ, "EDGE_STATE_DIR": str(state), "EDGE_HEALTH_PORT": "0", "EDGE_MQTT_ENABLED": "false",
+           "EDGE_CAMERA_SOURCE": str(photos / "obama_2.jpg"), "EDGE_CAMERA_WIDTH": "1280",
+           "EDGE_CAMERA_HEIGHT": "720", "NOTIFY_SOCKET": listener.path}
+    proc = subprocess.Popen([EDGE, "run", "--sim"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        listener.wait_for("READY=1", timeout=60)
+        base = (state / "endpoint").read_text().strip()
+
+        def sim(command: str) -> dict:
+            request = urllib.request.Request(f"{base}/sim/{command}", data=b"{}", method="POST")
+            return json.loads(urllib.request.urlopen(request, timeout=10).read())["result"]
+
+        deadline = time.monotonic() + 60
+        ring = None
+        while time.monotonic() < deadline:
+            try:
+                ring = ring or sim("press")["event_id"]
+                last = sim("status")["last_visitor"]
+            except OSError:
+                last = None  # still starting
+            if ring and last and last["event_id"] == ring:
+                break
+            time.sleep(0.2)
+        else:
+            raise RuntimeError("no visitor event within 60 s")
+        child = children(proc.pid)
+        return {"runtime_rss_mb": rss_mb(proc.pid), "recognizer_child_rss_mb": rss_mb(child[0]) if child else None,
+                "visitor": last["visitor"]}
+    finally:
+        proc.terminate()
+        proc.wait(20)
+        listener.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--presses", type=int, default=200)
+    parser.add_argument("--interval-s", type=float, default=0.1, help="time between presses")
+    args = parser.parse_args()
+    data = Path(os.environ.get("EDGE_TEST_DATA") or Path(__file__).resolve().parents[3] / "shared" / "data")
+    photos = data / "faces"
+    if not (photos / "manifest.json").is_file():
+        sys.exit(f"face photos not found at {photos}; set EDGE_TEST_DATA")
+    with tempfile.TemporaryDirectory() as tmp:
+        report = {"cpu_count": os.cpu_count(), "presses": args.presses, "interval_s": args.interval_s,
+                  "a_latency": latency(args, photos, Path(tmp)), "c_memory": memory(photos, Path(tmp))}
+    print(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,134 @@
+"""What may change the world from outside: the door relay ("open_door") and remote
+enrollment ("enroll_last_visitor"). Both refuse unless the config allows them, both are
+audited, and the relay is fail-safe: off after a worker restart, off after its pulse even
+while the worker is stuck, held off in safe mode."""
+
+from __future__ import annotations
+
+import pytest
+
+from edge.commands import CommandRejected
+from edge.testing.requirements import find_test_data
+from edge.testing.waiting import wait_for
+from services.doorbell.faces_store import FaceStore
+from services.doorbell.testing import doorbells
+
+NO_FACES = {"faces": {"enabled": False}}
+
+
+@pytest.fixture
+def make_bell(tmp_path):
+    with doorbells(tmp_path) as make:
+        yield make
+
+
+def on_seconds(pin) -> list[float]:
+    return [after.timestamp for before, after in zip(pin.states, pin.states[1:]) if before.state and not after.state]
+
+
+def audit_actions(bell) -> list[tuple[str, str, str | None]]:
+    return [(r["actor"], r["action"], r["event_id"]) for r in bell.runtime.audit.records()]
+
+
+def test_open_door_is_refused_unless_the_config_allows_it(make_bell):
+    bell = make_bell(NO_FACES)
+    with pytest.raises(CommandRejected) as refused:
+        bell.command("open_door")
+    assert refused.value.code == "unauthorized"
+    assert "set [doorbell] allow_remote_open = true" in str(refused.value)
+    assert not any(state.state for state in bell.relay.states)
+    assert bell.events("doorbell.door_opened") == []
+    assert audit_actions(bell) == []
+
+
+def test_allowed_door_opening_is_audited_and_ends_after_the_pulse(make_bell):
+    bell = make_bell({"doorbell": {"allow_remote_open": True, "relay_pulse_s": 0.3}, **NO_FACES})
+    bell.press()
+    ring = bell.wait_event("doorbell.ring")
+    reply = bell.command("open_door", {"event_id": ring.event_id, "via": "sip"})
+    assert reply == {"opened_s": 0.3, "event_id": ring.event_id}
+    assert bell.relay.state is True
+    opened = bell.wait_event("doorbell.door_opened")
+    assert opened.event_id == ring.event_id and opened.data["via"] == "sip"
+    assert audit_actions(bell) == [("sip", "door_opened", ring.event_id)]
+    wait_for(lambda: bell.relay.state is False, timeout=5, message="the door to lock again")
+    [opened] = on_seconds(bell.relay)
+    assert 0.3 <= opened < 0.9  # never early; late only by scheduling
+
+
+def test_relay_is_off_after_a_worker_restart_mid_pulse(make_bell):
+    bell = make_bell({"doorbell": {"allow_remote_open": True, "relay_pulse_s": 30},
+                      "supervisor": {"backoff_initial_s": 0.1}, **NO_FACES})
+    bell.command("open_door")
+    assert bell.relay.state is True
+    runner = bell.runtime.supervisor.runner("doorbell")
+    bell.runtime.supervisor.restart("doorbell")
+    wait_for(lambda: runner.restarts == 1 and bell.worker.ready.is_set(), timeout=10,
+             message="the restarted doorbell")
+    assert bell.relay.state is False
+    assert on_seconds(bell.relay)[0] < 5  # locked by the restart, not by the 30 s pulse
+    bell.press()  # and the new worker has the button
+    assert bell.chime.state is True
+
+
+def test_relay_pulse_ends_on_time_while_the_worker_is_stuck(make_bell):
+    bell = make_bell({"doorbell": {"allow_remote_open": True, "relay_pulse_s": 0.3}, **NO_FACES})
+    camera = bell.slow_camera(60)
+    bell.press()
+    bell.wait_answering()  # and now stuck in the camera
+    bell.command("open_door")
+    wait_for(lambda: bell.relay.state is False, timeout=5, message="the door to lock again")
+    [opened] = on_seconds(bell.relay)
+    assert 0.3 <= opened < 0.9
+    assert camera.captures == 0  # the worker never got out of its first capture meanwhile
+    camera.unplug()  # frees the stuck capture so the test can stop the device
+
+
+def test_safe_mode_rings_the_chime_but_holds_the_relay_off(make_bell):
+    bell = make_bell({"doorbell": {"allow_remote_open": True}}, failed_boots=3)
+    assert bell.runtime.safe_mode
+    assert bell.worker.camera is None and bell.worker.recognizer is None
+    bell.press()
+    assert bell.chime.state is True
+    ring = bell.wait_event("doorbell.ring")
+    assert bell.wait_event("doorbell.visitor").data["result"] == "safe_mode"
+    with pytest.raises(CommandRejected, match="held off in safe mode"):
+        bell.command("open_door", {"event_id": ring.event_id})
+    assert not any(state.state for state in bell.relay.states)
+
+
+def test_remote_enrollment_is_refused_unless_the_config_allows_it(make_bell):
+    bell = make_bell(NO_FACES)
+    bell.press()
+    bell.wait_event("doorbell.visitor")
+    with pytest.raises(CommandRejected) as refused:
+        bell.command("enroll_last_visitor", {"name": "Alice"})
+    assert refused.value.code == "unauthorized"
+    assert "set [faces] allow_remote_enroll = true" in str(refused.value)
+    assert FaceStore(bell.runtime.store).people() == []
+    assert bell.events("faces.enrolled") == []
+
+
+def test_this_was_barack_enrolls_the_last_visitor_and_the_next_ring_names_him(make_bell):
+    photos = find_test_data() / "faces"
+    bell = make_bell({"doorbell": {"cooldown_s": 0}, "faces": {"allow_remote_enroll": True},
+                      "camera": {"width": 1280, "height": 720, "source": str(photos / "obama_2.jpg")}})
+    bell.wait_recognizer()
+    bell.press()
+    first = bell.wait_event("doorbell.visitor", timeout=60)
+    assert first.data["visitor"] == "unknown person"
+    with pytest.raises(CommandRejected) as bad_name:
+        bell.command("enroll_last_visitor", {"name": "../../etc/passwd"})
+    assert bad_name.value.code == "invalid"
+
+    assert bell.command("enroll_last_visitor", {"name": "Barack"}) == {"enrolling": "Barack",
+                                                                      "event_id": first.event_id}
+    enrolled = bell.wait_event("faces.enrolled", timeout=60)
+    assert enrolled.event_id == first.event_id and enrolled.data["ok"], enrolled.data
+    assert ("remote", "face_enrolled", first.event_id) in audit_actions(bell)
+    faces = FaceStore(bell.runtime.store)
+    assert "Barack" in faces.snapshot(first.event_id).names  # so `edge faces remove Barack` deletes it
+
+    bell.press()
+    second = bell.wait_event("doorbell.visitor", lambda e: e.event_id != first.event_id, timeout=30)
+    assert second.data["visitor"] == "Barack"

@@ -1,0 +1,247 @@
+"""The doorbell worker in a real runtime on gpiozero's MockFactory: the button path (chime
+and ring at once, cooldown, long press, coalescing), the camera and recognition side
+(visitor events with the ring's event_id, degradation when either is missing or dies) and
+known faces changing under a running device. MQTT is not involved here: events are read
+from the bus (tests/doorbell/test_doorbell_mqtt.py goes to a real broker)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+
+from edge.clock import FakeClock
+from edge.store import DB_NAME, Store
+from edge.testing.requirements import find_test_data
+from edge.testing.waiting import wait_for
+from services.doorbell.enrollment import encode_photo, photo_source
+from services.doorbell.faces_store import FaceStore
+from services.doorbell.recognizer_child import RecognizerProcess
+from services.doorbell.testing import doorbells
+from services.doorbell.worker import DoorbellWorker
+
+NO_FACES = {"faces": {"enabled": False}}
+HD = {"width": 1280, "height": 720}
+
+
+@pytest.fixture
+def make_bell(tmp_path):
+    with doorbells(tmp_path) as make:
+        yield make
+
+
+@pytest.fixture(scope="module")
+def photos() -> Path:
+    return find_test_data() / "faces"
+
+
+@pytest.fixture(scope="module")
+def obama_encoding(photos):
+    photo = photos / "obama_1.jpg"
+    return photo_source(photo), encode_photo(photo, min_face_px=60)
+
+
+def rising_edges(pin) -> int:
+    return sum(1 for before, after in zip(pin.states, pin.states[1:]) if after.state and not before.state)
+
+
+def doorbell_health(bell) -> tuple[str, str]:
+    component = bell.runtime.health.get("worker.doorbell")
+    return component.state, component.reason
+
+
+# -- the button path -------------------------------------------------------------------------
+
+def test_press_rings_the_chime_and_publishes_ring_before_the_camera_has_answered(make_bell):
+    bell = make_bell(NO_FACES)
+    bell.slow_camera(0.3)  # a burst now takes about a second
+    bell.button.drive_low()
+    # Both happened inside the press, on gpiozero's callback: nothing waited for the camera.
+    assert bell.chime.state is True
+    rings = bell.events("doorbell.ring")
+    assert len(rings) == 1 and rings[0].data["event_type"] == "ring"
+    assert bell.events("doorbell.visitor") == []
+    bell.button.drive_high()
+    visitor = bell.wait_event("doorbell.visitor")
+    assert visitor.event_id == rings[0].event_id
+    assert visitor.ts_mono - rings[0].ts_mono >= 0.8  # the burst came after the ring, not before
+    wait_for(lambda: bell.chime.state is False, timeout=5, message="the chime pulse to end")
+
+
+def test_press_within_the_cooldown_is_counted_but_does_not_ring(make_bell):
+    clock = FakeClock()
+    bell = make_bell({"doorbell": {"cooldown_s": 5}, **NO_FACES}, clock=clock)
+    bell.press()
+    clock.advance(4.9)
+    bell.press()
+    assert len(bell.events("doorbell.ring")) == 1
+    assert rising_edges(bell.chime) == 1
+    clock.advance(0.1)  # five seconds after the ring (the ignored press did not extend it)
+    bell.press()
+    assert len(bell.events("doorbell.ring")) == 2
+    states = bell.runtime.states
+    wait_for(lambda: (states.get("doorbell.presses"), states.get("doorbell.presses_ignored"),
+                      states.get("doorbell.rings")) == (3, 1, 2), timeout=5, message="the press counters")
+
+
+def test_long_press_is_a_separate_event_of_the_same_ring(make_bell):
+    bell = make_bell({"doorbell": {"cooldown_s": 0, "long_press_s": 0.3}, **NO_FACES})
+    bell.press()  # short
+    bell.press(hold=1.0)
+    rings = bell.events("doorbell.ring")
+    long_press = bell.wait_event("doorbell.long_press")
+    assert len(rings) == 2
+    assert long_press.event_id == rings[1].event_id
+    assert long_press.data["event_type"] == "long_press"
+    assert len(bell.events("doorbell.long_press")) == 1  # the short press made none
+
+
+def test_presses_during_a_recognition_coalesce_into_the_newest(make_bell):
+    bell = make_bell({"doorbell": {"cooldown_s": 0}, **NO_FACES})
+    camera = bell.slow_camera(0.3)
+    bell.press()
+    bell.wait_answering()
+    for _ in range(3):
+        bell.press()
+    rings = [e.event_id for e in bell.events("doorbell.ring")]
+    assert len(rings) == 4  # every press rang and was announced at once
+    wait_for(lambda: len(bell.events("doorbell.visitor")) == 2, timeout=15, message="two visitor events")
+    first, second = bell.events("doorbell.visitor")
+    assert first.event_id == rings[0] and first.data["coalesced"] == []
+    assert second.event_id == rings[3] and second.data["coalesced"] == rings[1:3]
+    assert camera.captures == 2 * 3  # two bursts, not four
+    camera.inject(None)
+    bell.press()  # nothing was left waiting: the next ring gets its own visitor
+    third = bell.wait_event("doorbell.visitor", lambda e: e.event_id not in rings)
+    assert third.data["coalesced"] == []
+
+
+def test_ring_and_chime_work_without_a_store(make_bell, tmp_path):
+    (tmp_path / "bell0" / DB_NAME).mkdir(parents=True)  # a database that cannot be opened
+    bell = make_bell(NO_FACES)
+    assert bell.runtime.store is None
+    bell.press()
+    assert bell.chime.state is True
+    ring = bell.wait_event("doorbell.ring")
+    visitor = bell.wait_event("doorbell.visitor")
+    assert visitor.event_id == ring.event_id and visitor.data["frames"] == 3
+    assert bell.runtime.health.get("store").state == "DEGRADED"
+
+
+# -- the camera --------------------------------------------------------------------------------
+
+def test_camera_unplugged_mid_burst_still_announces_and_is_reopened_when_plugged(make_bell):
+    bell = make_bell({"doorbell": {"cooldown_s": 0}, **NO_FACES})
+    camera = bell.worker.camera
+    camera.fail_after(1)
+    bell.press()
+    partial = bell.wait_event("doorbell.visitor")
+    assert partial.data["frames"] == 1 and "unplugged" in partial.data["reason"]
+    assert partial.data["snapshot"]  # the one frame there was is kept
+    wait_for(lambda: doorbell_health(bell)[0] == "DEGRADED", timeout=5, message="DEGRADED")
+    assert "camera unavailable" in doorbell_health(bell)[1]
+    assert bell.runtime.breakers.get("camera").state != "closed"  # the connectivity sensor is off
+
+    bell.press()  # while unplugged: still rings, visitor says why there is no picture
+    ring = bell.events("doorbell.ring")[-1]
+    missing = bell.wait_event("doorbell.visitor", lambda e: e.event_id == ring.event_id)
+    assert missing.data["result"] == "camera_unavailable" and missing.data["visitor"] == "camera unavailable"
+    assert rising_edges(bell.chime) == 2
+
+    camera.plug()
+    wait_for(lambda: bell.runtime.breakers.get("camera").state == "closed", timeout=10,
+             message="the camera to be reopened")
+    wait_for(lambda: doorbell_health(bell)[0] == "OK", timeout=5, message="health OK again")
+    bell.press()
+    ring = bell.events("doorbell.ring")[-1]
+    assert bell.wait_event("doorbell.visitor", lambda e: e.event_id == ring.event_id).data["frames"] == 3
+
+
+def test_missing_camera_degrades_the_doorbell_but_not_the_ring(make_bell, tmp_path):
+    bell = make_bell({"camera": {"backend": "opencv", "source": str(tmp_path / "no-such-camera.mp4")},
+                      **NO_FACES})
+    bell.press()
+    assert bell.chime.state is True
+    ring = bell.wait_event("doorbell.ring")
+    visitor = bell.wait_event("doorbell.visitor")
+    assert visitor.event_id == ring.event_id and visitor.data["result"] == "camera_unavailable"
+    wait_for(lambda: doorbell_health(bell)[0] == "DEGRADED", timeout=5, message="DEGRADED")
+    assert "camera unavailable" in doorbell_health(bell)[1]
+    assert bell.runtime.health.overall() == "DEGRADED"  # not FAILED: the doorbell works
+
+
+# -- recognition -------------------------------------------------------------------------------
+
+def test_recognizer_killed_mid_ring_the_ring_is_still_announced_and_the_child_restarted(make_bell):
+    # Looking for 20 px faces makes the child scan each frame at 4x: seconds of work.
+    bell = make_bell({"doorbell": {"cooldown_s": 0}, "camera": HD, "faces": {"min_face_px": 20}})
+    recognizer = bell.worker.recognizer
+    bell.wait_recognizer()
+    first_pid = recognizer.pid
+    bell.press()
+    wait_for(lambda: recognizer.busy, timeout=10, message="a recognition in progress")
+    recognizer.kill()
+    ring = bell.events("doorbell.ring")[0]
+    visitor = bell.wait_event("doorbell.visitor", timeout=30)
+    assert visitor.event_id == ring.event_id
+    assert visitor.data["result"] == "recognition_unavailable" and visitor.data["frames"] == 3
+    assert visitor.data["snapshot"]
+    wait_for(lambda: recognizer.available and recognizer.pid not in (None, first_pid), timeout=60,
+             message="a new recognizer child")
+    bell.press()
+    again = bell.wait_event("doorbell.visitor", lambda e: e.event_id != ring.event_id, timeout=60)
+    assert again.data["result"] == "no_face"  # recognition works again (an empty porch)
+
+
+class NoFaceLibraryDoorbell(DoorbellWorker):
+    def make_recognizer(self, options):
+        return RecognizerProcess(options=options, face_library="no_such_face_library")
+
+
+def test_missing_face_library_leaves_the_ring_working_and_says_why(make_bell):
+    bell = make_bell(classes=(NoFaceLibraryDoorbell,))
+    wait_for(lambda: doorbell_health(bell)[0] == "DEGRADED", timeout=30, message="DEGRADED")
+    assert "face recognition unavailable" in doorbell_health(bell)[1]
+    assert "no_such_face_library" in doorbell_health(bell)[1]
+    bell.press()
+    assert bell.chime.state is True
+    ring = bell.wait_event("doorbell.ring")
+    visitor = bell.wait_event("doorbell.visitor")
+    assert visitor.event_id == ring.event_id
+    assert visitor.data["result"] == "recognition_unavailable" and visitor.data["visitor"] == "recognition unavailable"
+
+
+def test_known_visitor_is_announced_and_enrollment_elsewhere_needs_no_restart(make_bell, photos, obama_encoding,
+                                                                              caplog):
+    caplog.set_level(logging.DEBUG)
+    bell = make_bell({"doorbell": {"cooldown_s": 0}, "camera": {**HD, "source": str(photos / "obama_2.jpg")}})
+    worker = bell.worker
+    bell.wait_recognizer()
+    bell.press()
+    before = bell.wait_event("doorbell.visitor", timeout=60)
+    assert before.data["visitor"] == "unknown person" and before.data["faces"][0]["status"] == "unknown"
+
+    # Another process (`edge faces enroll`) writes through its own connection.
+    other = Store(bell.state_dir / DB_NAME)
+    FaceStore(other).add("obama", [obama_encoding], ts_wall=1.7e9)
+    other.close()
+
+    bell.press()
+    ring = bell.events("doorbell.ring")[-1]
+    visitor = bell.wait_event("doorbell.visitor", lambda e: e.event_id == ring.event_id, timeout=30)
+    assert visitor.data["result"] == "faces" and visitor.data["visitor"] == "obama"
+    face = visitor.data["faces"][0]
+    assert face["name"] == "obama" and face["status"] == "known" and face["confidence"] > 0.5
+    assert bell.worker is worker and bell.runtime.supervisor.runner("doorbell").restarts == 0
+
+    snapshot = bell.wait_event("doorbell.snapshot", lambda e: e.event_id == ring.event_id)
+    assert snapshot.data["jpeg"][:2] == b"\xff\xd8" and snapshot.data["content_type"] == "image/jpeg"
+    assert (bell.state_dir / "snapshots" / visitor.data["snapshot"]).is_file()
+    last = bell.runtime.states.get("doorbell.last_visitor")
+    assert (last["visitor"], last["event_id"], last["confidence"]) == ("obama", ring.event_id, face["confidence"])
+    assert bell.runtime.states.get("doorbell.person") == "ON"
+
+    # Who came to the door is for Home Assistant and the audit log, not for the journal.
+    logged = "\n".join(r.getMessage() + str(r.__dict__.get("exc_text") or "") for r in caplog.records)
+    assert "obama" not in logged.lower()

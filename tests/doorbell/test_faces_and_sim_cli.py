@@ -1,0 +1,113 @@
+"""`edge faces` and `edge sim` as a person uses them: real processes, the shared face
+photos, a running `edge run --sim` driven through its local control endpoint."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+
+import pytest
+from runtime_helpers import EDGE, edge_env, running_edge
+
+from edge.store import DB_NAME, Store
+from edge.testing.requirements import find_test_data
+from edge.testing.waiting import wait_for
+from services.doorbell.faces_store import FaceStore
+
+
+@pytest.fixture(scope="module")
+def photos():
+    return find_test_data() / "faces"
+
+
+def edge(env, *args, timeout=120) -> subprocess.CompletedProcess:
+    return subprocess.run([EDGE, *map(str, args)], env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def test_enroll_shows_progress_rejects_photos_without_exactly_one_face_and_list_remove(tmp_path, photos):
+    env = edge_env(tmp_path / "state")
+    result = edge(env, "faces", "enroll", "obama", photos / "obama_1.jpg", photos / "multi_kit_rose.jpg",
+                  photos / "noface_cat.png", photos / "obama_3.jpg")
+    assert result.returncode == 1, result.stderr  # some photos were rejected
+    err = result.stderr
+    for step, name in enumerate(["obama_1.jpg", "multi_kit_rose.jpg", "noface_cat.png", "obama_3.jpg"], 1):
+        assert f"enrolling {step}/4 {name}" in err
+    assert "rejected: 2 faces found in multi_kit_rose.jpg; use a photo with exactly one face" in err
+    assert "rejected: no face found in noface_cat.png" in err
+    assert "enrolled obama: 2 photo(s)" in result.stdout
+
+    again = edge(env, "faces", "enroll", "obama", photos / "obama_1.jpg")
+    assert again.returncode == 0 and "0 photo(s) (1 already enrolled)" in again.stdout
+
+    listed = edge(env, "faces", "list")
+    assert listed.returncode == 0
+    assert [line.split()[:2] for line in listed.stdout.splitlines()] == [["NAME", "PHOTOS"], ["obama", "2"]]
+
+    # A snapshot labelled with obama goes when obama goes; others stay.
+    snapshots = tmp_path / "state" / "snapshots"
+    snapshots.mkdir()
+    (snapshots / "00000001_20260101T000000Z_ring1.jpg").write_bytes(b"\xff\xd8")
+    (snapshots / "00000002_20260101T000100Z_ring2.jpg").write_bytes(b"\xff\xd8")
+    store = Store(tmp_path / "state" / DB_NAME)
+    FaceStore(store).record_snapshot("ring1", "00000001_20260101T000000Z_ring1.jpg", ["obama"], 1.7e9)
+    FaceStore(store).record_snapshot("ring2", "00000002_20260101T000100Z_ring2.jpg", [], 1.7e9)
+    store.close()
+
+    removed = edge(env, "faces", "remove", "obama")
+    assert removed.returncode == 0, removed.stderr
+    assert "removed obama: 2 photo encoding(s) and 1 snapshot(s)" in removed.stdout
+    assert [p.name for p in snapshots.iterdir()] == ["00000002_20260101T000100Z_ring2.jpg"]
+    assert "no one is enrolled yet" in edge(env, "faces", "list").stdout
+    missing = edge(env, "faces", "remove", "obama")
+    assert missing.returncode == 1 and "no one named 'obama' is enrolled" in missing.stderr
+
+    verify = edge(env, "audit", "verify")
+    assert verify.returncode == 0 and "2 records: ok" in verify.stdout  # enrolled, removed
+
+
+def test_enroll_explains_a_bad_name_or_a_missing_photo(tmp_path):
+    env = edge_env(tmp_path / "state")
+    bad = edge(env, "faces", "enroll", "../root", tmp_path / "x.jpg")
+    assert bad.returncode == 2 and "cannot be used as a name" in bad.stderr
+    missing = edge(env, "faces", "enroll", "alice", tmp_path / "nowhere.jpg")
+    assert missing.returncode == 2 and "no such photo" in missing.stderr and "nowhere.jpg" in missing.stderr
+
+
+def test_a_ring_with_a_chosen_face_in_the_simulator_from_the_command_line(tmp_path, photos):
+    env = edge_env(tmp_path / "state", EDGE_DOORBELL_ENABLED="true", EDGE_DOORBELL_COOLDOWN_S="0")
+    with running_edge(tmp_path, env) as (proc, _):
+        shown = edge(env, "sim", "camera", "show", photos / "obama_2.jpg")
+        assert shown.returncode == 0, shown.stderr
+        assert json.loads(shown.stdout)["showing"].endswith("obama_2.jpg")
+        enrolled = edge(env, "faces", "enroll", "obama", photos / "obama_1.jpg")  # while it runs
+        assert enrolled.returncode == 0, enrolled.stderr
+
+        def recognition_ready():
+            status = edge(env, "sim", "status")
+            return status.returncode == 0 and (json.loads(status.stdout)["recognition"] or {}).get("available")
+
+        wait_for(recognition_ready, timeout=60, interval=0.5, message="the recognition child to start")
+
+        pressed = edge(env, "sim", "press")
+        assert pressed.returncode == 0, pressed.stderr
+        ring = json.loads(pressed.stdout)
+        assert ring["rang"] and ring["event_id"]
+
+        def last_visitor():
+            status = edge(env, "sim", "status")
+            assert status.returncode == 0, status.stderr
+            last = json.loads(status.stdout)["last_visitor"]
+            return last if last and last["event_id"] == ring["event_id"] else None
+
+        last = wait_for(last_visitor, timeout=60, interval=0.5, message="the visitor of the simulated ring")
+        assert last["visitor"] == "obama"
+
+        assert edge(env, "sim", "camera", "unplug").returncode == 0
+        unplugged = edge(env, "sim", "press")
+        assert json.loads(unplugged.stdout)["rang"]  # no camera: the bell still rings
+        bad = edge(env, "sim", "camera", "show", tmp_path / "nowhere.jpg")
+        assert bad.returncode == 2 and "no such photo" in bad.stderr
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=20)
+    assert proc.returncode == 0

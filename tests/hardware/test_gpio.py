@@ -1,0 +1,184 @@
+"""The doorbell's GPIO on gpiozero's MockFactory: callbacks on the press, long press, and
+the fail-safe relay (off when built, off when closed, off at interpreter exit, pulses ended
+by the timer thread whoever started them)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import pytest
+from gpiozero.pins.mock import MockFactory
+
+from edge.testing.waiting import wait_for
+from hardware.gpio import DoorbellGpio, DoorbellPins, GpioError, pin_factory
+
+PINS = DoorbellPins(button=17, chime=27, relay=22, led=23, long_press_s=0.3)
+
+
+def on_seconds(pin) -> list[float]:
+    """How long each on-period of a mock output lasted, from its recorded history
+    (each entry's timestamp is the time since the previous change)."""
+    periods = []
+    for before, after in zip(pin.states, pin.states[1:]):
+        if before.state and not after.state:
+            periods.append(after.timestamp)
+    return periods
+
+
+@pytest.fixture
+def factory():
+    return MockFactory()
+
+
+@pytest.fixture
+def doorbell(factory):
+    calls = {"press": [], "long": [], "release": []}
+    gpio = DoorbellGpio(PINS, factory, on_press=lambda: calls["press"].append(threading.current_thread()),
+                        on_long_press=lambda: calls["long"].append(time.monotonic()),
+                        on_release=lambda: calls["release"].append(time.monotonic()))
+    gpio.calls = calls
+    yield gpio
+    gpio.close()
+
+
+def test_relay_left_on_by_a_previous_run_is_switched_off_when_the_gpio_is_built(factory):
+    relay = factory.pin(22)
+    relay.function = "output"
+    relay.state = True
+    with DoorbellGpio(PINS, factory, on_press=lambda: None):
+        assert relay.state is False
+
+
+def test_press_calls_back_before_the_driving_call_returns(doorbell, factory):
+    factory.pin(17).drive_low()
+    # MockFactory calls back in the driving thread, as lgpio does in its own: nothing queued
+    assert doorbell.calls["press"] == [threading.current_thread()]
+    factory.pin(17).drive_high()
+    assert len(doorbell.calls["release"]) == 1
+
+
+def test_long_press_fires_once_held_and_not_for_a_short_press(doorbell, factory):
+    button = factory.pin(17)
+    button.drive_low()
+    button.drive_high()
+    pressed = time.monotonic()
+    button.drive_low()
+    held = wait_for(lambda: doorbell.calls["long"], timeout=5, message="the long press")
+    button.drive_high()
+    assert len(held) == 1  # the short press before did not count
+    assert held[0] - pressed >= PINS.long_press_s - 0.01
+
+
+def test_chime_pulse_ends_by_itself(doorbell, factory):
+    doorbell.ring_chime(0.2)
+    chime = factory.pin(27)
+    assert chime.state is True
+    wait_for(lambda: chime.state is False, timeout=5, message="the chime to stop")
+    assert 0.2 <= on_seconds(chime)[0] < 0.8  # never early; late only by scheduling
+
+
+def test_relay_pulse_ends_on_time_while_the_thread_that_started_it_is_stuck(doorbell, factory):
+    relay = factory.pin(22)
+    release = threading.Event()
+
+    def open_and_get_stuck():
+        doorbell.pulse_relay(0.3)
+        release.wait(30)  # like a worker stuck in a driver call
+
+    starter = threading.Thread(target=open_and_get_stuck)
+    starter.start()
+    try:
+        wait_for(lambda: relay.state is True, timeout=5, message="the relay to open")
+        wait_for(lambda: relay.state is False, timeout=5, message="the relay to close")
+        assert starter.is_alive()  # the starter never got to do anything about it
+        [opened] = on_seconds(relay)
+        assert 0.3 <= opened < 0.9
+    finally:
+        release.set()
+        starter.join()
+
+
+def test_a_second_pulse_extends_the_first(doorbell, factory):
+    doorbell.pulse_relay(0.2)
+    doorbell.pulse_relay(0.5)
+    relay = factory.pin(22)
+    wait_for(lambda: relay.state is False, timeout=5, message="the relay to close")
+    [opened] = on_seconds(relay)
+    assert 0.5 <= opened < 1.1
+
+
+def test_closing_mid_pulse_switches_the_relay_off_at_once(factory):
+    gpio = DoorbellGpio(PINS, factory, on_press=lambda: None)
+    gpio.pulse_relay(30)
+    assert factory.pin(22).state is True
+    gpio.close()
+    assert factory.pin(22).state is False
+    gpio.close()  # twice is fine
+
+
+def test_relay_goes_off_at_interpreter_exit_mid_pulse():
+    # The dump is registered first, so atexit (last in, first out) runs it after the
+    # doorbell's own exit hook: it shows what the pin looks like once that hook has run.
+    script = textwrap.dedent("""
+        import atexit, sys
+        from gpiozero.pins.mock import MockFactory
+        from hardware.gpio import DoorbellGpio, DoorbellPins
+        factory = MockFactory()
+        relay = factory.pin(22)
+        atexit.register(lambda: print("relay at exit:", [s.state for s in relay.states]))
+        gpio = DoorbellGpio(DoorbellPins(), factory, on_press=lambda: None)
+        gpio.pulse_relay(60)
+        print("relay during the pulse:", relay.state, flush=True)
+        sys.exit(0)
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "relay during the pulse: True" in out.stdout
+    assert "relay at exit: [False, True, False]" in out.stdout
+
+
+def test_button_without_pull_needs_an_active_level(factory):
+    with pytest.raises(GpioError, match="button_active"):
+        DoorbellGpio(DoorbellPins(button_pull="off"), factory, on_press=lambda: None)
+    DoorbellGpio(DoorbellPins(), factory, on_press=lambda: None).close()  # no pin was left taken
+
+
+def test_a_failed_build_releases_the_pins_it_took(factory):
+    with pytest.raises(GpioError):
+        DoorbellGpio(DoorbellPins(button=22), factory, on_press=lambda: None)  # the relay's pin
+    DoorbellGpio(DoorbellPins(), factory, on_press=lambda: None).close()
+
+
+def test_button_pulled_down_presses_on_a_high_level(factory):
+    presses = []
+    with DoorbellGpio(DoorbellPins(button_pull="down"), factory, on_press=lambda: presses.append(1)):
+        factory.pin(17).drive_high()
+        assert presses == [1]
+        factory.pin(17).drive_low()  # let go: closing a held button waits out gpiozero's hold timer
+
+
+def test_a_pin_used_twice_is_reported_with_what_to_check(factory):
+    with pytest.raises(GpioError, match=r"check the pin numbers in \[doorbell\]"):
+        DoorbellGpio(DoorbellPins(chime=22, relay=22), factory, on_press=lambda: None)
+
+
+def test_unknown_pin_factory_says_which_ones_exist():
+    with pytest.raises(GpioError, match=r"unknown GPIO pin factory 'gpiochip'.*mock, lgpio"):
+        pin_factory("gpiochip")
+
+
+def test_mock_factory_is_shared_within_the_process():
+    # A restarted worker must find the same (simulated) pins, as it would on a real board.
+    assert pin_factory("mock") is pin_factory("mock")
+
+
+def test_simulated_press_is_released_by_the_timer(doorbell, factory):
+    doorbell.simulate_press(0.6)  # longer than long_press_s
+    assert len(doorbell.calls["press"]) == 1  # pressed at once, in this thread
+    wait_for(lambda: doorbell.calls["release"], timeout=5, message="the release")
+    assert len(doorbell.calls["long"]) == 1
+    assert [s.state for s in factory.pin(17).states][-3:] == [True, False, True]  # pull-up: pressed is low
