@@ -57,6 +57,10 @@ class CommandRegistry:
         with self._lock:
             return sorted(self._commands)
 
+    def reject(self, reason: str, code: str) -> CommandRejected:
+        """Count and log a refusal made before parsing (e.g. too many waiting); returns it."""
+        return self._reject(reason, code)
+
     def _reject(self, reason: str, code: str) -> CommandRejected:
         self.rejected[code] += 1
         log.warning("command rejected (%s): %s", code, reason)

@@ -40,6 +40,18 @@ class Entity:
     attributes: str | None = None  # state-board key whose dict becomes json_attributes
     device: str | None = None      # child device ("camera", "printer", "sip_line"); None: the node
     options: dict[str, Any] = field(default_factory=dict)  # other documented options (payload_on, event_types, ...)
+    # Config keys ("section.key") that must all be true for the entity to be announced, e.g.
+    # a button whose command would be refused otherwise.
+    requires: tuple[str, ...] = ()
+
+
+def shown(entity: Entity, config) -> bool:
+    """Whether `entity` is announced under `config` (every key in `requires` is true)."""
+    for key in entity.requires:
+        section, _, name = key.partition(".")
+        if not config[section][name]:
+            return False
+    return True
 
 
 def connectivity(breaker: str, name: str, device: str | None = None, object_id: str | None = None) -> Entity:

@@ -21,7 +21,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import random
+import secrets
 import ssl
+import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,15 +45,30 @@ PROTOCOLS = {"3.1.1": mqtt.MQTTv311, "5": mqtt.MQTTv5}
 V5_INFLIGHT = 10
 
 
-def default_client_id(node_id: str, machine_id_path: Path = Path("/etc/machine-id")) -> str:
+def default_client_id(node_id: str, machine_id_path: Path = Path("/etc/machine-id"),
+                      seed_path: Path | None = None) -> str:
     """`edge-<node>-<8 hex of the machine id>`: stable across restarts, and two boards that
-    were flashed with the same node id still do not kick each other off the broker."""
-    try:
-        machine = machine_id_path.read_text().strip()
-    except OSError:
-        machine = ""
+    were flashed with the same node id still do not kick each other off the broker (a broker
+    disconnects the older of two clients with one id). Without a machine id, a random seed
+    kept in `seed_path` (the state directory) does the same job."""
+    machine = _read_text(machine_id_path)
+    if not machine and seed_path is not None:
+        machine = _read_text(seed_path)
+        if not machine:
+            machine = secrets.token_hex(16)
+            try:
+                seed_path.write_text(machine + "\n")
+            except OSError as exc:  # still unique; only no longer stable across restarts
+                log.warning("cannot keep the MQTT client id seed in %s (%s)", seed_path, exc)
     suffix = hashlib.sha256(f"{machine}:{node_id}".encode()).hexdigest()[:8] if machine else "nomachine"
     return f"edge-{node_id}-{suffix}"
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return ""
 
 
 @dataclass(frozen=True)
@@ -83,7 +100,7 @@ class ConnectionHandler(Protocol):
     def on_connected(self) -> None: ...
     def on_disconnected(self, reason: str) -> None: ...
     def on_acked(self, mid: int, error: str | None) -> None: ...
-    def on_message(self, topic: str, payload: bytes, properties: Properties | None) -> None: ...
+    def on_message(self, topic: str, payload: bytes, properties: Properties | None, retain: bool) -> None: ...
     def on_subscribed(self) -> None: ...
 
 
@@ -187,7 +204,16 @@ class BrokerConnection:
         self._call("connect", self.handler.on_connected)
 
     def _on_connect_fail(self, client, userdata) -> None:
-        self._call("disconnect", self.handler.on_disconnected, f"cannot reach {self.settings.describe()}")
+        # paho calls this inside its `except OSError:` and passes no error; the exception
+        # being handled says why (refused, unreachable, a certificate that does not verify).
+        error = sys.exc_info()[1]
+        reason = f"cannot reach {self.settings.describe()}"
+        if isinstance(error, ssl.SSLCertVerificationError):
+            reason += (f": the broker's certificate does not verify ({error.verify_message}); set [mqtt] tls_ca "
+                       f"to the CA that signed it")
+        elif error is not None:
+            reason += f": {error.strerror or error}" if isinstance(error, OSError) else f": {error}"
+        self._call("disconnect", self.handler.on_disconnected, reason)
         self._set_delay()
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
@@ -211,7 +237,8 @@ class BrokerConnection:
         self._call("subscribe", self.handler.on_subscribed)
 
     def _on_message(self, client, userdata, msg) -> None:
-        self._call("message", self.handler.on_message, msg.topic, msg.payload, getattr(msg, "properties", None))
+        self._call("message", self.handler.on_message, msg.topic, msg.payload, getattr(msg, "properties", None),
+                   bool(msg.retain))
 
     # -- use ---------------------------------------------------------------------------
     @property

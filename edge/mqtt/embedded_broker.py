@@ -12,6 +12,7 @@ Not for production: no persistence, no authentication, loopback only.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import socket
 import threading
@@ -98,8 +99,8 @@ class EmbeddedBroker:
             await asyncio.gather(*tasks, return_exceptions=True)
         try:
             asyncio.run_coroutine_threadsafe(cancel_rest(), loop).result(timeout)
-        except Exception:
-            pass
+        except (TimeoutError, concurrent.futures.TimeoutError, RuntimeError) as exc:
+            log.warning("embedded broker's tasks did not end in %.0f s (%r); stopping its loop anyway", timeout, exc)
         loop.call_soon_threadsafe(loop.stop)
         self._thread.join(timeout)
         loop.close()

@@ -157,6 +157,7 @@ class EventForwarder:
                 refused.append(row)
                 continue
             if mid is None:
+                self.changed.set()  # paho cannot take it now: try again on the next round
                 break
             with self._lock:
                 self._inflight[mid] = row

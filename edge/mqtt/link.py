@@ -30,7 +30,7 @@ from typing import Any
 
 from edge import __version__
 from edge.breaker import CLOSED
-from edge.entities import connectivity
+from edge.entities import connectivity, shown
 from edge.health import DEGRADED
 from edge.mqtt import alerts as alertsmod
 from edge.mqtt.connection import (BrokerConnection, ConnectionSettings, ConnectionSetupError, PublishRefused,
@@ -157,6 +157,7 @@ class MqttLink(Worker):
         with self._lock:
             self._connected = False
         self.counters.dropped.update(self.outbox.drops())  # the next run starts with a fresh Outbox
+        self.counters.add("outbox_coalesced", self.outbox.coalesced)
         if final:
             self._stop_embedded_broker()
             sub = ctx.services.pop(SUBSCRIPTION, None)
@@ -241,17 +242,21 @@ class MqttLink(Worker):
     def outbox_drops(self):
         return self.outbox.drops() if self.outbox is not None else {}
 
+    def outbox_coalesced(self) -> int:
+        return self.outbox.coalesced if self.outbox is not None else 0
+
     # -- setup --------------------------------------------------------------------------------
     def _declarations(self) -> list[Declared]:
         """The entities this device shows: the node's own, and those of every enabled
         worker class (a disabled worker's old configs are then cleared as stale)."""
         if self.runtime is None:
             return owned(type(self).entities, self.name)
-        enabled = [c for c in self.runtime.classes if c.enabled(self.runtime.config)]
+        config = self.runtime.config
+        enabled = [c for c in self.runtime.classes if c.enabled(config)]
         names = [c.name for c in enabled]
         declared = node_entities(names)
         for cls in enabled:
-            declared += owned(cls.entities, cls.name)
+            declared += owned([e for e in cls.entities if shown(e, config)], cls.name)
         if alertsmod.SOURCE_WORKER in names:
             declared += owned(self.alerts.entities(), alertsmod.SOURCE_WORKER)
         return declared
@@ -266,11 +271,15 @@ class MqttLink(Worker):
                                        "or enabled = false")
         node_id = self.config["node"].id
         return ConnectionSettings(
-            host=host, port=port, client_id=cfg.client_id or default_client_id(node_id),
+            host=host, port=port, client_id=cfg.client_id or default_client_id(node_id, seed_path=self._client_seed_path()),
             will_topic=self.topics.status, protocol=protocol, keepalive_s=cfg.keepalive_s,
             username=cfg.username, password=cfg.secret("password"), tls=cfg.tls, tls_ca=cfg.tls_ca,
             tls_cert=cfg.tls_cert, tls_key=cfg.tls_key, reconnect_min_s=cfg.reconnect_min_s,
             reconnect_max_s=cfg.reconnect_max_s)
+
+    def _client_seed_path(self):
+        state_dir = getattr(self.runtime, "state_dir", None)
+        return state_dir / "mqtt-client-seed" if state_dir is not None else None
 
     def _setup_connection(self, cfg) -> None:
         try:
@@ -311,6 +320,8 @@ class MqttLink(Worker):
 
     # -- connection callbacks (paho's thread) ----------------------------------------------------
     def on_connected(self) -> None:
+        with self._lock:
+            self._birth_due = None  # this connect announces everything anyway
         self.breaker.record_success()
         if self.report is not None:
             self.report.update_breakers()  # so the states below say the broker is connected
@@ -344,9 +355,11 @@ class MqttLink(Worker):
         self.events.on_acked(mid, error)
         self._wake.set()
 
-    def on_message(self, topic: str, payload: bytes, properties) -> None:
+    def on_message(self, topic: str, payload: bytes, properties, retain: bool = False) -> None:
         if topic == self.topics.birth:
-            if payload.strip() == b"online":
+            # A retained birth is an old one, replayed by the broker on every subscribe: the
+            # announcement on connect already covers it (HA's own birth is not retained).
+            if payload.strip() == b"online" and not retain:
                 self._schedule_rebirth()
             return
         if self.topics.is_own_config(topic):

@@ -54,6 +54,7 @@ class LinkCollector:
             values, dropped = dict(c.values), Counter(c.dropped)
         if link is not None:
             dropped.update(link.outbox_drops())
+            values["outbox_coalesced"] = values.get("outbox_coalesced", 0) + link.outbox_coalesced()
         for name, help_text in (("connects", "successful connections to the broker"),
                                 ("events_delivered", "events acknowledged by the broker"),
                                 ("outbox_coalesced", "unsent events replaced by a newer one with the same key"),

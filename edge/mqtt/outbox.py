@@ -445,21 +445,22 @@ class Outbox:
             return f"the store refuses writes ({self.spill_reason}): unsent events are kept in memory"
         return None
 
-    def append(self, messages: list[Outgoing]) -> None:
+    def append(self, messages: list[Outgoing]) -> list[int]:
+        """Row ids of `messages` in their backend (the disk, or memory while it refuses)."""
         if self.durable is not None:
             moving = self.memory.take_unsent() if self.spilling else []
             try:
-                self.durable.append([r.outgoing() for r in moving] + messages)
+                ids = self.durable.append([r.outgoing() for r in moving] + messages)
                 if self.spilling:
                     log.warning("store writable again: %d events moved from memory back to the outbox", len(moving))
                 self.spilling = False
-                return
+                return ids[len(moving):]
             except (StoreUnavailable, sqlite3.Error) as exc:
                 self.memory.put_back(moving)
                 if not self.spilling:
                     log.error("outbox cannot write to the store (%s): keeping events in memory until it can", exc)
                 self.spilling, self.spill_reason = True, str(exc)
-        self.memory.append(messages)
+        return self.memory.append(messages)
 
     def _backends(self):
         return [b for b in (self.durable, self.memory) if b is not None]
@@ -522,6 +523,11 @@ class Outbox:
             except sqlite3.Error:
                 pass
         return out
+
+    @property
+    def coalesced(self) -> int:
+        """Unsent events replaced by a newer one with the same coalescing key."""
+        return sum(b.coalesced for b in self._backends())
 
     def drops(self) -> Counter[tuple[str, str]]:
         total: Counter[tuple[str, str]] = Counter()

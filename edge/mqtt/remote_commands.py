@@ -1,7 +1,8 @@
 """Commands from Home Assistant over MQTT (`edge/<node>/cmd/<name>`), and the node's own
 commands (restart a worker, restart the runtime).
 
-paho's thread only queues a command (bounded: a flood is refused, counted, not buffered);
+paho's thread only queues a command (bounded: a flood is refused, counted and answered, its
+payload not buffered; an oversized payload is refused there and then, never copied);
 the link's thread runs it through `edge.commands.CommandRegistry`, which checks size,
 schema and authorization, counts every outcome and never lets a handler's exception
 escape. Each command gets a reply on `edge/<node>/cmd/<name>/result` (and, for MQTT 5, on
@@ -20,7 +21,7 @@ from typing import Any, Callable
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from edge.commands import Command, CommandRegistry, CommandRejected
+from edge.commands import MAX_PAYLOAD, Command, CommandRegistry, CommandRejected
 from edge.mqtt.topics import Topics
 
 log = logging.getLogger("edge.mqtt.commands")
@@ -56,46 +57,66 @@ class RemoteCommands:
         self.topics = topics
         self.allow_dangerous = allow_dangerous
         self._queue: deque[tuple[str, bytes, Properties | None]] = deque()
+        # Refusals decided on paho's thread, waiting for their reply (no payload kept).
+        self._refused: deque[tuple[str, CommandRejected, Properties | None]] = deque()
         self._lock = threading.Lock()
 
     def offer(self, name: str, payload: bytes, properties: Properties | None) -> bool:
-        """From paho's thread: queue a command; False (and counted) when the queue is full."""
+        """From paho's thread: queue a command; False (counted, and answered while the
+        refusals fit in their own small queue) when it is oversized or too many wait."""
         with self._lock:
-            if len(self._queue) >= MAX_QUEUED:
-                self.registry.rejected["busy"] += 1
-                log.warning("command %r refused: %d commands already waiting", name[:64], MAX_QUEUED)
-                return False
-            self._queue.append((name, bytes(payload), properties))
-            return True
+            if len(payload) > MAX_PAYLOAD:
+                refusal = self.registry.reject(f"payload of {len(payload)} bytes is over the {MAX_PAYLOAD}-byte "
+                                               f"limit", "oversized")
+            elif len(self._queue) >= MAX_QUEUED:
+                refusal = self.registry.reject(f"{MAX_QUEUED} commands are already waiting; send it again in a "
+                                               f"moment", "busy")
+            else:
+                self._queue.append((name, bytes(payload), properties))
+                return True
+            if len(self._refused) < MAX_QUEUED:
+                self._refused.append((name, refusal, properties))
+            return False
 
     def run_pending(self, publish: Publish) -> int:
         """On the link's thread: run queued commands and publish their replies."""
         n = 0
         while True:
             with self._lock:
-                if not self._queue:
+                if self._refused:
+                    name, refusal, properties = self._refused.popleft()
+                    reply = _refusal(name, refusal)
+                elif self._queue:
+                    name, payload, properties = self._queue.popleft()
+                    reply = None
+                else:
                     return n
-                name, payload, properties = self._queue.popleft()
             n += 1
-            reply = self.run_one(name, payload)
-            body = json.dumps(reply, default=str, separators=(",", ":")).encode()
-            publish(self.topics.reply(name), body, None)
-            response_topic = getattr(properties, "ResponseTopic", None) if properties is not None else None
-            if response_topic:
-                props = Properties(PacketTypes.PUBLISH)
-                correlation = getattr(properties, "CorrelationData", None)
-                if correlation is not None:
-                    props.CorrelationData = correlation
-                publish(response_topic, body, props)
+            self._reply(name, reply or self.run_one(name, payload), properties, publish)
+
+    def _reply(self, name: str, reply: dict, properties: Properties | None, publish: Publish) -> None:
+        body = json.dumps(reply, default=str, separators=(",", ":")).encode()
+        publish(self.topics.reply(name), body, None)
+        response_topic = getattr(properties, "ResponseTopic", None) if properties is not None else None
+        if response_topic:
+            props = Properties(PacketTypes.PUBLISH)
+            correlation = getattr(properties, "CorrelationData", None)
+            if correlation is not None:
+                props.CorrelationData = correlation
+            publish(response_topic, body, props)
 
     def run_one(self, name: str, payload: bytes) -> dict:
         try:
             result = self.registry.execute(name, payload, allow_dangerous=self.allow_dangerous,
                                            dangerous_hint=DANGEROUS_HINT)
         except CommandRejected as exc:
-            return {"command": name, "ok": False, "code": exc.code, "error": str(exc)}
+            return _refusal(name, exc)
         except Exception as exc:  # nothing a command does may take the link down
             log.exception("command %s failed unexpectedly", name)
             self.registry.rejected["failed"] += 1
             return {"command": name, "ok": False, "code": "failed", "error": f"{type(exc).__name__}: {exc}"}
         return {"command": name, "ok": True, "result": result}
+
+
+def _refusal(name: str, exc: CommandRejected) -> dict:
+    return {"command": name, "ok": False, "code": exc.code, "error": str(exc)}

@@ -8,7 +8,7 @@ import threading
 import pytest
 
 from edge.testing.mosquitto import Mosquitto
-from edge.testing.requirements import find_test_data, require_program
+from edge.testing.requirements import PLATFORM_SKIP, find_test_data, integration_required, require_program
 
 
 @pytest.fixture
@@ -63,3 +63,17 @@ def no_leaks(request):
     if children:
         problems.append("child processes: " + ", ".join(map(str, sorted(children))))
     pytest.fail(f"{request.node.nodeid} leaked " + "; ".join(problems), pytrace=False)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """With EDGE_REQUIRE_INTEGRATION=1 (CI) every skip is a failure, except a documented
+    platform skip (code that can only run on a Pi, its reason marked PLATFORM_SKIP): a test
+    skipped for a missing program or data must not pass CI silently, however it skipped."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.skipped and integration_required() and not hasattr(report, "wasxfail"):
+        reason = str(report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr)
+        if PLATFORM_SKIP not in reason:
+            report.outcome = "failed"
+            report.longrepr = f"skipped, and EDGE_REQUIRE_INTEGRATION=1 allows only platform skips: {reason}"

@@ -9,6 +9,10 @@ from pathlib import Path
 import pytest
 
 
+# Marks a skip allowed in CI: code that can only run on a Raspberry Pi (picamera2, lgpio).
+PLATFORM_SKIP = "(platform skip)"
+
+
 def integration_required() -> bool:
     return os.environ.get("EDGE_REQUIRE_INTEGRATION", "") not in ("", "0", "false")
 

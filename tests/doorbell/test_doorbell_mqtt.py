@@ -7,14 +7,13 @@ from __future__ import annotations
 import json
 import queue
 
+import paho.mqtt.client as mqtt
 import pytest
 
 from edge.testing.waiting import wait_for
 from services.doorbell.testing import doorbells
 from services.doorbell.worker import DoorbellWorker
 
-mqtt = pytest.importorskip("paho.mqtt.client")
-link = pytest.importorskip("edge.mqtt.link", reason="the MQTT link (edge/mqtt/link.py) is not there yet")
 
 NODE = "front-door"
 

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from edge.testing.requirements import PLATFORM_SKIP
 from hardware.camera import (BurstInterrupted, CameraError, FakeCamera, OpenCVCamera,
                              Picamera2Camera, capture_burst, load_rgb, make_camera, sharpness)
 
@@ -264,7 +265,7 @@ def test_picamera2_frames_are_converted_from_bgr_to_rgb(monkeypatch):
     assert calls == ["configure (64, 48) RGB888", "start", "stop", "close"]
 
 
-@pytest.mark.skipif(not on_pi, reason="needs a Raspberry Pi camera (platform skip)")
+@pytest.mark.skipif(not on_pi, reason=f"needs a Raspberry Pi camera {PLATFORM_SKIP}")
 def test_picamera2_captures_an_rgb_frame_on_a_pi():
     with Picamera2Camera(640, 480) as cam:
         frame = cam.capture()

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from edge.testing.requirements import require_program
+from edge.testing.requirements import missing, require_program
 from edge.testing.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
@@ -53,7 +53,7 @@ def starts(state: Path) -> int:
 def test_hung_critical_worker_makes_systemd_restart_the_service(tmp_path):
     nspawn = require_program("systemd-nspawn", "systemd-container")
     if os.geteuid() != 0:
-        pytest.skip("systemd-nspawn needs root")
+        missing("systemd-nspawn needs root: run the tests as root (CI does)")
     units = tmp_path / "units"
     (units / "edge.service.d").mkdir(parents=True)
     (units / "multi-user.target.wants").mkdir()

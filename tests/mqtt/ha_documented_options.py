@@ -563,7 +563,9 @@ SENSOR_DEVICE_CLASSES_AT_7450CACA: Final = SENSOR_DEVICE_CLASSES_AT_0015DF1C - f
 })
 
 DEVICE_CLASSES: Final[dict[str, frozenset[str]]] = {
-    "sensor": SENSOR_DEVICE_CLASSES_NEWEST,
+    # The oldest page read: a device class newer HA added (uptime, temperature_delta, ...)
+    # makes an older HA reject the whole config, and a doorbell is not upgraded in step.
+    "sensor": SENSOR_DEVICE_CLASSES_AT_7450CACA,
     # binary_sensor.markdown @ 1e6bb74f7f826e2e766e87b1c86ccb80527fe640
     "binary_sensor": frozenset({
         "battery", "battery_charging", "carbon_monoxide", "cold", "connectivity", "door",
@@ -577,6 +579,18 @@ DEVICE_CLASSES: Final[dict[str, frozenset[str]]] = {
     "update": frozenset({"firmware"}),
     # event.markdown @ 6a717db7ebb9e73895de34e69d0b4ec703cb7c33
     "event": frozenset({"button", "doorbell", "motion"}),
+}
+
+# Units a numeric sensor device class accepts (HA rejects the entity otherwise), for the
+# classes this appliance uses: the "Supported units" column of
+# https://developers.home-assistant.io/docs/core/entity/sensor/#available-device-classes
+# (and sensor.markdown's device class list), from core's sensor/const.py
+# DEVICE_CLASS_UNITS. "%" needs no device class.
+SENSOR_UNITS: Final[dict[str, frozenset[str]]] = {
+    "temperature": frozenset({"°C", "°F", "K"}),
+    "duration": frozenset({"d", "h", "min", "s", "ms", "μs"}),
+    "data_size": frozenset({"bit", "kbit", "Mbit", "Gbit", "B", "kB", "MB", "GB", "TB", "PB", "EB", "ZB", "YB",
+                            "KiB", "MiB", "GiB", "TiB", "PiB", "EiB", "ZiB", "YiB"}),
 }
 
 # The newest sensor.markdown lists four state classes: "Measurement", "Measurement angle",

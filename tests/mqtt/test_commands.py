@@ -10,8 +10,10 @@ import threading
 import paho.mqtt.client as mqtt
 from prometheus_client import generate_latest
 
-from edge.commands import MAX_PAYLOAD, Command
+from edge.commands import MAX_PAYLOAD, Command, CommandRegistry
 from edge.mqtt.link import MqttLink
+from edge.mqtt.remote_commands import MAX_QUEUED, RemoteCommands
+from edge.mqtt.topics import Topics
 from edge.testing.waiting import wait_for
 from edge.worker import Worker
 from mqtt.helpers import NODE, running_runtime, wait_connected, wait_outbox_empty
@@ -112,3 +114,22 @@ def test_dangerous_commands_run_only_when_enabled_in_config(tmp_path, mosquitto,
         send(mosquitto.port, "open_door", b"{}")
         assert reply(rec, "open_door") == {"command": "open_door", "ok": True, "result": {"opened": True}}
         assert DoorStub.opened.is_set()
+
+
+def test_a_flood_is_refused_as_busy_and_every_refusal_is_answered():
+    """paho's thread queues at most MAX_QUEUED commands; the rest are refused there (counted)
+    and still get a reply, and an oversized payload is refused without being copied."""
+    registry = CommandRegistry()
+    ran = []
+    registry.register(Command("ping", lambda p: ran.append(p) or "pong", {}))
+    remote = RemoteCommands(registry, Topics(NODE), allow_dangerous=False)
+    offered = [remote.offer("ping", b"{}", None) for _ in range(MAX_QUEUED + 5)]
+    assert offered == [True] * MAX_QUEUED + [False] * 5
+    assert remote.offer("ping", b"x" * (MAX_PAYLOAD + 1), None) is False
+    replies = []
+    assert remote.run_pending(lambda topic, body, props: replies.append((topic, json.loads(body)))) == MAX_QUEUED + 6
+    codes = [r["code"] if not r["ok"] else "ok" for _, r in replies]
+    assert sorted(codes) == sorted(["ok"] * MAX_QUEUED + ["busy"] * 5 + ["oversized"])
+    assert {topic for topic, _ in replies} == {f"{BASE}/cmd/ping/result"}
+    assert len(ran) == MAX_QUEUED
+    assert registry.rejected == {"busy": 5, "oversized": 1}

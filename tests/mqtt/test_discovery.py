@@ -15,7 +15,7 @@ import json
 import re
 
 from edge.config import Key, Section
-from edge.entities import Entity, connectivity
+from edge.entities import Entity, connectivity, shown
 from edge.mqtt.alerts import Alerts
 from edge.mqtt.discovery import Discovery, NodeInfo, node_entities, owned
 from edge.mqtt.link import MqttLink
@@ -25,7 +25,8 @@ from edge.testing.waiting import wait_for
 from edge.worker import Worker, discover_workers
 from mqtt.ha_documented_options import (AVAILABILITY_MODES, AVAILABILITY_OPTIONS, DEVICE_CLASSES, DEVICE_OPTIONS,
                                         DOC_URLS, DOCUMENTED_OPTIONS, ENTITY_CATEGORIES_ALLOWED, EXCLUSIVE_REQUIRED,
-                                        ORIGIN_OPTIONS, ORIGIN_REQUIRED, REQUIRED_OPTIONS, SENSOR_STATE_CLASSES)
+                                        ORIGIN_OPTIONS, ORIGIN_REQUIRED, REQUIRED_OPTIONS, SENSOR_STATE_CLASSES,
+                                        SENSOR_UNITS)
 from mqtt.helpers import NODE, running_runtime
 from services.system.worker import SystemWorker
 
@@ -62,6 +63,10 @@ def check_config(topic: str, cfg: dict, node: str = NODE) -> None:
 
     if "device_class" in cfg and component in DEVICE_CLASSES:
         assert cfg["device_class"] in DEVICE_CLASSES[component], f"{topic}: device_class {cfg['device_class']}"
+    if component == "sensor" and cfg.get("device_class") not in (None, "enum", "timestamp", "date"):
+        assert cfg["device_class"] in SENSOR_UNITS, f"{topic}: add {cfg['device_class']}'s units to SENSOR_UNITS"
+        assert cfg.get("unit_of_measurement") in SENSOR_UNITS[cfg["device_class"]], \
+            f"{topic}: unit {cfg.get('unit_of_measurement')!r} is not one of {cfg['device_class']}'s"
     if "state_class" in cfg:
         assert component == "sensor" and cfg["state_class"] in SENSOR_STATE_CLASSES, f"{topic}: state_class"
     if "entity_category" in cfg:
@@ -119,6 +124,39 @@ def test_every_registered_workers_entities_make_documented_configs():
     printer = configs[f"{PREFIX}/binary_sensor/{NODE}/printer_connected/config"]
     assert printer["device"]["via_device"] == f"edge_{NODE}"
     assert printer["device"]["name"] == "Test node 3D printer" and printer["name"] == "Connection"
+
+
+def test_the_system_workers_readings_are_sensors_on_one_state_topic():
+    configs = Discovery(NodeInfo(NODE, "Test node", "1.0"), Topics(NODE)).build(owned(SystemWorker.entities, "system"))
+    by_id = {cfg["unique_id"].removeprefix(f"{NODE}_"): cfg for cfg in configs.values()}
+    assert set(by_id) == {"cpu_temperature", "load_1m", "memory_used", "disk_used", "uptime", "runtime_memory",
+                          "bytes_written", "throttled"}
+    assert {cfg["state_topic"] for cfg in by_id.values()} == {f"edge/{NODE}/state/system"}
+    assert by_id["cpu_temperature"]["value_template"] == "{{ value_json.get('cpu_temp_c') }}"
+    assert by_id["throttled"]["device_class"] == "problem"
+
+
+def test_entities_that_need_a_config_switch_are_announced_only_when_it_is_on():
+    button = Entity("button", "open_door", "Open door", command="open_door",
+                    requires=("doorbell.allow_remote_open", "mqtt.allow_dangerous_commands"))
+    classes = [e.cls for e in discover_workers()]
+
+    def shown_with(**env):
+        config, _ = load_config(None, sim=True, environ=env, classes=classes)
+        return shown(button, config)
+    assert not shown_with()
+    assert not shown_with(EDGE_DOORBELL_ALLOW_REMOTE_OPEN="true")
+    assert shown_with(EDGE_DOORBELL_ALLOW_REMOTE_OPEN="true", EDGE_MQTT_ALLOW_DANGEROUS_COMMANDS="true")
+
+
+def test_every_declared_requirement_names_a_boolean_config_key():
+    """A typo in `requires` would hide an entity for good: each must be a real bool key."""
+    classes = [e.cls for e in discover_workers()]
+    keys = {f"{s.name}.{k.name}": k for cls in classes for s in cls.sections for k in s.keys}
+    for cls in classes:
+        for entity in cls.entities:
+            for key in entity.requires:
+                assert key in keys and keys[key].type is bool, f"{cls.name}/{entity.object_id}: requires {key!r}"
 
 
 def test_bad_declarations_are_skipped_not_fatal(caplog):

@@ -123,3 +123,16 @@ def test_tcp_proxy_pauses_without_closing_and_drops_on_request():
         far.close()
     server.close()
     assert free_port()
+
+
+def test_without_a_machine_id_the_client_id_comes_from_a_kept_random_seed(tmp_path):
+    """Cloned SD cards may lack /etc/machine-id; two boards must still not share a client id
+    (the broker would keep disconnecting one for the other)."""
+    no_machine = tmp_path / "no-machine-id"
+    first, second = tmp_path / "board-a", tmp_path / "board-b"
+    first.mkdir()
+    second.mkdir()
+    a = default_client_id("door", no_machine, seed_path=first / "seed")
+    assert a == default_client_id("door", no_machine, seed_path=first / "seed")  # stable across restarts
+    assert a != default_client_id("door", no_machine, seed_path=second / "seed")
+    assert a.startswith("edge-door-") and "nomachine" not in a

@@ -43,7 +43,7 @@ def outbox_rows(state_dir: Path, where: str = "1") -> list[tuple]:
 
 def test_partition_fires_the_last_will_and_1000_events_arrive_in_order_after_it(tmp_path, roomy_broker, recorders):
     mosquitto = roomy_broker
-    rec = recorders(mosquitto.port, STATUS, EVENTS)  # straight on the broker, not through the proxy
+    rec = recorders(mosquitto.port, f"{BASE}/#", "homeassistant/#")  # straight on the broker, not through the proxy
     state = tmp_path / "state"
     with TcpProxy(mosquitto.port) as proxy, \
             running_runtime(state, proxy.port, env={"EDGE_MQTT_KEEPALIVE_S": "1"}) as rt:
@@ -65,6 +65,7 @@ def test_partition_fires_the_last_will_and_1000_events_arrive_in_order_after_it(
         assert 0 < len(in_flight_at_cut) <= 100  # [mqtt] max_inflight
         assert event_ids(rec) == before  # nothing crossed the partition
 
+        cut = len(rec.of())
         proxy.resume()
         rec.wait_latest(STATUS, b"online", timeout=15)
         wait_for(lambda: set(ids) <= set(event_ids(rec)), 30, message="all 1000 events after the partition")
@@ -74,6 +75,17 @@ def test_partition_fires_the_last_will_and_1000_events_arrive_in_order_after_it(
         assert duplicates <= in_flight_at_cut
         wait_outbox_empty(rt)
         assert rt.supervisor.runner("mqtt").restarts == 0
+
+        # The reconnect announces itself like the first connect: online, discovery, worker
+        # statuses, states; only then do events beyond those in flight at the cut resume.
+        after = rec.of()[cut:]
+        online = next(i for i, m in enumerate(after) if m[1] == STATUS and m[2] == b"online")
+        config = next(i for i, m in enumerate(after) if m[1].startswith("homeassistant/"))
+        status = next(i for i, m in enumerate(after) if m[1] == f"{BASE}/mqtt/status")
+        state = next(i for i, m in enumerate(after) if m[1].startswith(f"{BASE}/state/"))
+        fresh = next(i for i, m in enumerate(after) if m[1].startswith(f"{BASE}/event/")
+                     and json.loads(m[2])["event_id"] not in in_flight_at_cut)
+        assert online < config < status < state < fresh
 
 
 def test_lost_pubacks_are_the_only_source_of_duplicates(tmp_path, mosquitto, recorders):

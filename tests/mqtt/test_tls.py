@@ -95,6 +95,25 @@ def test_tls_with_client_certificate_and_password(tmp_path, recorders):
             assert rt.supervisor.runner("mqtt").crashes == 0
 
 
+def test_a_broker_certificate_from_another_ca_is_refused_with_the_reason(tmp_path):
+    program = require_program("mosquitto")
+    pki, stranger = tmp_path / "pki", tmp_path / "stranger"
+    pki.mkdir()
+    stranger.mkdir()
+    make_pki(pki)
+    make_pki(stranger)  # another CA, which did not sign the broker's certificate
+    tls_port = free_port()
+    conf = (f"user root\nlistener {tls_port} 127.0.0.1\ncafile {pki / 'ca.pem'}\ncertfile {pki / 'broker.pem'}\n"
+            f"keyfile {pki / 'broker.key'}\nallow_anonymous true\n")
+    with Mosquitto(tmp_path / "broker", program=program, extra_conf=conf):
+        with running_runtime(tmp_path / "state", tls_port, env={"EDGE_MQTT_TLS_CA": str(stranger / "ca.pem")}) as rt:
+            wait_for(lambda: "does not verify" in (link_of(rt).health() or ("", ""))[1], 10,
+                     message="the certificate refusal in the link's health")
+            state, reason = link_of(rt).health()
+            assert state == "DEGRADED" and "tls_ca" in reason and not link_of(rt).connected
+            assert rt.supervisor.runner("mqtt").crashes == 0
+
+
 def test_missing_tls_files_degrade_the_link_with_a_reason(tmp_path, mosquitto):
     env = {"EDGE_MQTT_TLS_CA": str(tmp_path / "nowhere.pem")}
     with running_runtime(tmp_path / "state", mosquitto.port, env=env) as rt:
