@@ -4,10 +4,19 @@ config changes, remote commands).
 Each record's MAC is HMAC-SHA256(key, previous MAC + the record's canonical JSON), with the
 key in a file beside the database (not inside it), so someone who can edit the database
 cannot re-hash the chain after changing a record. The newest record's sequence number and
-MAC are also written to an anchor file after each append, so deleting the newest records is
-detected too. A crash between the commit and the anchor write leaves valid records after
-the anchor: `verify` reports those as unanchored, not as tampering, because they still carry
-MACs that only the key holder can make.
+MAC are also written to an anchor file after each append, itself MACed under the same key,
+so deleting the newest records is detected too: rewriting the anchor to point at an older
+record needs the key. (Putting back an older anchor file the attacker saved earlier is not
+detectable from this device alone; that needs the anchor kept off the device.)
+
+The anchor is written under the store's lock, right after the commit, through a unique
+temporary file and `os.replace`, and only ever moves forward. A crash (or a full disk)
+between the commit and the anchor write leaves valid records after the anchor: `verify`
+reports those as unanchored, not as tampering, because they still carry MACs that only the
+key holder can make. A failed anchor write degrades the store; it does not fail the append.
+
+Not responsible for: deciding what is audited (the callers), or keeping the key safe (the
+state directory's permissions, 0700, and the key file's, 0600).
 """
 
 from __future__ import annotations
@@ -15,12 +24,17 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
 import os
 import secrets
+import sqlite3
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edge.store import Store, register_migrations
+from edge.store import Store, StoreUnavailable, register_migrations
+
+log = logging.getLogger("edge.audit")
 
 register_migrations("audit", [
     """
@@ -37,24 +51,53 @@ register_migrations("audit", [
 ])
 
 GENESIS = "0" * 64
+# Domain separation: an anchor MAC can never be mistaken for (or replayed as) a record MAC.
+ANCHOR_CONTEXT = b"edge-audit-anchor-v1\0"
 
 
 def _atomic_write(path: Path, text: str, mode: int = 0o600) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    """Write `text` to `path` all or nothing, through a temporary file of its own (so two
+    writers never share one) in the same directory (so `os.replace` is atomic)."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    try:  # the rename itself survives a power cut only once the directory is synced
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError:
+        pass
+
+
+def load_key(path: Path) -> bytes:
+    """The key; FileNotFoundError when there is none, ValueError when the file is corrupt."""
+    text = path.read_text().strip()
+    key = bytes.fromhex(text)
+    if len(key) < 16:
+        raise ValueError(f"{len(key)} bytes, expected 32")
+    return key
 
 
 def load_or_create_key(path: Path) -> bytes:
-    if path.exists():
-        return bytes.fromhex(path.read_text().strip())
-    key = secrets.token_bytes(32)
-    _atomic_write(path, key.hex() + "\n")
-    return key
+    try:
+        return load_key(path)
+    except FileNotFoundError:
+        key = secrets.token_bytes(32)
+        _atomic_write(path, key.hex() + "\n")
+        return key
 
 
 def _canonical(seq: int, ts_wall: float, actor: str, action: str, detail: str, event_id: str | None) -> bytes:
@@ -67,18 +110,59 @@ class VerifyReport:
     records: int
     problems: list[str] = field(default_factory=list)
     unanchored: int = 0
+    checked: bool = True  # False: nothing could be checked (no usable key); problems says why
 
 
 class AuditLog:
-    def __init__(self, store: Store, key_path: Path, anchor_path: Path):
+    """`create_key=False` is for inspection (`edge audit verify`): a missing or corrupt key
+    is reported by `verify()`, never replaced. With `create_key=True` (the device) a key is
+    created only for an empty log; a missing key with records present raises
+    StoreUnavailable, because a new key would make every existing record look edited."""
+
+    def __init__(self, store: Store, key_path: Path, anchor_path: Path, create_key: bool = True):
         self._store = store
-        self._key = load_or_create_key(key_path)
-        self._anchor = anchor_path
+        self._key_path = Path(key_path)
+        self._anchor = Path(anchor_path)
+        self._key: bytes | None = None
+        self.key_problem: str | None = None
+        try:
+            self._key = load_key(self._key_path)
+        except FileNotFoundError:
+            count = self._count()
+            if create_key and count == 0:
+                try:
+                    self._key = load_or_create_key(self._key_path)
+                except OSError as exc:
+                    raise StoreUnavailable(f"cannot create the audit key {self._key_path} ({exc.strerror})") from exc
+            else:
+                self.key_problem = (f"audit key missing: {self._key_path} does not exist, so none of the {count} "
+                                    f"records can be checked; restore it from a backup (a new key would make "
+                                    f"every record look edited)")
+        except (ValueError, UnicodeDecodeError) as exc:
+            self.key_problem = (f"audit key corrupt: {self._key_path} does not hold a hex key ({exc}); "
+                                f"restore it from a backup")
+        except OSError as exc:
+            self.key_problem = f"audit key unreadable: {self._key_path} ({exc.strerror}); check its permissions"
+        if self._key is None and create_key:
+            raise StoreUnavailable(self.key_problem)
+
+    def _count(self) -> int:
+        try:
+            return self._store.read("SELECT count(*) FROM audit")[0][0]
+        except sqlite3.OperationalError:  # no audit table yet (a read-only store, never migrated)
+            return 0
 
     def _mac(self, prev: str, payload: bytes) -> str:
         return hmac.new(self._key, prev.encode() + payload, hashlib.sha256).hexdigest()
 
+    def _anchor_mac(self, seq: int, mac: str) -> str:
+        payload = ANCHOR_CONTEXT + json.dumps([seq, mac], separators=(",", ":")).encode()
+        return hmac.new(self._key, payload, hashlib.sha256).hexdigest()
+
     def append(self, actor: str, action: str, detail: dict | None = None, event_id: str | None = None) -> int:
+        """Append one record; raises StoreUnavailable when the disk cannot take it."""
+        if self._key is None:
+            raise StoreUnavailable(self.key_problem or "no audit key")
         detail_text = json.dumps(detail or {}, sort_keys=True, separators=(",", ":"))
         ts = self._store._clock.wall()
 
@@ -90,15 +174,62 @@ class AuditLog:
                          (seq, ts, actor, action, detail_text, event_id, mac))
             return seq, mac
 
-        seq, mac = self._store.write(insert)
-        _atomic_write(self._anchor, json.dumps({"seq": seq, "mac": mac}) + "\n")
+        # One lock over the commit and the anchor: two appends cannot write their anchors
+        # in the opposite order to their records.
+        with self._store.exclusive():
+            seq, mac = self._store.write(insert)
+            self._advance_anchor(seq, mac)
         return seq
+
+    def _read_anchor(self) -> tuple[dict | None, str | None]:
+        """(the anchor, None) when it is authentic; (None, problem) otherwise; (None, None)
+        when there is no anchor file."""
+        try:
+            text = self._anchor.read_text()
+        except FileNotFoundError:
+            return None, None
+        except OSError as exc:
+            return None, (f"anchor file {self._anchor} cannot be read ({exc.strerror}): "
+                          f"the newest records cannot be checked")
+        try:
+            anchor = json.loads(text)
+            seq, mac, anchor_mac = anchor["seq"], anchor["mac"], anchor.get("anchor_mac")
+            if not isinstance(seq, int) or not isinstance(mac, str) or not isinstance(anchor_mac, (str, type(None))):
+                raise TypeError("wrong field types")
+        except (ValueError, KeyError, TypeError) as exc:
+            return None, (f"anchor file {self._anchor} is corrupt ({type(exc).__name__}: {exc}): it was damaged "
+                          f"or rewritten, so the newest records cannot be checked")
+        if anchor_mac is None or not hmac.compare_digest(anchor_mac, self._anchor_mac(seq, mac)):
+            return None, (f"anchor file {self._anchor} is not authentic (its MAC does not match the audit key): "
+                          f"it was rewritten without the key, e.g. to hide deleted newest records")
+        return anchor, None
+
+    def _advance_anchor(self, seq: int, mac: str) -> None:
+        current, _ = self._read_anchor()
+        if current is not None and current["seq"] >= seq:
+            return  # another process anchored a newer record already: never move back
+        text = json.dumps({"seq": seq, "mac": mac, "anchor_mac": self._anchor_mac(seq, mac)}) + "\n"
+        try:
+            _atomic_write(self._anchor, text)
+        except OSError as exc:
+            # The record is committed; only its anchor is missing (verify reports it as
+            # unanchored). Degrade so a person sees it, rather than fail the caller.
+            log.error("cannot write the audit anchor %s (%s); record %d is committed but not anchored",
+                      self._anchor, exc, seq)
+            self._store.degrade(f"cannot write the audit anchor {self._anchor} ({exc.strerror or exc}); "
+                                f"the newest audit records are not anchored")
 
     def records(self) -> list[dict]:
         return [dict(r) for r in self._store.read("SELECT * FROM audit ORDER BY seq")]
 
     def verify(self) -> VerifyReport:
-        rows = self._store.read("SELECT * FROM audit ORDER BY rowid")
+        try:
+            rows = self._store.read("SELECT * FROM audit ORDER BY rowid")
+        except sqlite3.OperationalError:  # never migrated: no audit table, no records
+            rows = []
+        if self._key is None:
+            return VerifyReport(ok=False, records=len(rows), problems=[self.key_problem or "no audit key"],
+                                checked=False)
         problems: list[str] = []
         prev, expected_seq = GENESIS, 1
         for r in rows:
@@ -112,13 +243,13 @@ class AuditLog:
                                 f"was edited, inserted or re-hashed without the key)")
             prev, expected_seq = r["mac"], r["seq"] + 1
         unanchored = 0
-        try:
-            anchor = json.loads(self._anchor.read_text())
-        except FileNotFoundError:
-            anchor = None
+        anchor, anchor_problem = self._read_anchor()
+        if anchor_problem:
+            problems.append(anchor_problem)
+        elif anchor is None:
             if rows:
                 problems.append(f"anchor file {self._anchor} is missing: the newest records cannot be checked")
-        if anchor:
+        else:
             by_seq = {r["seq"]: r for r in rows}
             anchored = by_seq.get(anchor["seq"])
             if anchored is None:

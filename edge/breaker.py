@@ -44,7 +44,14 @@ class Backoff:
 class CircuitBreaker:
     """Closed → open after `failure_threshold` consecutive failures; open → half-open after
     `reset_timeout` (monotonic seconds, growing with backoff while the dependency stays down);
-    one trial call in half-open closes or re-opens it."""
+    in half-open exactly one trial call is let through, and its outcome closes or re-opens it.
+
+    Reading `state` never changes it: the open → half-open transition happens in `allow()`,
+    when a caller actually takes the trial, so a metrics scrape or a health poll cannot move
+    the breaker (or its health component) by looking at it. A trial whose caller never
+    reports back (it crashed between `allow()` and `record_*`) is given up after another
+    reset timeout, and the next caller gets the trial instead of the breaker staying shut.
+    """
 
     def __init__(self, name: str, failure_threshold: int = 3, reset_timeout: float = 5.0,
                  max_reset_timeout: float = 300.0, clock: Clock = SYSTEM_CLOCK,
@@ -59,23 +66,46 @@ class CircuitBreaker:
         self._failures = 0
         self._opens_in_a_row = 0
         self._opened_at = 0.0
+        self._trial_started: float | None = None  # when the half-open trial was handed out
         self.last_error: str | None = None
         self.since = clock.monotonic()
         self.open_count = 0
 
     @property
     def state(self) -> str:
+        """The current state, without side effects."""
         with self._lock:
-            if self._state == OPEN and self._clock.monotonic() - self._opened_at >= self._reset_after():
-                self._set(HALF_OPEN)
             return self._state
 
     def _reset_after(self) -> float:
         return self._backoff.delay(self._opens_in_a_row - 1)
 
+    def retry_in(self) -> float:
+        """Seconds until an open breaker lets a trial through (0 when it would now)."""
+        with self._lock:
+            if self._state != OPEN:
+                return 0.0
+            return max(0.0, self._opened_at + self._reset_after() - self._clock.monotonic())
+
     def allow(self) -> bool:
-        """True when a call may be tried now (closed, or the half-open trial)."""
-        return self.state != OPEN
+        """True when a call may be tried now: always while closed; in half-open only for the
+        one caller that takes the trial (it must then call `record_success` or
+        `record_failure`)."""
+        with self._lock:
+            now = self._clock.monotonic()
+            if self._state == CLOSED:
+                return True
+            if self._state == OPEN:
+                if now - self._opened_at < self._reset_after():
+                    return False
+                self._trial_started = now
+                self._set(HALF_OPEN)
+                return True
+            # HALF_OPEN: the trial is out; admit another only when it was abandoned
+            if self._trial_started is not None and now - self._trial_started < self._reset_after():
+                return False
+            self._trial_started = now
+            return True
 
     def call(self, fn: Callable[[], T]) -> T:
         if not self.allow():
@@ -92,6 +122,7 @@ class CircuitBreaker:
         with self._lock:
             self._failures = 0
             self._opens_in_a_row = 0
+            self._trial_started = None
             if self._state != CLOSED:
                 self._set(CLOSED)
 
@@ -102,6 +133,7 @@ class CircuitBreaker:
             if self._state == HALF_OPEN or (self._state == CLOSED and self._failures >= self.failure_threshold):
                 self._opens_in_a_row += 1
                 self._opened_at = self._clock.monotonic()
+                self._trial_started = None
                 self.open_count += 1
                 self._set(OPEN)
 
@@ -112,8 +144,9 @@ class CircuitBreaker:
             self._on_change(self)
 
     def snapshot(self) -> dict:
-        state = self.state
-        return {"state": state, "last_error": self.last_error, "open_count": self.open_count}
+        with self._lock:
+            return {"state": self._state, "last_error": self.last_error, "open_count": self.open_count,
+                    "retry_in_s": round(self.retry_in(), 1)}
 
 
 class BreakerBoard:

@@ -105,21 +105,33 @@ def cmd_config_check(args) -> int:
 
 
 def cmd_audit_verify(args) -> int:
+    """Read-only: opens the store without migrating it and never creates a key, so
+    checking a log cannot change it (or the evidence). The state directory comes from
+    EDGE_STATE_DIR / --sim, as for `edge run`; --config does not move it."""
+    import sqlite3
+
     from edge.audit import AuditLog
-    from edge.store import DB_NAME, Store
+    from edge.store import DB_NAME, Store, StoreUnavailable
 
     state_dir = state_dir_for(args.sim)
     if not (state_dir / DB_NAME).exists():
         print(f"no store at {state_dir / DB_NAME}; set EDGE_STATE_DIR to the device's state directory",
               file=sys.stderr)
         return 2
-    store = Store(state_dir / DB_NAME)
     try:
-        report = AuditLog(store, state_dir / "audit.key", state_dir / "audit.anchor").verify()
+        store = Store(state_dir / DB_NAME, readonly=True)
+    except (StoreUnavailable, sqlite3.Error) as exc:
+        print(f"cannot open the store {state_dir / DB_NAME} read-only: {exc}", file=sys.stderr)
+        return 2
+    try:
+        report = AuditLog(store, state_dir / "audit.key", state_dir / "audit.anchor", create_key=False).verify()
+    except sqlite3.Error as exc:
+        print(f"cannot read the audit log in {state_dir / DB_NAME}: {exc}", file=sys.stderr)
+        return 2
     finally:
         store.close()
     for problem in report.problems:
-        print(f"TAMPERED: {problem}")
+        print(f"{'TAMPERED' if report.checked else 'CANNOT VERIFY'}: {problem}")
     if report.unanchored:
         print(f"note: {report.unanchored} valid record(s) after the last anchor (a crash between write and anchor)")
     print(f"{report.records} records: {'ok' if report.ok else 'FAILED'}")

@@ -217,15 +217,20 @@ def build(sections: Iterable[Section], data: Mapping[str, Any], env: Mapping[str
             did = f"; did you mean [{hint[0]}]?" if hint else f"; known sections: {', '.join(sorted(schema))}"
             problems.append(f"[{name}]: unknown section{did}")
             continue
+        section = schema[name]
         if not isinstance(table, dict):
-            problems.append(f"{name}: expected a [{name}] table, got {table!r}")
+            first = _example(section, section.keys[0]) if section.keys else ""
+            problems.append(f"{name}: expected a [{name}] table, got {table!r}; "
+                            f"for example: [{name}] on one line and {first} on the next")
             continue
         for key_name in table:
-            if schema[name].key(key_name) is None:
-                known = [k.name for k in schema[name].keys]
+            if section.key(key_name) is None:
+                known = [k.name for k in section.keys]
                 hint = difflib.get_close_matches(key_name, known, n=1)
-                did = f"did you mean {hint[0]}?" if hint else f"known keys: {', '.join(known)}"
-                problems.append(f"[{name}] {key_name}: unknown key; {did}")
+                did = f" (did you mean {hint[0]}?)" if hint else f"; known keys: {', '.join(known)}"
+                right = section.key(hint[0]) if hint else (section.keys[0] if section.keys else None)
+                example = f"; for example: {_example(section, right)}" if right else ""
+                problems.append(f"[{name}] {key_name}: unknown key{did}{example}")
 
     result: dict[str, SectionValues] = {}
     for section in schema.values():

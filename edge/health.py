@@ -3,10 +3,13 @@ whole. Times are monotonic for windows, wall-clock only for display."""
 
 from __future__ import annotations
 
+import logging
 import threading
 from dataclasses import dataclass
 
 from edge.clock import SYSTEM_CLOCK, Clock
+
+log = logging.getLogger("edge.health")
 
 OK, DEGRADED, FAILED, HUNG = "OK", "DEGRADED", "FAILED", "HUNG"
 STARTING, STOPPED = "STARTING", "STOPPED"
@@ -41,7 +44,12 @@ class HealthRegistry:
             self._components[name] = comp
             listeners = list(self.listeners)
         for listener in listeners:
-            listener(comp)
+            # Listeners run on whichever thread changed the state (a worker's runner, the
+            # supervisor loop): one that raises must not kill that thread.
+            try:
+                listener(comp)
+            except Exception:
+                log.exception("health listener %r failed on %s -> %s", listener, name, state)
 
     def remove(self, name: str) -> None:
         with self._lock:

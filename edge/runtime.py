@@ -19,6 +19,7 @@ Exit codes (documented in README and listed in image/edge.service):
 from __future__ import annotations
 
 import faulthandler
+import functools
 import logging
 import os
 import signal
@@ -37,7 +38,7 @@ from edge.bus import EventBus
 from edge.commands import CommandRegistry
 from edge.clock import SYSTEM_CLOCK, Clock
 from edge.config import Config, ConfigError, Key, Section
-from edge.health import DEGRADED, FAILED, OK, HealthRegistry
+from edge.health import DEGRADED, FAILED, HUNG, OK, STARTING, HealthRegistry
 from edge.health_http import SECTION as HEALTH_SECTION, HealthServer
 from edge.metrics import make_registry
 from edge.notify import SystemdNotifier, watchdog_interval
@@ -100,13 +101,41 @@ def config_path_for(explicit: str | None, environ: Mapping[str, str] = os.enviro
     return configmod.DEFAULT_CONFIG_PATH if configmod.DEFAULT_CONFIG_PATH.exists() else None
 
 
-def load_plugin(spec: str) -> type[Worker]:
-    module, _, attr = spec.partition(":")
-    return getattr(import_module(module), attr)
+def load_plugin(spec: str, origin: str = "") -> type[Worker]:
+    """The worker class named by a `[runtime] plugins` entry ("module:Class"); a ConfigError
+    that says what is wrong otherwise (never a traceback from `edge run`)."""
+    where = f"[runtime] plugins{origin}"
+    example = configmod._example(RUNTIME_SECTION, RUNTIME_SECTION.key("plugins"))
+    module_name, colon, attr = spec.partition(":") if isinstance(spec, str) else ("", "", "")
+    if not colon or not module_name.strip() or not attr.strip():
+        raise ConfigError([f"{where}: {spec!r} is not \"module:Class\"; for example: {example}"])
+    try:
+        module = import_module(module_name.strip())
+    except ImportError as exc:
+        raise ConfigError([f"{where}: cannot import {module_name!r} ({exc}); for example: {example}"]) from None
+    except Exception as exc:  # the plugin's own code raised while importing: report it, do not crash
+        raise ConfigError([f"{where}: importing {module_name!r} failed ({type(exc).__name__}: {exc}); "
+                           f"fix the module or remove the entry; for example: {example}"]) from None
+    cls = getattr(module, attr.strip(), None)
+    if cls is None:
+        raise ConfigError([f"{where}: module {module_name!r} has no {attr!r}; for example: {example}"])
+    if not (isinstance(cls, type) and issubclass(cls, Worker)):
+        raise ConfigError([f"{where}: {spec!r} is not a worker class (a subclass of edge.worker.Worker); "
+                           f"for example: {example}"])
+    return cls
 
 
-def worker_classes(plugins: list[str] = ()) -> list[type[Worker]]:
-    return [e.cls for e in discover_workers()] + [load_plugin(p) for p in plugins]
+def worker_classes(plugins: list[str] = (), origin: str = "", source: str = "") -> list[type[Worker]]:
+    """Discovered workers plus the plugins; every bad plugin entry is reported at once."""
+    classes, problems = [e.cls for e in discover_workers()], []
+    for spec in plugins:
+        try:
+            classes.append(load_plugin(spec, origin))
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+    if problems:
+        raise ConfigError(problems, source)
+    return classes
 
 
 def all_sections(classes) -> list[Section]:
@@ -116,21 +145,29 @@ def all_sections(classes) -> list[Section]:
     return sections
 
 
-def _plugins_from(path: Path | None, environ: Mapping[str, str]) -> list[str]:
-    """Plugins must be known before the schema is complete, so read them first, leniently."""
+def _plugins_from(path: Path | None, environ: Mapping[str, str]) -> tuple[list[str], str]:
+    """Plugins must be known before the schema is complete, so read them first, leniently
+    (a file that does not parse, or plugins that are not a list, is reported by the full
+    validation). Returns the entries and where they came from, for messages."""
     if environ.get("EDGE_RUNTIME_PLUGINS"):
-        return [p.strip() for p in environ["EDGE_RUNTIME_PLUGINS"].split(",") if p.strip()]
+        return ([p.strip() for p in environ["EDGE_RUNTIME_PLUGINS"].split(",") if p.strip()],
+                " (from EDGE_RUNTIME_PLUGINS)")
     if path is None:
-        return []
+        return [], ""
     try:
-        return list(configmod.parse_toml(path.read_text(), str(path)).get("runtime", {}).get("plugins", []))
-    except (OSError, ConfigError, AttributeError):
-        return []
+        runtime = configmod.parse_toml(path.read_text(), str(path)).get("runtime", {})
+        plugins = runtime.get("plugins", []) if isinstance(runtime, dict) else []
+    except (OSError, ConfigError):
+        return [], ""
+    return (list(plugins) if isinstance(plugins, list) else []), ""
 
 
 def load_config(path: Path | None, sim: bool, environ: Mapping[str, str] = os.environ,
                 classes: list[type[Worker]] | None = None) -> tuple[Config, list[type[Worker]]]:
-    classes = classes if classes is not None else worker_classes(_plugins_from(path, environ))
+    """Raises ConfigError for an invalid config, including a plugin that cannot be loaded."""
+    if classes is None:
+        plugins, origin = _plugins_from(path, environ)
+        classes = worker_classes(plugins, origin, source=str(path or "defaults"))
     return configmod.load(all_sections(classes), path, environ, sim=sim), classes
 
 
@@ -195,12 +232,16 @@ class Runtime:
         self.exit_code = EXIT_OK
         self._stop = threading.Event()
         self._healthy_since: float | None = None
+        self._critical_restarts_seen = 0
         self._boot_cleared = False
         self._last_status = ""
 
     # -- start ---------------------------------------------------------------------------
     def start(self) -> None:
-        self.state_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # a read-only or full state disk degrades the device, never stops it
+            log.error("cannot create the state directory %s (%s)", self.state_dir, exc)
         sm = self.config["safe_mode"]
         try:
             failed_boots = self.boot_counter.begin_boot()
@@ -231,7 +272,9 @@ class Runtime:
             if self.safe_mode and not cls.essential:
                 continue
             self._subscribe_from_boot(cls)
-            factories.append(lambda cls=cls: cls(self.config))
+            # a partial, not a lambda: the supervisor can tell the class (name, critical, ...)
+            # even when its constructor raises
+            factories.append(functools.partial(cls, self.config))
         self.supervisor = Supervisor(factories, self._context, self.health, self.clock, policy,
                                      on_escalate=self._escalate)
         self.supervisor.start()
@@ -275,13 +318,24 @@ class Runtime:
     def _open_store(self) -> None:
         try:
             self.store = Store(self.state_dir / DB_NAME, self.clock, on_health=self._store_health)
-            self.audit = AuditLog(self.store, self.state_dir / "audit.key", self.state_dir / "audit.anchor")
             self.health.set("store", OK, "ok")
         except (OSError, sqlite3.Error, StoreUnavailable) as exc:
             # The doorbell must ring without a store: degrade, never stop.
-            log.error("store unavailable (%s): running without persistence", exc)
-            self.health.set("store", DEGRADED, f"store unavailable: {exc}")
+            reason = f"store unavailable: {exc}"
+            if self.state_dir.is_dir() and not os.access(self.state_dir, os.W_OK):
+                reason += f"; {self.state_dir} is read-only: check the SD card and remount it read-write"
+            log.error("%s: running without persistence", reason)
+            self.health.set("store", DEGRADED, reason)
             self.store = None
+        if self.store is not None:
+            try:
+                self.audit = AuditLog(self.store, self.state_dir / "audit.key", self.state_dir / "audit.anchor")
+            except (OSError, StoreUnavailable) as exc:
+                # e.g. the key is missing while records exist: a new key would make every
+                # record look edited, so run without auditing and say so
+                log.error("audit log unavailable (%s): door openings are not audited", exc)
+                self.health.set("audit", DEGRADED, f"audit log unavailable: {exc}")
+                self.audit = None
         self.services["store"] = self.store
         self.services["audit"] = self.audit
 
@@ -310,7 +364,7 @@ class Runtime:
                              on_heartbeat=heartbeat)
 
     def _breaker_changed(self, breaker) -> None:
-        state = breaker._state
+        state = breaker.state
         self.health.set(f"breaker.{breaker.name}", OK if state == "closed" else DEGRADED,
                         "closed" if state == "closed" else f"{state}: {breaker.last_error}")
 
@@ -362,10 +416,23 @@ class Runtime:
         return self.exit_code
 
     def _track_good_boot(self, now: float) -> None:
+        """Clear the boot counter after `healthy_after_s` in which no critical worker
+        crashed, restarted, hung or failed. DEGRADED from outside (no broker, no camera)
+        still counts as healthy: a slow critical crash loop (a critical worker restarting
+        with backoff, DEGRADED in between) does not."""
         if self._boot_cleared:
             return
-        if self.health.overall() == FAILED:
+        sup = self.supervisor
+        restarts = sup.critical_restarts() if sup is not None else 0
+        critical_unwell = sup is not None and any(
+            r.backing_off or r.state in (STARTING, FAILED, HUNG) for r in sup.runners if r.critical)
+        if self.health.overall() == FAILED or critical_unwell:
+            self._critical_restarts_seen = restarts
             self._healthy_since = None
+            return
+        if restarts != self._critical_restarts_seen:  # crashed and running again: the minute starts now
+            self._critical_restarts_seen = restarts
+            self._healthy_since = now
             return
         if self._healthy_since is None:
             self._healthy_since = now

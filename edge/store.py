@@ -17,13 +17,14 @@ caller (the ring path above all) carries on without it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 from edge.clock import SYSTEM_CLOCK, Clock
 
@@ -73,16 +74,28 @@ register_migrations("core", [
 
 
 class Store:
+    """`readonly=True` opens an existing file for inspection (`edge audit verify`): no
+    migrations, no journal-mode change, and every write fails with StoreUnavailable."""
+
     def __init__(self, path: Path, clock: Clock = SYSTEM_CLOCK,
-                 on_health: Callable[[bool, str], None] | None = None):
+                 on_health: Callable[[bool, str], None] | None = None, readonly: bool = False):
         self.path = Path(path)
         self._clock = clock
         self._on_health = on_health
         self._lock = threading.RLock()
+        self.readonly = readonly
         self.healthy = True
         self.reason = ""
         self.failed_writes = 0
         self.commits = 0
+        if readonly:
+            if not self.path.exists():
+                raise StoreUnavailable(f"no store at {self.path}")
+            self._conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, check_same_thread=False,
+                                         isolation_level=None, timeout=10)
+            self._conn.row_factory = sqlite3.Row
+            self._mono_expiry: dict[str, float] = {}
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._conn = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None, timeout=10)
         self._conn.row_factory = sqlite3.Row
@@ -92,7 +105,7 @@ class Store:
         # A TTL must survive wall-clock jumps within a process: remember expiry on the
         # monotonic clock for values this process wrote; the stored wall expiry only matters
         # across restarts, where nothing better exists.
-        self._mono_expiry: dict[str, float] = {}
+        self._mono_expiry = {}
         self.migrate()
 
     # -- plumbing -----------------------------------------------------------------------
@@ -114,7 +127,6 @@ class Store:
         return applied
 
     def _degrade(self, exc: sqlite3.Error) -> StoreUnavailable:
-        self.failed_writes += 1
         message = str(exc)
         if "full" in message:
             reason = "state disk is full: free space under the state directory"
@@ -122,11 +134,26 @@ class Store:
             reason = "state disk is read-only: check the SD card and remount read-write"
         else:
             reason = f"store write failed: {message}"
-        if self.healthy or reason != self.reason:
+        return self.degrade(reason)
+
+    def degrade(self, reason: str) -> StoreUnavailable:
+        """Mark the store degraded for a write problem found outside SQLite (e.g. the audit
+        anchor file); the next successful commit clears it. Returns the exception to raise,
+        for callers that must."""
+        with self._lock:
+            self.failed_writes += 1
+            changed = self.healthy or reason != self.reason
             self.healthy, self.reason = False, reason
-            if self._on_health:
-                self._on_health(False, reason)
+        if changed and self._on_health:
+            self._on_health(False, reason)
         return StoreUnavailable(reason)
+
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """Hold the store's lock across a write and what must follow it in the same order
+        (the audit anchor): no other thread of this process writes in between."""
+        with self._lock:
+            yield
 
     def _recovered(self) -> None:
         if not self.healthy:

@@ -1,18 +1,22 @@
 """Runs workers in threads and keeps them running (one_for_one, in the Erlang/OTP sense).
 
-Responsible for: ordered start and reverse-ordered cooperative stop; restart policies
-(permanent / transient / temporary); exponential backoff with jitter between restarts;
-restart intensity (more than `max_restarts` restarts within `within_s` seconds → the worker
-is FAILED, and a critical one escalates to a process exit); the heartbeat watchdog that
-marks a silent worker HUNG and asks it to interrupt itself. Not responsible for systemd:
+Responsible for: ordered start and a cooperative stop (signalled in reverse start order,
+within one overall bound); restart policies (permanent / transient / temporary);
+exponential backoff with jitter between restarts; restart intensity (more than
+`max_restarts` restarts within `within_s` seconds → the worker is FAILED, and a critical one
+escalates to a process exit), where a constructor or a `health()` that raises counts as a
+crash; the heartbeat watchdog that marks a silent worker HUNG and asks it to interrupt
+itself. Not responsible for systemd:
 the runtime's main loop asks `all_critical_fresh()` before it pets the systemd watchdog.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass
 from typing import Callable
@@ -31,7 +35,8 @@ SECTION = Section("supervisor", (
     Key("within_s", float, 60.0, "the restart-intensity window", min=1),
     Key("backoff_initial_s", float, 1.0, "first restart delay", min=0),
     Key("backoff_max_s", float, 30.0, "longest restart delay", min=0),
-    Key("stop_timeout_s", float, 5.0, "how long each worker gets to stop on SIGTERM", min=0.1),
+    Key("stop_timeout_s", float, 5.0, "how long the workers get to stop on SIGTERM (all at once; then "
+        "their interrupt hooks and half that again)", min=0.1),
 ), "restart policy and stop timeouts for every worker")
 
 
@@ -48,21 +53,50 @@ class Policy:
                                                             maximum=cfg.backoff_max_s), cfg.stop_timeout_s)
 
 
+def _worker_class(factory: Callable[[], Worker]) -> type[Worker] | None:
+    """The class a factory builds, when it can be told without calling it: a
+    `functools.partial(cls, config)` (what the runtime passes), a class, or a callable with
+    a `worker_class` attribute."""
+    cls = getattr(factory, "worker_class", None)
+    if cls is None and isinstance(factory, functools.partial):
+        cls = factory.func
+    if cls is None:
+        cls = factory
+    return cls if isinstance(cls, type) and issubclass(cls, Worker) else None
+
+
+class UnbuiltWorker(Worker):
+    """Stands in for a worker whose constructor raised, with the class's name, policy and
+    criticality, so a failed construction is handled as a crash of that worker: counted
+    against its restart intensity, logged with its traceback, retried after backoff."""
+
+    def __init__(self, factory: Callable[[], Worker], error: BaseException):
+        super().__init__(None)
+        cls = _worker_class(factory)
+        for attr in ("sections", "restart", "critical", "essential", "start_order", "heartbeat_timeout_s",
+                     "entities"):
+            setattr(self, attr, getattr(cls or Worker, attr))
+        self.name = (cls.name if cls is not None else "") or f"unbuilt-{id(factory):x}"
+        self.error = error
+
+    def run(self, ctx: WorkerContext) -> None:
+        raise self.error
+
+
 class WorkerRunner:
     """One worker's thread and bookkeeping across its restarts."""
 
     def __init__(self, factory: Callable[[], Worker], supervisor: "Supervisor"):
         self._factory = factory
         self._sup = supervisor
-        self.worker = factory()
-        self.name = self.worker.name
-        self.stop_event = threading.Event()
+        self.stop_event = threading.Event()  # the supervisor is stopping this worker for good
         self.entered = threading.Event()
         self.thread: threading.Thread | None = None
         self.state = STARTING
         self.reason = ""
         self.last_heartbeat = supervisor.clock.monotonic()
         self.hung = False
+        self.running = False  # inside run() now; the watchdog and health poll look only then
         self.backing_off = False
         self.restarts = 0
         self.crashes = 0
@@ -72,10 +106,22 @@ class WorkerRunner:
         # The runner thread and the supervisor loop both change the state; without this a
         # poll could overwrite FAILED with OK.
         self._lock = threading.RLock()
+        # `ctx.stopping` of the current run attempt: set at stop, and when the supervisor
+        # ends this attempt itself (its health() raised).
+        self._attempt = threading.Event()
+        self._health_crash: BaseException | None = None
+        self.worker = self._build()
+        self.name = self.worker.name
 
     @property
     def critical(self) -> bool:
         return self.worker.critical
+
+    def _build(self) -> Worker:
+        try:
+            return self._factory()
+        except Exception as exc:  # handled as a crash of this worker by _loop
+            return UnbuiltWorker(self._factory, exc)
 
     def heartbeat(self) -> None:
         self.last_heartbeat = self._sup.clock.monotonic()
@@ -84,26 +130,52 @@ class WorkerRunner:
         self.thread = threading.Thread(target=self._loop, name=f"worker-{self.name}", daemon=True)
         self.thread.start()
 
+    def request_stop(self) -> None:
+        """Ask the worker to stop for good (`ctx.stopping`); does not wait."""
+        with self._lock:
+            self.stop_event.set()
+            self._attempt.set()
+
     def _set(self, state: str, reason: str = "") -> None:
         with self._lock:
             self.state, self.reason = state, reason
             self._sup.health.set(f"worker.{self.name}", state, reason, critical=self.critical)
 
+    def _run_once(self) -> tuple[BaseException | None, str]:
+        """One attempt: (the crash or None, what crashed it)."""
+        worker = self.worker
+        if isinstance(worker, UnbuiltWorker):
+            self.entered.set()
+            return worker.error, "construction failed"
+        with self._lock:
+            self.hung = False
+            self.running = True
+            self._set(OK, "running")
+        self.entered.set()
+        crash: BaseException | None = None
+        try:
+            worker.run(self._sup.make_context(worker, self._attempt, self.heartbeat))
+        except BaseException as exc:  # a worker's SystemExit or KeyboardInterrupt is a crash too
+            crash = exc
+        with self._lock:
+            self.running = False
+            if self._health_crash is not None:
+                return self._health_crash, "health() raised"
+        return crash, "crashed"
+
     def _loop(self) -> None:
         current_worker.set(self.name)
         clock, policy = self._sup.clock, self._sup.policy
         attempt = 0
-        while not self.stop_event.is_set():
+        while True:
+            with self._lock:
+                if self.stop_event.is_set():
+                    break
+                self._attempt = threading.Event()
+                self._health_crash = None
             started = clock.monotonic()
             self.heartbeat()
-            self.hung = False
-            self._set(OK, "running")
-            self.entered.set()
-            crash: BaseException | None = None
-            try:
-                self.worker.run(self._sup.make_context(self.worker, self.stop_event, self.heartbeat))
-            except BaseException as exc:  # a worker's SystemExit or KeyboardInterrupt is a crash too
-                crash = exc
+            crash, how = self._run_once()
             if self.stop_event.is_set():
                 break
             if crash is None and self.worker.restart in (TRANSIENT, TEMPORARY):
@@ -111,9 +183,11 @@ class WorkerRunner:
                 return
             if crash is not None:
                 self.crashes += 1
-                log.error("worker %s crashed: %r", self.name, crash, exc_info=crash, extra={"worker": self.name})
+                # health() failures were logged with their traceback when they happened
+                log.error("worker %s %s: %r", self.name, how, crash,
+                          exc_info=None if how == "health() raised" else crash, extra={"worker": self.name})
                 if self.worker.restart == TEMPORARY:
-                    self._set(FAILED, f"crashed ({crash!r}); temporary workers are not restarted")
+                    self._set(FAILED, f"{how} ({crash!r}); temporary workers are not restarted")
                     return
             now = clock.monotonic()
             if now - started > policy.within_s:
@@ -121,7 +195,7 @@ class WorkerRunner:
             self._restart_times.append(now)
             while self._restart_times and now - self._restart_times[0] > policy.within_s:
                 self._restart_times.popleft()
-            why = f"crashed: {crash!r}" if crash is not None else "returned"
+            why = f"{how}: {crash!r}" if crash is not None else "returned"
             if len(self._restart_times) > policy.max_restarts:
                 self._set(FAILED, f"{why}; {len(self._restart_times)} restarts within "
                                   f"{policy.within_s:g}s, giving up")
@@ -133,14 +207,20 @@ class WorkerRunner:
             delay = policy.backoff.delay(attempt, self._rng)
             attempt += 1
             self.delays.append(delay)
-            self._set(DEGRADED, f"{why}; restarting in {delay:.1f}s")
-            self.backing_off = True
+            with self._lock:
+                # backing_off first: a watchdog tick between the two must not see a stale
+                # heartbeat on a worker that is not running and call it HUNG
+                self.backing_off = True
+                self._set(DEGRADED, f"{why}; restarting in {delay:.1f}s")
             stop = self.stop_event.wait(delay)
-            self.backing_off = False
+            with self._lock:
+                self.backing_off = False
             if stop:
                 break
             self.restarts += 1
-            self.worker = self._factory()
+            worker = self._build()
+            with self._lock:
+                self.worker = worker
         self._set(STOPPED, "stopped")
 
     def check(self, now: float) -> None:
@@ -149,7 +229,7 @@ class WorkerRunner:
             self._check(now)
 
     def _check(self, now: float) -> None:
-        if self.backing_off or self.state not in (OK, DEGRADED, HUNG) or not self.entered.is_set():
+        if not self.running or self.backing_off or self.state not in (OK, DEGRADED, HUNG):
             return
         age = now - self.last_heartbeat
         if age > self.worker.heartbeat_timeout_s:
@@ -162,8 +242,24 @@ class WorkerRunner:
         if self.hung:
             self.hung = False
             log.warning("worker %s recovered from a hang", self.name, extra={"worker": self.name})
-        reported = self.worker.health()
-        self._set(*(reported or (OK, "running")))
+        if self._health_crash is not None:
+            return  # already ending this attempt; it is restarted when run() returns
+        try:
+            state, reason = self.worker.health() or (OK, "running")
+        except Exception as exc:
+            self._health_failed(exc)
+            return
+        self._set(state, reason)
+
+    def _health_failed(self, exc: Exception) -> None:
+        """A health() that raises is a crash of the worker: end this attempt (stopping +
+        interrupt hook) so the runner restarts it under the usual backoff and intensity."""
+        self._health_crash = exc
+        log.error("health() of worker %s raised %r; restarting the worker", self.name, exc,
+                  exc_info=exc, extra={"worker": self.name})
+        self._set(DEGRADED, f"health() raised {exc!r}; restarting")
+        self._attempt.set()
+        self._interrupt()
 
     def _interrupt(self) -> None:
         try:
@@ -218,21 +314,37 @@ class Supervisor:
         return all(r.fresh() for r in self.runners if r.critical)
 
     def critical_running(self) -> bool:
-        return all(r.state in (OK, DEGRADED) and r.entered.is_set() for r in self.runners if r.critical)
+        return all(r.state in (OK, DEGRADED) and r.entered.is_set() and not r.backing_off
+                   for r in self.runners if r.critical)
+
+    def critical_restarts(self) -> int:
+        """Crashes plus restarts of the critical workers so far: grows with every one."""
+        return sum(r.crashes + r.restarts for r in self.runners if r.critical)
 
     def stop(self) -> list[str]:
-        """Stop in reverse start order; each worker gets `stop_timeout_s`, then its interrupt
-        hook, then half that again. Returns the names that did not stop."""
-        stuck = []
-        for runner in reversed(self.runners):
-            runner.stop_event.set()
-            if runner.thread is None:
-                continue
-            runner.thread.join(self.policy.stop_timeout_s)
-            if runner.thread.is_alive():
-                runner._interrupt()
-                runner.thread.join(self.policy.stop_timeout_s / 2)
-            if runner.thread.is_alive():
-                stuck.append(runner.name)
-                log.error("worker %s did not stop within %.1fs", runner.name, self.policy.stop_timeout_s * 1.5)
+        """Stop every worker within one overall bound of 1.5 × `stop_timeout_s`, however many
+        there are: ask all of them at once, in reverse start order, then wait for them on a
+        shared deadline of `stop_timeout_s`; call the interrupt hooks of those still running
+        and wait half that again. Returns the names that did not stop.
+
+        A slow worker must not add its time to the others': systemd's TimeoutStopSec covers
+        the whole process. Joins wait on real time (threads do), not the injected clock."""
+        order = list(reversed(self.runners))
+        for runner in order:
+            runner.request_stop()
+        started = time.monotonic()
+        self._join(order, started + self.policy.stop_timeout_s)
+        late = [r for r in order if r.thread is not None and r.thread.is_alive()]
+        for runner in late:
+            runner._interrupt()
+        self._join(late, time.monotonic() + self.policy.stop_timeout_s / 2)
+        stuck = [r.name for r in late if r.thread.is_alive()]
+        for name in stuck:
+            log.error("worker %s did not stop within %.1fs", name, time.monotonic() - started)
         return stuck
+
+    @staticmethod
+    def _join(runners: list[WorkerRunner], deadline: float) -> None:
+        for runner in runners:
+            if runner.thread is not None:
+                runner.thread.join(max(0.0, deadline - time.monotonic()))

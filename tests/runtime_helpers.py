@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import subprocess
 import sys
@@ -64,3 +65,40 @@ def running_edge(tmp_path: Path, env: dict, args=("run", "--sim"), ready_timeout
             proc.kill()
         proc.communicate()
         listener.close()
+
+
+@contextlib.contextmanager
+def small_tmpfs(path: Path, size: str = "256k"):
+    """A tmpfs of `size` mounted at `path`, for full and read-only state disks; unmounted on
+    the way out. Needs root: skips (fails in CI) without it."""
+    from edge.testing.requirements import missing, require_program
+    if os.geteuid() != 0:
+        missing("mounting a small tmpfs for a full or read-only state disk needs root")
+    mount, umount = require_program("mount", "mount"), require_program("umount", "mount")
+    path.mkdir(parents=True, exist_ok=True)
+    result = subprocess.run([mount, "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(path)],
+                            capture_output=True, text=True)
+    if result.returncode != 0:
+        missing(f"cannot mount a tmpfs at {path}: {result.stderr.strip()}")
+    try:
+        yield path
+    finally:
+        if subprocess.run([umount, str(path)], capture_output=True).returncode != 0:
+            subprocess.run([umount, "-l", str(path)], capture_output=True)  # lazily, never leave it mounted
+
+
+def remount(path: Path, options: str) -> None:
+    subprocess.run(["mount", "-o", f"remount,{options}", str(path)], check=True, capture_output=True)
+
+
+def fill_disk(directory: Path) -> Path:
+    """Write a file until the filesystem is full; returns it (delete it to free the space)."""
+    filler = directory / "filler"
+    with open(filler, "wb", buffering=0) as f:
+        try:
+            while True:
+                f.write(b"\0" * 4096)
+        except OSError as exc:
+            if exc.errno != errno.ENOSPC:
+                raise
+    return filler

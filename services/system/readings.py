@@ -8,10 +8,13 @@ untested on hardware here (tested with recorded values only).
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+
+log = logging.getLogger("edge.worker.system")
 
 # Bits of the firmware's get_throttled value (Raspberry Pi documentation, "vcgencmd
 # get_throttled"): low bits are "now", bits 16-19 are "has occurred since boot".
@@ -48,51 +51,101 @@ class Roots:
 def _read(path: Path) -> str | None:
     try:
         return path.read_text()
-    except OSError:
+    except (OSError, UnicodeDecodeError):
         return None
 
 
-def read_all(roots: Roots, disk_path: Path, pid: int | None = None) -> dict:
-    out: dict = {}
+# Sources whose garbage was logged already: once per process, not at every sample.
+_REPORTED: set[str] = set()
+
+
+def _temperature(roots: Roots, disk_path: Path, own: Path) -> dict:
     temp = _read(roots.sys / "class/thermal/thermal_zone0/temp")
-    if temp and temp.strip().lstrip("-").isdigit():
-        out["cpu_temp_c"] = round(int(temp) / 1000, 1)
+    return {"cpu_temp_c": round(int(temp) / 1000, 1)} if temp else {}
+
+
+def _throttling(roots: Roots, disk_path: Path, own: Path) -> dict:
     for rel in THROTTLED_PATHS:
         raw = _read(roots.sys / rel)
         if raw:
             value = parse_throttled(raw)
-            out["throttled_raw"] = f"0x{value:x}"
-            out.update(decode_throttled(value))
-            break
+            return {"throttled_raw": f"0x{value:x}", **decode_throttled(value)}
+    return {}
+
+
+def _load(roots: Roots, disk_path: Path, own: Path) -> dict:
     loadavg = _read(roots.proc / "loadavg")
-    if loadavg:
-        one, five, fifteen = loadavg.split()[:3]
-        out.update(load_1m=float(one), load_5m=float(five), load_15m=float(fifteen))
+    if not loadavg:
+        return {}
+    one, five, fifteen = loadavg.split()[:3]  # ValueError when short
+    return {"load_1m": float(one), "load_5m": float(five), "load_15m": float(fifteen)}
+
+
+def _memory(roots: Roots, disk_path: Path, own: Path) -> dict:
     meminfo = _read(roots.proc / "meminfo")
-    if meminfo:
-        fields = {line.split(":")[0]: int(line.split()[1]) for line in meminfo.splitlines() if line.count(":") == 1
-                  and len(line.split()) >= 2 and line.split()[1].isdigit()}
-        if "MemTotal" in fields and "MemAvailable" in fields:
-            out["memory_used_pct"] = round(100 * (1 - fields["MemAvailable"] / fields["MemTotal"]), 1)
-            out["memory_available_mb"] = round(fields["MemAvailable"] / 1024, 1)
+    if not meminfo:
+        return {}
+    fields = {line.split(":")[0]: int(line.split()[1]) for line in meminfo.splitlines() if line.count(":") == 1
+              and len(line.split()) >= 2 and line.split()[1].isdigit()}
+    if "MemTotal" in fields and "MemAvailable" in fields:
+        return {"memory_used_pct": round(100 * (1 - fields["MemAvailable"] / fields["MemTotal"]), 1),
+                "memory_available_mb": round(fields["MemAvailable"] / 1024, 1)}
+    return {}
+
+
+def _uptime(roots: Roots, disk_path: Path, own: Path) -> dict:
     uptime = _read(roots.proc / "uptime")
-    if uptime:
-        out["uptime_s"] = int(float(uptime.split()[0]))
+    return {"uptime_s": int(float(uptime.split()[0]))} if uptime else {}
+
+
+def _disk(roots: Roots, disk_path: Path, own: Path) -> dict:
     try:
         usage = shutil.disk_usage(disk_path)
-        out["disk_used_pct"] = round(100 * usage.used / usage.total, 1)
-        out["disk_free_mb"] = round(usage.free / 2**20, 1)
     except OSError:
-        pass
-    own = roots.proc / str(pid or os.getpid())
+        return {}
+    return {"disk_used_pct": round(100 * usage.used / usage.total, 1), "disk_free_mb": round(usage.free / 2**20, 1)}
+
+
+def _rss(roots: Roots, disk_path: Path, own: Path) -> dict:
     status = _read(own / "status")
-    if status:
-        for line in status.splitlines():
-            if line.startswith("VmRSS:"):
-                out["rss_mb"] = round(int(line.split()[1]) / 1024, 1)
+    for line in (status or "").splitlines():
+        if line.startswith("VmRSS:"):
+            return {"rss_mb": round(int(line.split()[1]) / 1024, 1)}
+    return {}
+
+
+def _io(roots: Roots, disk_path: Path, own: Path) -> dict:
+    """`bytes_written` is what reached the block layer (`write_bytes`), i.e. what wears the
+    SD card; `io_wchar` counts every write() call, sockets and the log pipe included (proc(5),
+    /proc/pid/io)."""
     io = _read(own / "io")
-    if io:
-        fields = dict(line.split(": ") for line in io.splitlines() if ": " in line)
-        if "wchar" in fields:
-            out["bytes_written"] = int(fields["wchar"])
+    if not io:
+        return {}
+    fields = dict(line.split(": ", 1) for line in io.splitlines() if ": " in line)
+    out = {}
+    if "write_bytes" in fields:
+        out["bytes_written"] = int(fields["write_bytes"])
+    if "wchar" in fields:
+        out["io_wchar"] = int(fields["wchar"])
+    return out
+
+
+SOURCES = {"thermal_zone0/temp": _temperature, "get_throttled": _throttling, "loadavg": _load,
+           "meminfo": _memory, "uptime": _uptime, "disk usage": _disk, "status VmRSS": _rss, "io": _io}
+
+
+def read_all(roots: Roots, disk_path: Path, pid: int | None = None, reported: set[str] | None = None) -> dict:
+    """Every reading this machine offers. A missing source is skipped; so is one whose
+    content cannot be parsed (logged once per source, tracked in `reported`), so one odd
+    file cannot crash-loop the worker."""
+    reported = _REPORTED if reported is None else reported
+    out: dict = {}
+    own = roots.proc / str(pid or os.getpid())
+    for source, read in SOURCES.items():
+        try:
+            out.update(read(roots, disk_path, own))
+        except (ValueError, IndexError, KeyError, ZeroDivisionError) as exc:
+            if source not in reported:
+                reported.add(source)
+                log.warning("system reading %s skipped: unexpected content (%s)", source, exc)
     return out

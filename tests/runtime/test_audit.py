@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
+import sqlite3
 import subprocess
+import threading
 
 import pytest
 from runtime_helpers import EDGE, edge_env
 
 from edge.audit import GENESIS, AuditLog, _canonical
-from edge.store import Store
+from edge.store import Store, StoreUnavailable
 
 
 @pytest.fixture
@@ -120,3 +123,106 @@ def test_edge_audit_verify_command(tmp_path):
 
 def test_genesis_is_fixed():
     assert GENESIS == "0" * 64
+
+
+def test_concurrent_appends_from_several_threads_all_succeed_and_verify(tmp_path):
+    store = Store(tmp_path / "edge.sqlite3")
+    log = AuditLog(store, tmp_path / "audit.key", tmp_path / "audit.anchor")
+    errors, seqs = [], []
+    start = threading.Barrier(8)
+
+    def appender(n):
+        try:
+            start.wait(5)
+            for i in range(25):
+                seqs.append(log.append(f"thread{n}", "door.open", {"i": i}))
+        except Exception as exc:  # the test fails on any, below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=appender, args=(n,)) for n in range(8)]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert errors == [] and sorted(seqs) == list(range(1, 201))
+        report = log.verify()
+        assert report.ok and report.records == 200 and report.unanchored == 0, report.problems
+        assert json.loads(log._anchor.read_text())["seq"] == 200
+        assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
+    finally:
+        store.close()
+
+
+def test_anchor_that_cannot_be_written_degrades_the_store_and_the_record_still_counts(tmp_path):
+    health = []
+    store = Store(tmp_path / "edge.sqlite3", on_health=lambda ok, reason: health.append((ok, reason)))
+    log = AuditLog(store, tmp_path / "audit.key", tmp_path / "gone" / "audit.anchor")  # no such directory
+    try:
+        assert log.append("mqtt", "door.open", {}) == 1  # no exception: the record is committed
+        assert not store.healthy and health[-1][0] is False
+        assert "cannot write the audit anchor" in health[-1][1]
+        assert [r["seq"] for r in log.records()] == [1]
+    finally:
+        store.close()
+
+
+def test_truncating_the_log_and_rewriting_the_anchor_without_the_key_is_detected(audit):
+    log, store = audit
+    real_anchor = json.loads(log._anchor.read_text())
+    kept = log.records()[2]  # keep records 1-3, delete 4 and 5
+    sql(store, "DELETE FROM audit WHERE seq>=4")
+    for forged in ({"seq": 3, "mac": kept["mac"]},
+                   {"seq": 3, "mac": kept["mac"], "anchor_mac": real_anchor["anchor_mac"]}):
+        log._anchor.write_text(json.dumps(forged))
+        report = log.verify()
+        assert not report.ok and report.records == 3
+        assert report.problems == [f"anchor file {log._anchor} is not authentic (its MAC does not match the audit "
+                                   f"key): it was rewritten without the key, e.g. to hide deleted newest records"]
+
+
+def test_corrupt_anchor_file_is_reported_not_raised(audit):
+    log, _ = audit
+    for text in ("{not json", "[1, 2]", '{"seq": "five", "mac": 1}', ""):
+        log._anchor.write_text(text)
+        report = log.verify()
+        assert not report.ok and len(report.problems) == 1, text
+        assert report.problems[0].startswith(f"anchor file {log._anchor} is corrupt ("), text
+
+
+def test_missing_key_is_reported_as_audit_key_missing_and_never_recreated(audit, tmp_path):
+    log, store = audit
+    key = tmp_path / "audit.key"
+    key.unlink()
+    report = AuditLog(store, key, log._anchor, create_key=False).verify()
+    assert not report.ok and not report.checked and report.records == 5
+    assert report.problems == [f"audit key missing: {key} does not exist, so none of the 5 records can be "
+                               f"checked; restore it from a backup (a new key would make every record look edited)"]
+    with pytest.raises(StoreUnavailable, match="audit key missing"):
+        AuditLog(store, key, log._anchor)  # the device does not paper over it either
+    assert not key.exists()
+
+
+def test_edge_audit_verify_neither_migrates_the_store_nor_creates_a_key(tmp_path):
+    state = tmp_path / "state"
+    state.mkdir()
+    store = Store(state / "edge.sqlite3")
+    AuditLog(store, state / "audit.key", state / "audit.anchor").append("mqtt", "door.open", {})
+    # as if written by an older version: only the audit table, no migration bookkeeping
+    store.close()
+    with contextlib.closing(sqlite3.connect(state / "edge.sqlite3")) as conn:
+        conn.executescript("DROP TABLE kv; DROP TABLE events; DROP TABLE schema_migrations;")
+
+    def tables():
+        with contextlib.closing(sqlite3.connect(state / "edge.sqlite3")) as conn:
+            return sorted(r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'"))
+
+    env = edge_env(state)
+    ok = subprocess.run([EDGE, "audit", "verify"], env=env, capture_output=True, text=True)
+    assert ok.returncode == 0 and "1 records: ok" in ok.stdout, ok.stdout + ok.stderr
+    assert tables() == ["audit"]
+    (state / "audit.key").unlink()
+    missing = subprocess.run([EDGE, "audit", "verify"], env=env, capture_output=True, text=True)
+    assert missing.returncode == 1
+    assert "CANNOT VERIFY: audit key missing" in missing.stdout and "1 records: FAILED" in missing.stdout
+    assert not (state / "audit.key").exists() and tables() == ["audit"]

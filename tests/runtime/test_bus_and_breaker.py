@@ -59,11 +59,61 @@ def test_breaker_opens_after_threshold_and_half_opens_after_timeout():
     with pytest.raises(BreakerOpen):
         b.call(lambda: 1)
     clock.advance(4.9)
-    assert b.state == OPEN
+    assert not b.allow() and b.state == OPEN
     clock.advance(0.1)
-    assert b.state == HALF_OPEN
-    assert b.call(lambda: "ok") == "ok"
+    assert b.call(lambda: "ok") == "ok"  # the trial call
     assert b.state == CLOSED
+
+
+def test_half_open_breaker_admits_a_single_trial_until_it_succeeds():
+    clock = FakeClock()
+    b = CircuitBreaker("camera", failure_threshold=1, reset_timeout=5, clock=clock)
+    b.record_failure("unplugged")
+    clock.advance(5)
+    assert b.allow() and b.state == HALF_OPEN  # the first caller takes the trial
+    assert [b.allow() for _ in range(3)] == [False, False, False]  # everyone else waits for it
+    with pytest.raises(BreakerOpen):
+        b.call(lambda: "second caller")
+    b.record_success()
+    assert b.state == CLOSED and b.allow() and b.allow()
+
+
+def test_half_open_trial_that_fails_reopens_and_lets_nobody_through():
+    clock = FakeClock()
+    b = CircuitBreaker("camera", failure_threshold=1, reset_timeout=5, clock=clock)
+    b.record_failure("unplugged")
+    clock.advance(5)
+    assert b.allow()
+    assert not b.allow()
+    b.record_failure("still unplugged")
+    assert b.state == OPEN and not b.allow()
+
+
+def test_abandoned_half_open_trial_is_handed_to_the_next_caller_after_a_reset_timeout():
+    clock = FakeClock()
+    b = CircuitBreaker("serial", failure_threshold=1, reset_timeout=5, clock=clock)
+    b.record_failure("unplugged")
+    clock.advance(5)
+    assert b.allow()  # ...and that caller never reports back
+    clock.advance(4.9)
+    assert not b.allow()
+    clock.advance(0.1)
+    assert b.allow() and not b.allow()
+
+
+def test_reading_breaker_state_has_no_side_effects_on_state_or_health():
+    clock = FakeClock()
+    changes = []
+    b = CircuitBreaker("netbox", failure_threshold=1, reset_timeout=5, clock=clock,
+                       on_change=lambda br: changes.append(br.state))
+    b.record_failure("down")
+    clock.advance(60)
+    for _ in range(5):  # a metrics scrape, a health poll, a snapshot
+        assert b.state == OPEN
+        assert b.snapshot()["state"] == OPEN
+    assert changes == [OPEN] and b.retry_in() == 0.0
+    assert b.allow()  # the transition happens when a caller takes the trial
+    assert changes == [OPEN, HALF_OPEN]
 
 
 def test_breaker_reopens_with_growing_timeout_while_dependency_stays_down():
@@ -71,12 +121,13 @@ def test_breaker_reopens_with_growing_timeout_while_dependency_stays_down():
     b = CircuitBreaker("camera", failure_threshold=1, reset_timeout=5, clock=clock)
     b.record_failure("unplugged")
     clock.advance(5)
-    assert b.state == HALF_OPEN
+    assert b.allow() and b.state == HALF_OPEN
     b.record_failure("still unplugged")
     clock.advance(5)
-    assert b.state == OPEN  # the second open lasts 10 s
+    assert not b.allow() and b.state == OPEN  # the second open lasts 10 s
+    assert b.retry_in() == 5.0
     clock.advance(5)
-    assert b.state == HALF_OPEN
+    assert b.allow() and b.state == HALF_OPEN
 
 
 def test_breaker_ignores_wall_clock_jumps():

@@ -9,7 +9,7 @@ import pytest
 from runtime_helpers import EDGE, edge_env
 
 from edge.config import ConfigError, load
-from edge.runtime import all_sections
+from edge.runtime import all_sections, load_config
 from services.system.worker import SystemWorker
 
 SECTIONS = all_sections([SystemWorker])
@@ -27,7 +27,11 @@ def problems_of(tmp_path, text, env=None):
     ("[dorbell]\nenabled = true\n", "[dorbell]: unknown section; known sections: health, logging, node, "
                                     "runtime, safe_mode, supervisor, system"),
     ("[helth]\nport = 1\n", "[helth]: unknown section; did you mean [health]?"),
-    ("[health]\nprot = 8790\n", "[health] prot: unknown key; did you mean port?"),
+    ("[health]\nprot = 8790\n", "[health] prot: unknown key (did you mean port?); for example: port = 8790"),
+    ("[health]\nzzz = 1\n", "[health] zzz: unknown key; known keys: host, port, token_file; for example: "
+                             "host = \"127.0.0.1\""),
+    ("health = 8790\n", "health: expected a [health] table, got 8790; for example: [health] on one line and "
+                        "host = \"127.0.0.1\" on the next"),
     ("[health]\nport = \"eighty\"\n", "[health] port: expected a whole number, got 'eighty'; for example: port = 8790"),
     ("[health]\nport = 70000\n", "[health] port: 70000 is above the maximum 65535; for example: port = 8790"),
     ("[logging]\nlevel = \"verbose\"\n", "[logging] level: 'verbose' is not one of 'debug', 'info', 'warning', "
@@ -112,7 +116,62 @@ def test_config_check_command_exits_non_zero_with_messages(tmp_path):
     env = edge_env(tmp_path / "state")
     result = subprocess.run([EDGE, "config", "check", "--config", str(path)], env=env, capture_output=True, text=True)
     assert result.returncode == 78
-    assert "[health] prot: unknown key; did you mean port?" in result.stderr
+    assert "[health] prot: unknown key (did you mean port?); for example: port = 8790" in result.stderr
     path.write_text("[health]\nport = 8000\n")
     result = subprocess.run([EDGE, "config", "check", "--config", str(path)], env=env, capture_output=True, text=True)
     assert result.returncode == 0 and "ok" in result.stdout
+
+
+PLUGIN_EXAMPLE = 'for example: plugins = ["mycompany.edge_workers:GarageDoor"]'
+
+
+@pytest.mark.parametrize("plugins, message", [
+    ('["nosuch.module:Thing"]', "[runtime] plugins: cannot import 'nosuch.module' (No module named 'nosuch'); "
+                                + PLUGIN_EXAMPLE),
+    ('["edge.testing.workers:Nope"]', "[runtime] plugins: module 'edge.testing.workers' has no 'Nope'; "
+                                      + PLUGIN_EXAMPLE),
+    ('["edge.testing.workers"]', "[runtime] plugins: 'edge.testing.workers' is not \"module:Class\"; "
+                                 + PLUGIN_EXAMPLE),
+    ('["edge.testing.workers:socket"]', "[runtime] plugins: 'edge.testing.workers:socket' is not a worker class "
+                                        "(a subclass of edge.worker.Worker); " + PLUGIN_EXAMPLE),
+])
+def test_bad_plugin_entry_is_a_config_error_naming_the_key(tmp_path, plugins, message):
+    path = tmp_path / "edge.toml"
+    path.write_text(f"[runtime]\nplugins = {plugins}\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path, True, {})
+    assert info.value.problems == [message] and info.value.source == str(path)
+
+
+def test_bad_plugin_from_the_environment_names_the_variable():
+    with pytest.raises(ConfigError) as info:
+        load_config(None, True, {"EDGE_RUNTIME_PLUGINS": "edge.testing.workers:IdleWorker, nosuch.module:Thing"})
+    assert info.value.problems == ["[runtime] plugins (from EDGE_RUNTIME_PLUGINS): cannot import 'nosuch.module' "
+                                   "(No module named 'nosuch'); " + PLUGIN_EXAMPLE]
+
+
+def test_config_check_reports_a_bad_plugin_without_a_traceback(tmp_path):
+    path = tmp_path / "edge.toml"
+    path.write_text('[runtime]\nplugins = ["nosuch.module:Thing"]\n')
+    result = subprocess.run([EDGE, "config", "check", "--config", str(path)], env=edge_env(tmp_path / "state"),
+                            capture_output=True, text=True)
+    assert result.returncode == 78
+    assert ("[runtime] plugins: cannot import 'nosuch.module' (No module named 'nosuch'); " + PLUGIN_EXAMPLE
+            in result.stderr)
+    assert "Traceback" not in result.stderr
+
+
+def test_every_discovered_worker_declares_an_enabled_key_in_its_own_section():
+    from edge.worker import discover_workers
+    found = discover_workers()
+    assert {e.name for e in found} >= {"system"}  # the entry points are installed
+    for entry in found:
+        sections = entry.cls.sections
+        assert sections, f"worker {entry.name} declares no config section of its own"
+        key = sections[0].key("enabled")
+        assert key is not None and key.type is bool, (
+            f"worker {entry.name}: [{sections[0].name}] has no boolean `enabled` key "
+            f"(EDGE_{sections[0].name.upper()}_ENABLED=false must disable it)")
+        config = load(all_sections([entry.cls]), None, {f"EDGE_{sections[0].name}_ENABLED".upper(): "false"},
+                      sim=True)
+        assert not entry.cls.enabled(config)

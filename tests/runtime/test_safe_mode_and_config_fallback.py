@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import signal
+import threading
 
 import pytest
 from runtime_helpers import edge_env, make_config, running_edge, spawn_edge
 
+from edge.clock import FakeClock
 from edge.config import ConfigError
 from edge.runtime import EXIT_NO_CONFIG, LAST_GOOD, Runtime, load_config_with_fallback
 from edge.safemode import BootCounter
+from edge.testing.waiting import wait_for
 from edge.testing.workers import IdleEssential, IdleWorker
+from edge.worker import Worker
 
 CLASSES = [IdleEssential, IdleWorker]
 
@@ -129,3 +133,80 @@ def test_edge_run_on_last_good_config_still_starts(tmp_path):
         out, _ = proc.communicate(timeout=10)
         assert proc.returncode == 0
         assert b"running on the last known-good config" in out
+
+
+BAD_PLUGIN = '[runtime]\nplugins = ["nosuch.module:Thing"]\n'
+BAD_PLUGIN_MESSAGE = ("[runtime] plugins: cannot import 'nosuch.module' (No module named 'nosuch'); "
+                      "for example: plugins = [\"mycompany.edge_workers:GarageDoor\"]")
+
+
+def test_config_with_a_bad_plugin_falls_back_to_last_good(tmp_path):
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / LAST_GOOD).write_text('[node]\nid = "front-door"\n')
+    bad = tmp_path / "edge.toml"
+    bad.write_text(BAD_PLUGIN)
+    config, classes, error = load_config_with_fallback(bad, True, state, {})
+    assert config["node"].id == "front-door" and config["runtime"].plugins == []
+    assert error.problems == [BAD_PLUGIN_MESSAGE] and error.source == str(bad)
+    assert (state / LAST_GOOD).read_text() == '[node]\nid = "front-door"\n'  # not replaced by the bad one
+
+
+def test_edge_run_with_a_bad_plugin_and_no_last_good_exits_with_the_no_config_code(tmp_path):
+    bad = tmp_path / "edge.toml"
+    bad.write_text(BAD_PLUGIN)
+    proc = spawn_edge(["run", "--sim", "--config", str(bad)], edge_env(tmp_path / "state"))
+    try:
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == EXIT_NO_CONFIG, out.decode()[-2000:]
+    assert BAD_PLUGIN_MESSAGE.encode() in out.replace(b'\\"', b'"')
+    assert b"Traceback" not in out
+
+
+class CrashesOnRequest(Worker):
+    """A critical worker that crashes whenever the test sets `crash`."""
+
+    name = "crashes_on_request"
+    critical = True
+    heartbeat_timeout_s = 60.0
+    crash = threading.Event()
+
+    def run(self, ctx):
+        while not ctx.stopping.wait(0.01):
+            ctx.heartbeat()
+            if self.crash.is_set():
+                self.crash.clear()
+                raise RuntimeError("scripted crash")
+
+
+def test_slow_critical_crash_loop_does_not_clear_the_boot_counter(tmp_path):
+    clock = FakeClock()
+    classes = [IdleEssential, CrashesOnRequest]
+    env = {"EDGE_HEALTH_PORT": "0", "EDGE_SUPERVISOR_BACKOFF_INITIAL_S": "0.01", "EDGE_SUPERVISOR_MAX_RESTARTS": "100"}
+    rt = Runtime(make_config(classes, env=env), classes, tmp_path / "state", clock=clock)
+    rt.start()
+    runner = rt.supervisor.runner("crashes_on_request")
+    try:
+        assert rt.boot_counter.read() == 1
+        for _ in range(4):  # a crash every 30 s: never FAILED, DEGRADED only while it backs off
+            rt._track_good_boot(clock.monotonic())
+            clock.advance(30)
+            restarts = runner.restarts
+            CrashesOnRequest.crash.set()
+            wait_for(lambda: runner.restarts == restarts + 1 and runner.state == "OK", timeout=5,
+                     message="crashed and restarted")
+            assert rt.health.overall() != "FAILED"
+            rt._track_good_boot(clock.monotonic())
+            assert rt.boot_counter.read() == 1, "a minute with critical crashes is not a healthy minute"
+        clock.advance(30)
+        rt._track_good_boot(clock.monotonic())  # 30 s without a crash: not yet
+        assert rt.boot_counter.read() == 1
+        clock.advance(30)
+        rt._track_good_boot(clock.monotonic())  # a whole minute without one
+        assert rt.boot_counter.read() == 0
+    finally:
+        rt.stop()

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import sqlite3
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 
 import pytest
+from runtime_helpers import fill_disk, make_config, remount, small_tmpfs
 
 from edge.clock import FakeClock
+from edge.runtime import Runtime
 from edge.store import Store, StoreUnavailable, register_migrations
 from edge.testing.waiting import wait_for
+from edge.testing.workers import IdleWorker
 
 
 def test_kill_9_mid_write_keeps_every_reported_commit(tmp_path):
@@ -122,3 +128,54 @@ def test_read_only_database_degrades(tmp_path):
         wait_for(lambda: not store.healthy, timeout=1, message="degraded")
     finally:
         store.close()
+
+
+def get_health(rt):
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{rt.server.port}/health", timeout=5) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def assert_degraded_but_running(rt, store_reason):
+    assert rt.health.get("store").state == "DEGRADED" and store_reason in rt.health.get("store").reason
+    assert rt.health.overall() == "DEGRADED"
+    code, body = get_health(rt)
+    assert code == 200 and body["state"] == "DEGRADED"
+    assert body["components"]["store"]["state"] == "DEGRADED"
+    runner = rt.supervisor.runner("idle")
+    beat = runner.last_heartbeat
+    wait_for(lambda: runner.last_heartbeat > beat, timeout=5, message="the worker heartbeating on")
+    rt.supervisor.tick()
+    assert runner.state == "OK" and runner.crashes == 0 and runner.thread.is_alive()
+
+
+def test_full_state_disk_degrades_the_store_and_the_device_but_workers_keep_running(tmp_path):
+    with small_tmpfs(tmp_path / "state") as state:
+        rt = Runtime(make_config([IdleWorker], env={"EDGE_HEALTH_PORT": "0"}), [IdleWorker], state)
+        rt.start()
+        try:
+            assert rt.health.get("store").state == "OK"
+            fill_disk(state)
+            with pytest.raises(StoreUnavailable, match="state disk is full"):
+                for n in range(1000):  # SQLite reuses free pages first: write until the disk says no
+                    rt.store.record_event(f"e{n}", "test", {"pad": "x" * 4000})
+            with pytest.raises(StoreUnavailable):
+                rt.audit.append("remote", "door_opened", {"seconds": 1})
+            assert_degraded_but_running(rt, "state disk is full: free space under the state directory")
+        finally:
+            rt.stop()
+
+
+def test_read_only_state_disk_at_boot_degrades_the_device_but_workers_run(tmp_path):
+    with small_tmpfs(tmp_path / "state") as state:
+        Store(state / "edge.sqlite3").close()  # a device that ran before...
+        remount(state, "ro")  # ...and whose SD card the kernel remounted read-only after errors
+        rt = Runtime(make_config([IdleWorker], env={"EDGE_HEALTH_PORT": "0"}), [IdleWorker], state)
+        rt.start()
+        try:
+            assert rt.store is None and rt.services["store"] is None
+            assert_degraded_but_running(rt, f"{state} is read-only: check the SD card and remount it read-write")
+        finally:
+            rt.stop()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 
 from runtime_helpers import make_config
 
@@ -47,13 +48,48 @@ def test_recorded_pi_files_are_read(tmp_path):
     assert values["memory_used_pct"] == 13.5
     assert values["uptime_s"] == 86523
     assert values["rss_mb"] == 47.0
-    assert values["bytes_written"] == 123456
+    assert values["bytes_written"] == 4096  # block-layer writes (SD-card wear): write_bytes
+    assert values["io_wchar"] == 123456  # every write() call, sockets and log pipe included
     assert 0 <= values["disk_used_pct"] <= 100
 
 
 def test_missing_sources_are_skipped_not_errors(tmp_path):
     values = read_all(Roots(tmp_path / "nosys", tmp_path / "noproc"), tmp_path / "nowhere", pid=1)
     assert values == {}
+
+
+def test_garbage_in_one_source_skips_that_reading_only(tmp_path, caplog):
+    roots = recorded_pi(tmp_path)
+    write(roots.sys, "devices/platform/soc/soc:firmware/get_throttled", "throttled=0xZZ\n")
+    write(roots.proc, "loadavg", "0.52\n")  # short
+    write(roots.proc, "uptime", "soon\n")
+    write(roots.sys, "class/thermal/thermal_zone0/temp", "\x00\x01\n")
+    write(roots.proc, "4242/io", "rchar: 1000\nwchar: lots\nwrite_bytes: 4096\n")
+    reported = set()
+    with caplog.at_level(logging.WARNING, logger="edge.worker.system"):
+        values = read_all(roots, tmp_path, pid=4242, reported=reported)
+        read_all(roots, tmp_path, pid=4242, reported=reported)  # the next sample does not log them again
+    for skipped in ("throttled_raw", "under_voltage", "load_1m", "uptime_s", "cpu_temp_c", "bytes_written"):
+        assert skipped not in values
+    assert values["memory_used_pct"] == 13.5 and values["rss_mb"] == 47.0  # the good sources still count
+    skipped_logs = [r.getMessage() for r in caplog.records if "skipped" in r.getMessage()]
+    assert reported == {"get_throttled", "loadavg", "uptime", "thermal_zone0/temp", "io"}
+    assert len(skipped_logs) == len(reported)  # once each
+
+
+def test_system_worker_survives_a_garbage_get_throttled(tmp_path):
+    roots = recorded_pi(tmp_path)
+    write(roots.sys, "devices/platform/soc/soc:firmware/get_throttled", "garbage\n")
+    env = {"EDGE_HEALTH_PORT": "0", "EDGE_SYSTEM_SYS_ROOT": str(roots.sys), "EDGE_SYSTEM_PROC_ROOT": str(roots.proc)}
+    rt = Runtime(make_config([SystemWorker], env=env), [SystemWorker], tmp_path / "state")
+    rt.start()
+    try:
+        state = wait_for(lambda: rt.states.get("system"), timeout=5, message="system state")
+        assert state["cpu_temp_c"] == 61.8 and "under_voltage" not in state
+        runner = rt.supervisor.runner("system")
+        assert runner.crashes == 0 and runner.state == "OK"
+    finally:
+        rt.stop()
 
 
 def test_system_worker_puts_readings_on_the_state_board(tmp_path):
