@@ -48,6 +48,8 @@ class RuntimeCollector:
         if rt.store is not None:
             counters = rt.store.counters()
             yield CounterMetricFamily("edge_store_commits", "store transactions committed", value=counters["commits"])
+            yield CounterMetricFamily("edge_store_changed_rows", "rows inserted, updated or deleted (SQLite "
+                                      "total_changes)", value=counters["total_changes"])
             yield CounterMetricFamily("edge_store_failed_writes", "store writes refused by the disk",
                                       value=counters["failed_writes"])
         yield GaugeMetricFamily("edge_safe_mode", "1 while running in safe mode", value=1.0 if rt.safe_mode else 0.0)

@@ -25,23 +25,50 @@ from edge.testing.notify_socket import NotifyListener
 EDGE = str(Path(sys.executable).with_name("edge"))
 
 
+def tree(pid: int) -> list[int]:
+    """`pid` and its descendants (the recognition child and whatever it starts)."""
+    children = []
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            children += [int(c) for c in open(f"/proc/{pid}/task/{task}/children").read().split()]
+        except OSError:
+            pass
+    return [pid] + [p for child in children for p in tree(child)]
+
+
 def proc_stat(pid: int) -> dict:
-    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    """CPU seconds, RSS and written bytes summed over the process tree."""
     ticks = os.sysconf("SC_CLK_TCK")
-    rss_kb = next(int(line.split()[1]) for line in open(f"/proc/{pid}/status") if line.startswith("VmRSS:"))
-    io = dict(line.strip().split(": ") for line in open(f"/proc/{pid}/io"))
-    return {"cpu_s": (int(fields[11]) + int(fields[12])) / ticks, "rss_mb": rss_kb / 1024, "wchar": int(io["wchar"])}
+    total = {"cpu_s": 0.0, "rss_mb": 0.0, "wchar": 0, "write_bytes": 0, "processes": 0}
+    for p in tree(pid):
+        try:
+            fields = open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()
+            rss_kb = next(int(line.split()[1]) for line in open(f"/proc/{p}/status") if line.startswith("VmRSS:"))
+            io = dict(line.strip().split(": ") for line in open(f"/proc/{p}/io"))
+        except (OSError, StopIteration):
+            continue  # ended meanwhile
+        total["cpu_s"] += (int(fields[11]) + int(fields[12])) / ticks
+        total["rss_mb"] += rss_kb / 1024
+        total["wchar"] += int(io["wchar"])
+        total["write_bytes"] += int(io["write_bytes"])
+        total["processes"] += 1
+    return total
 
 
-def store_commits(base: str) -> float:
+def store_counters(base: str, state: Path) -> dict:
     text = urllib.request.urlopen(base + "/metrics", timeout=5).read().decode()
-    return next(float(line.split()[-1]) for line in text.splitlines() if line.startswith("edge_store_commits_total"))
+    values = {line.split()[0]: float(line.split()[-1]) for line in text.splitlines() if line.startswith("edge_store_")}
+    files = sum(f.stat().st_size for f in state.glob("edge.sqlite3*"))
+    return {"commits": values["edge_store_commits_total"], "changed_rows": values["edge_store_changed_rows_total"],
+            "file_bytes": files}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--idle-s", type=float, default=120.0)
+    parser.add_argument("--idle-s", type=float, default=120.0, help="idle window for written bytes (at least 120)")
     args = parser.parse_args()
+    if args.idle_s < 120:
+        parser.error("--idle-s must be at least 120: write-back and periodic work need that long to show")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         listener = NotifyListener(tmp / "notify.sock")
@@ -59,12 +86,12 @@ def main() -> None:
             base = (tmp / "state" / "endpoint").read_text().strip()
             time.sleep(max(0.0, 30 - (time.monotonic() - t0)))  # measuring a window, not waiting on a condition
             at30 = proc_stat(proc.pid)
-            commits0 = store_commits(base)
+            store0 = store_counters(base, tmp / "state")
             time.sleep(60)
             at90 = proc_stat(proc.pid)
             time.sleep(max(0.0, args.idle_s - 60))
             end = proc_stat(proc.pid)
-            commits1 = store_commits(base)
+            store1 = store_counters(base, tmp / "state")
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.wait(30)
@@ -73,12 +100,16 @@ def main() -> None:
         "ready_s": round(ready_s, 3),
         "python_start_s": round(python_start_s, 3),
         "ready_vs_python_start_ratio": round(ready_s / python_start_s, 1),
+        "processes": at30["processes"],
         "rss_mb_after_30s": round(at30["rss_mb"], 1),
         "cpu_s_over_60s_idle": round(at90["cpu_s"] - at30["cpu_s"], 3),
         "cpu_fraction_idle": round((at90["cpu_s"] - at30["cpu_s"]) / 60, 4),
         "idle_window_s": args.idle_s,
         "wchar_bytes_idle": end["wchar"] - at30["wchar"],
-        "sqlite_commits_idle": commits1 - commits0,
+        "write_bytes_idle": end["write_bytes"] - at30["write_bytes"],
+        "sqlite_commits_idle": store1["commits"] - store0["commits"],
+        "sqlite_changed_rows_idle": store1["changed_rows"] - store0["changed_rows"],
+        "sqlite_file_growth_bytes_idle": store1["file_bytes"] - store0["file_bytes"],
     }, indent=1))
 
 

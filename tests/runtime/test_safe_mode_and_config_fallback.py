@@ -107,9 +107,18 @@ def test_invalid_config_without_last_good_raises(tmp_path):
         load_config_with_fallback(bad, True, tmp_path / "state", {}, CLASSES)
 
 
-def test_edge_run_without_usable_config_exits_with_distinct_code(tmp_path):
+BAD_PLUGIN = '[runtime]\nplugins = ["nosuch.module:Thing"]\n'
+BAD_PLUGIN_MESSAGE = ("[runtime] plugins: cannot import 'nosuch.module' (No module named 'nosuch'); "
+                      "for example: plugins = [\"mycompany.edge_workers:GarageDoor\"]")
+
+
+@pytest.mark.parametrize("text, message", [
+    ("[supervisor]\nmax_restarts = 'many'\n", "[supervisor] max_restarts: expected a whole number"),
+    (BAD_PLUGIN, BAD_PLUGIN_MESSAGE),
+], ids=["bad_value", "bad_plugin"])
+def test_edge_run_without_usable_config_exits_with_distinct_code(tmp_path, text, message):
     bad = tmp_path / "edge.toml"
-    bad.write_text("[supervisor]\nmax_restarts = 'many'\n")
+    bad.write_text(text)
     proc = spawn_edge(["run", "--sim", "--config", str(bad)], edge_env(tmp_path / "state"))
     try:
         out, _ = proc.communicate(timeout=30)
@@ -117,8 +126,9 @@ def test_edge_run_without_usable_config_exits_with_distinct_code(tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
-    assert proc.returncode == EXIT_NO_CONFIG
-    assert b"[supervisor] max_restarts: expected a whole number" in out
+    assert proc.returncode == EXIT_NO_CONFIG, out.decode()[-2000:]
+    assert message.encode() in out.replace(b'\\"', b'"')  # the JSON log escapes quotes
+    assert b"Traceback" not in out
 
 
 def test_edge_run_on_last_good_config_still_starts(tmp_path):
@@ -135,11 +145,6 @@ def test_edge_run_on_last_good_config_still_starts(tmp_path):
         assert b"running on the last known-good config" in out
 
 
-BAD_PLUGIN = '[runtime]\nplugins = ["nosuch.module:Thing"]\n'
-BAD_PLUGIN_MESSAGE = ("[runtime] plugins: cannot import 'nosuch.module' (No module named 'nosuch'); "
-                      "for example: plugins = [\"mycompany.edge_workers:GarageDoor\"]")
-
-
 def test_config_with_a_bad_plugin_falls_back_to_last_good(tmp_path):
     state = tmp_path / "state"
     state.mkdir()
@@ -150,21 +155,6 @@ def test_config_with_a_bad_plugin_falls_back_to_last_good(tmp_path):
     assert config["node"].id == "front-door" and config["runtime"].plugins == []
     assert error.problems == [BAD_PLUGIN_MESSAGE] and error.source == str(bad)
     assert (state / LAST_GOOD).read_text() == '[node]\nid = "front-door"\n'  # not replaced by the bad one
-
-
-def test_edge_run_with_a_bad_plugin_and_no_last_good_exits_with_the_no_config_code(tmp_path):
-    bad = tmp_path / "edge.toml"
-    bad.write_text(BAD_PLUGIN)
-    proc = spawn_edge(["run", "--sim", "--config", str(bad)], edge_env(tmp_path / "state"))
-    try:
-        out, _ = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-    assert proc.returncode == EXIT_NO_CONFIG, out.decode()[-2000:]
-    assert BAD_PLUGIN_MESSAGE.encode() in out.replace(b'\\"', b'"')
-    assert b"Traceback" not in out
 
 
 class CrashesOnRequest(Worker):
