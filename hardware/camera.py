@@ -19,6 +19,7 @@ Every frame is an H×W×3 uint8 array in RGB order, whatever the backend's nativ
 from __future__ import annotations
 
 import abc
+import logging
 import threading
 import time
 from pathlib import Path
@@ -27,6 +28,8 @@ from typing import Callable
 import cv2
 import numpy as np
 from PIL import Image, ImageOps
+
+log = logging.getLogger("hardware.camera")
 
 # A dark, slightly blue-grey background, like the unlit porch around a visitor.
 _BACKGROUND_RGB = (18, 20, 26)
@@ -73,6 +76,10 @@ class Camera(abc.ABC):
     def interrupt(self) -> None:
         """Unblock a capture in progress; by default by closing the device."""
         self.close()
+
+    def flush(self) -> None:
+        """Drop frames the backend buffered while nobody was reading, so the next
+        capture() shows the door now (called at the start of every burst)."""
 
     def __enter__(self) -> "Camera":
         self.open()
@@ -122,15 +129,50 @@ def sharpness(frame: np.ndarray) -> float:
 
 
 def capture_burst(camera: Camera, n: int) -> list[np.ndarray]:
-    """Capture `n` frames in a row. On failure part-way raises `BurstInterrupted` carrying the
-    frames captured so far."""
+    """Capture `n` fresh frames in a row (after `camera.flush()`). On failure part-way
+    raises `BurstInterrupted` carrying the frames captured so far; the cause is the
+    camera's own exception, which may be any driver error (cv2.error, a libcamera
+    RuntimeError), not only CameraError."""
     frames: list[np.ndarray] = []
-    for _ in range(n):
-        try:
+    try:
+        camera.flush()
+        for _ in range(n):
             frames.append(camera.capture())
-        except CameraError as exc:
-            raise BurstInterrupted(f"{exc} (after {len(frames)} of {n} burst frames)", frames) from exc
+    except CameraError as exc:
+        raise BurstInterrupted(f"{exc} (after {len(frames)} of {n} burst frames)", frames) from exc
+    except Exception as exc:  # a driver's own error: still a failed burst, and the frames so far count
+        raise BurstInterrupted(f"camera failed: {type(exc).__name__}: {exc} (after {len(frames)} of {n} "
+                               f"burst frames)", frames) from exc
     return frames
+
+
+# A frame whose brightest pixel (on a coarse grid) is this dark shows nothing: a dead
+# sensor, a covered lens or IR lighting that is off. A real night scene with IR is far
+# brighter; a dark porch without it still has street light and sensor noise above this.
+BLACK_MAX_LEVEL = 10
+
+
+def _is_black(frame: np.ndarray) -> bool:
+    return int(frame[::4, ::4].max(initial=0)) <= BLACK_MAX_LEVEL
+
+
+def burst_fault(frames: list[np.ndarray], previous: np.ndarray | None = None) -> str | None:
+    """Why a burst cannot be trusted, or None: every frame black, or two consecutive frames
+    byte for byte identical (including the first one and `previous`, the last frame of
+    the burst before). A real sensor never delivers the same bytes twice: its noise alone
+    changes some pixels in every exposure, so identical frames mean a stuck driver or
+    stream serving one old frame over and over."""
+    if not frames:
+        return None
+    if all(_is_black(frame) for frame in frames):
+        return ("camera delivers black frames: check that the lens is not covered, the IR light works "
+                "at night and the sensor cable is seated")
+    sequence = ([previous] if previous is not None else []) + list(frames)
+    for a, b in zip(sequence, sequence[1:]):
+        if a.shape == b.shape and np.array_equal(a, b):
+            return ("camera delivers frozen frames (the same picture byte for byte): the driver or the "
+                    "stream is stuck; the camera is reopened")
+    return None
 
 
 class FakeCamera(Camera):
@@ -252,6 +294,11 @@ class FakeCamera(Camera):
         return self._plugged
 
     @property
+    def fault(self) -> str | None:
+        """The injected fault ("black", "frozen", "slow") or None."""
+        return self._fault
+
+    @property
     def is_open(self) -> bool:
         return self._is_open
 
@@ -334,22 +381,42 @@ class FakeCamera(Camera):
 class OpenCVCamera(Camera):
     """A USB webcam (V4L2 index such as "0"), an RTSP/HTTP stream or a video file, through
     cv2.VideoCapture. Frames are converted from OpenCV's BGR to RGB; width/height are
-    requested from devices, streams deliver their own size."""
+    requested from devices, streams deliver their own size.
+
+    Stale frames: the device stays open between rings, and VideoCapture does not drop
+    frames nobody reads. V4L2 keeps streaming into its queue of driver buffers (OpenCV's
+    cap_v4l uses 4 by default), FFmpeg keeps the packets of an RTSP stream, so the first
+    read() after a quiet minute returns what the camera saw then, not the visitor now
+    (opencv/opencv#13145: "the camera API, trying not to drop any frames, buffers several
+    frames. This results in a pipeline of 'stale' images"). Hence CAP_PROP_BUFFERSIZE = 1
+    (honoured by V4L2 since opencv/opencv#11047, ignored by some backends), and before each
+    burst `flush()` grab()s and discards FLUSH_FRAMES frames: grab() only dequeues, without
+    decoding, so the buffered frames go in microseconds and the last grab waits for a new
+    exposure. Video files are not flushed: their frames are not stale, only next."""
+
+    # One more than OpenCV's default V4L2 buffer count, for a backend that ignores BUFFERSIZE.
+    FLUSH_FRAMES = 5
 
     def __init__(self, source: str | int, width: int = 1280, height: int = 720,
-                 timeout_s: float = 5.0):
+                 timeout_s: float = 5.0, video_capture: Callable[..., object] = cv2.VideoCapture):
         self.source = int(source) if isinstance(source, str) and source.isdigit() else source
         self.width, self.height = width, height
         self.timeout_s = timeout_s
-        self._cap: cv2.VideoCapture | None = None
+        self._video_capture = video_capture  # cv2.VideoCapture, or a stand-in for tests
+        self._cap = None
         self._interrupted = threading.Event()
+
+    @property
+    def live(self) -> bool:
+        """A device or a network stream (whose buffered frames go stale), not a file."""
+        return isinstance(self.source, int) or "://" in str(self.source)
 
     def open(self) -> None:
         self.close()
         timeout_ms = int(self.timeout_s * 1000)
         # Open/read timeouts bound a stalled RTSP stream (honoured by the FFmpeg and some
         # other backends; V4L2 reads return when the device disappears).
-        cap = cv2.VideoCapture(self.source, cv2.CAP_ANY, [
+        cap = self._video_capture(self.source, cv2.CAP_ANY, [
             cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, timeout_ms,
             cv2.CAP_PROP_READ_TIMEOUT_MSEC, timeout_ms,
         ])
@@ -361,8 +428,18 @@ class OpenCVCamera(Camera):
         if isinstance(self.source, int):
             cap.set(cv2.CAP_PROP_FRAME_WIDTH, self.width)
             cap.set(cv2.CAP_PROP_FRAME_HEIGHT, self.height)
+        if self.live:
+            cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)  # returns False where unsupported; flush() covers that
         self._interrupted.clear()
         self._cap = cap
+
+    def flush(self) -> None:
+        cap = self._cap
+        if cap is None or not self.live:
+            return
+        for _ in range(self.FLUSH_FRAMES):
+            if not cap.grab() or self._interrupted.is_set():
+                break  # the read that follows reports why
 
     def capture(self) -> np.ndarray:
         cap = self._cap
@@ -416,10 +493,9 @@ class Picamera2Camera(Camera):
             raise CameraError(self.INSTALL_HINT) from exc
         try:
             camera = Picamera2()
-        except (IndexError, RuntimeError) as exc:
-            # picamera2 raises IndexError when libcamera lists no camera at all.
+        except Exception as exc:  # IndexError: libcamera lists no camera; RuntimeError: busy or broken
             raise CameraError(
-                f"no Raspberry Pi camera found ({exc}): check the ribbon cable and run "
+                f"no Raspberry Pi camera found ({type(exc).__name__}: {exc}): check the ribbon cable and run "
                 "`rpicam-hello --list-cameras`") from exc
         try:
             # A video configuration streams continuously, so a burst is a few frames at the
@@ -428,9 +504,13 @@ class Picamera2Camera(Camera):
                 main={"size": (self.width, self.height), "format": "RGB888"})
             camera.configure(config)
             camera.start()
-        except RuntimeError as exc:
-            camera.close()
-            raise CameraError(f"cannot start the Raspberry Pi camera: {exc}") from exc
+        except Exception as exc:  # any failure here leaves an acquired camera: release it
+            try:
+                self._release(camera)
+            except Exception:  # the start's error is the one to report; this one goes to the log
+                log.exception("releasing the Raspberry Pi camera after a failed start failed too")
+            raise CameraError(f"cannot start the Raspberry Pi camera ({type(exc).__name__}: {exc}); "
+                              "check that no other program uses it (`rpicam-hello`)") from exc
         self._camera = camera
 
     def capture(self) -> np.ndarray:
@@ -448,7 +528,15 @@ class Picamera2Camera(Camera):
     def close(self) -> None:
         camera, self._camera = self._camera, None
         if camera is not None:
+            self._release(camera)
+
+    @staticmethod
+    def _release(camera) -> None:
+        """Stop and close; close() even if stop() fails, or libcamera keeps the camera
+        acquired and the next open() finds it busy. stop()'s error is raised after."""
+        try:
             camera.stop()
+        finally:
             camera.close()
 
 

@@ -29,12 +29,21 @@ from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Callable
 
-from gpiozero import Button, DigitalOutputDevice, GPIOZeroError
+from gpiozero import Button, DeviceClosed, DigitalOutputDevice, GPIOZeroError
 from gpiozero.pins.mock import MockFactory
 
 log = logging.getLogger("hardware.gpio")
 
 PIN_FACTORIES = ("mock", "lgpio", "rpigpio", "pigpio", "native")
+# A pulse that would not end is retried after this long, doubling up to RETRY_MAX_S.
+RETRY_FIRST_S = 0.05
+RETRY_MAX_S = 1.0
+
+
+def _describe(output) -> str:
+    """"GPIO22" for a device on a pin, else the output's type (for log messages)."""
+    info = getattr(getattr(output, "pin", None), "info", None)
+    return getattr(info, "name", None) or type(output).__name__
 
 
 class GpioError(Exception):
@@ -83,13 +92,15 @@ class PulseTimer:
         self._cond = threading.Condition()
         self._deadlines: dict[int, tuple[float, DigitalOutputDevice]] = {}
         self._heap: list[tuple[float, int]] = []
+        self._failures: dict[int, int] = {}  # output → consecutive failed attempts to switch it off
         self._stopped = False
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
     def pulse(self, output: DigitalOutputDevice, seconds: float) -> float:
         """Switch `output` on until `seconds` from now (or later, if already pulsing
-        longer); returns the monotonic deadline."""
+        longer); returns the monotonic deadline. GpioError when the output cannot be
+        switched on (the timer is stopped, or the chip refused)."""
         if seconds <= 0:
             raise ValueError(f"a pulse needs a positive duration, got {seconds}")
         with self._cond:
@@ -100,22 +111,15 @@ class PulseTimer:
             current = self._deadlines.get(key)
             if current is not None and current[0] >= deadline:
                 return current[0]
-            output.on()
+            try:
+                output.on()
+            except Exception as exc:  # lgpio.error, OSError, GPIOZeroError: nothing was switched on
+                raise GpioError(f"cannot switch {_describe(output)} on ({type(exc).__name__}: {exc}); "
+                                f"check the wiring and that no other program uses the pin") from exc
             self._deadlines[key] = (deadline, output)
             heapq.heappush(self._heap, (deadline, key))
             self._cond.notify()
             return deadline
-
-    def cancel(self, output: DigitalOutputDevice) -> None:
-        """End the pulse of `output` now (and switch it off even if it was not pulsing)."""
-        with self._cond:
-            self._deadlines.pop(id(output), None)
-            output.off()
-
-    def pending(self, output: DigitalOutputDevice) -> float | None:
-        with self._cond:
-            entry = self._deadlines.get(id(output))
-            return entry[0] if entry else None
 
     def _run(self) -> None:
         with self._cond:
@@ -126,22 +130,42 @@ class PulseTimer:
                     entry = self._deadlines.get(key)
                     if entry is not None and entry[0] <= now:
                         del self._deadlines[key]
-                        self._switch_off(entry[1])
+                        if not self._switch_off(entry[1]):
+                            self._retry_later(key, entry[1], now)
                 wait = self._heap[0][0] - now if self._heap else None
                 self._cond.wait(wait)
 
-    @staticmethod
-    def _switch_off(output: DigitalOutputDevice) -> None:
+    def _retry_later(self, key: int, output, now: float) -> None:
+        """An output that would not switch off stays scheduled: tried again soon, then less
+        often (up to once a second), until it does. The door must not stay open because
+        one write to the GPIO chip failed."""
+        failures = self._failures[key] = self._failures.get(key, 0) + 1
+        deadline = now + min(RETRY_MAX_S, RETRY_FIRST_S * 2 ** (failures - 1))
+        self._deadlines[key] = (deadline, output)
+        heapq.heappush(self._heap, (deadline, key))
+
+    def _switch_off(self, output) -> bool:
+        """Switch `output` off; False when it failed and must be tried again."""
+        key = id(output)
         try:
             output.off()
-        except GPIOZeroError as exc:  # closed meanwhile: closing switched it off already
+        except DeviceClosed as exc:  # closed meanwhile: closing switched it off already
             log.debug("pulse end on a closed output: %s", exc)
+        except Exception:  # lgpio.error, OSError, GPIOZeroError: the chip refused the write
+            failures = self._failures.get(key, 0)
+            if failures % 20 == 0:  # the first failure, then about every 20 s: not a log flood
+                log.exception("cannot switch %s off at the end of its pulse (attempt %d); trying again",
+                              _describe(output), failures + 1)
+            return False
+        if self._failures.pop(key, 0):
+            log.info("%s switched off after failed attempts", _describe(output))
+        return True
 
     def stop(self) -> None:
         with self._cond:
             self._stopped = True
             for _, output in self._deadlines.values():
-                self._switch_off(output)
+                self._switch_off(output)  # logged if it fails; DoorbellGpio.close() tries again
             self._deadlines.clear()
             self._heap.clear()
             self._cond.notify()
@@ -244,9 +268,6 @@ class DoorbellGpio:
         """Open the door for `seconds`; returns the monotonic time it locks again."""
         return self.timer.pulse(self.relay, seconds)
 
-    def relay_off(self) -> None:
-        self.timer.cancel(self.relay)
-
     def simulate_press(self, seconds: float) -> None:
         """Press a MockFactory button now and let go after `seconds` (the simulator's
         `edge sim press --hold`): a pulse on the input, ended by the same timer."""
@@ -259,10 +280,6 @@ class DoorbellGpio:
                                                           and self.pins.button_active == "low")
             self._finger = _Finger(pin, active_low)
         self.timer.pulse(self._finger, seconds)
-
-    @property
-    def relay_on(self) -> bool:
-        return bool(self.relay is not None and not self._closed and self.relay.value)
 
     def set_led(self, mode: str) -> None:
         """"on" (ready), "blink" (degraded) or "off"."""
@@ -283,21 +300,29 @@ class DoorbellGpio:
                 return
             self._closed = True
         atexit.unregister(self._at_exit)
-        if self.relay is not None:
-            self.relay.off()
-        if self.timer is not None:
-            self.timer.stop()
+        # Every step is tried even if one fails (the chip refused a write): the relay off
+        # first, and every pin released so a restarted worker can take them again.
+        self._quietly("switch the relay off", self.relay.off if self.relay is not None else None)
+        self._quietly("stop the pulse timer", self.timer.stop if self.timer is not None else None)
         for device in (self.button, self.led, self.chime, self.relay):
             if device is not None:
                 if isinstance(device, DigitalOutputDevice):
-                    device.off()
-                device.close()
+                    self._quietly(f"switch {_describe(device)} off", device.off)
+                self._quietly("release a doorbell pin", device.close)
+
+    @staticmethod
+    def _quietly(what: str, action: Callable[[], object] | None) -> None:
+        if action is None:
+            return
+        try:
+            action()
+        except DeviceClosed:
+            pass  # already released: nothing left to do
+        except Exception:  # lgpio.error, OSError: log it and go on closing the rest
+            log.exception("closing the doorbell GPIO: cannot %s", what)
 
     def _at_exit(self) -> None:
-        try:
-            self.close()
-        except GPIOZeroError as exc:
-            log.error("closing the doorbell GPIO at exit failed: %s", exc)
+        self.close()  # logs what it could not do, never raises
 
     def __enter__(self) -> "DoorbellGpio":
         return self

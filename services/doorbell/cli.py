@@ -22,7 +22,7 @@ from edge.config import ConfigError
 from edge.runtime import config_path_for, load_config, state_dir_for
 from edge.store import DB_NAME, Store, StoreUnavailable
 from services.doorbell.faces_store import FaceStore, check_name  # registers the "faces" migration
-from services.doorbell.snapshots import SnapshotFolder
+from services.doorbell.snapshots import snapshot_folder
 
 
 def _open_store(args) -> tuple[Store, Path]:
@@ -145,24 +145,29 @@ def cmd_remove(args) -> int:
     store, state_dir = _open_store(args)
     try:
         faces = FaceStore(store)
-        removed, files = faces.remove(args.name)
-        if not removed and not files:
+        enrolled = any(p.name == args.name for p in faces.people())
+        files = faces.snapshot_files(args.name)
+        if not enrolled and not files:
             known = ", ".join(p.name for p in faces.people()) or "nobody"
             print(f"edge faces remove: no one named {args.name!r} is enrolled (enrolled: {known}); "
                   f"see `edge faces list`", file=sys.stderr)
             return 1
-        cfg = config["faces"]
-        folder = SnapshotFolder(Path(cfg.snapshot_dir or state_dir / "snapshots"), cfg.snapshot_keep,
-                                cfg.snapshot_max_age_days)
-        deleted = folder.remove(files)
-        _audit(store, state_dir, "face_removed", {"name": args.name, "encodings": removed, "snapshots": deleted})
+        # The files first, then the rows: a snapshot that cannot be deleted keeps its row,
+        # so running the command again finds it and tries again.
+        deleted, failed = snapshot_folder(config["faces"], state_dir).remove(files)
+        removed, _ = faces.remove(args.name, keep_files=failed)
+        _audit(store, state_dir, "face_removed", {"name": args.name, "encodings": removed, "snapshots": deleted,
+                                                  "snapshots_not_deleted": len(failed)})
     except StoreUnavailable as exc:
         print(f"edge faces remove: cannot save ({exc})", file=sys.stderr)
         return 1
     finally:
         store.close()
     print(f"removed {args.name}: {removed} photo encoding(s) and {deleted} snapshot(s) showing them")
-    return 0
+    for name, reason in sorted(failed.items()):
+        print(f"edge faces remove: cannot delete the snapshot {name} ({reason}); check the permissions of "
+              f"the snapshot folder and run `edge faces remove {args.name}` again", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def _subcommand(sub, add_config_arg, name: str, func, help: str, **defaults) -> argparse.ArgumentParser:
@@ -190,18 +195,28 @@ def cmd_sim_press(args) -> int:
     return post_sim(args, "press", {"hold": args.hold})
 
 
+SIM_CAMERA_ACTIONS = ("show", "empty", "unplug", "plug", "fault")
+SIM_CAMERA_FAULTS = ("black", "frozen", "slow", "none")  # hardware.camera.FAULTS, and "none" to clear
+
+
 def cmd_sim_camera(args) -> int:
     payload = {"action": args.action}
     if args.action == "show":
-        if not args.photo:
+        if not args.value:
             print("edge sim camera show: which photo? for example: edge sim camera show ~/alice.jpg",
                   file=sys.stderr)
             return 2
-        photo = Path(args.photo).expanduser().resolve()
+        photo = Path(args.value).expanduser().resolve()
         if not photo.is_file():
             print(f"edge sim camera show: no such photo {photo}", file=sys.stderr)
             return 2
         payload["path"] = str(photo)  # the device runs elsewhere: give it an absolute path
+    elif args.action == "fault":
+        if args.value not in SIM_CAMERA_FAULTS:
+            print(f"edge sim camera fault: which fault? one of {', '.join(SIM_CAMERA_FAULTS)}, for example: "
+                  f"edge sim camera fault black (\"none\" clears it)", file=sys.stderr)
+            return 2
+        payload["fault"] = args.value
     return post_sim(args, "camera", payload)
 
 
@@ -217,8 +232,11 @@ def register_sim(subparsers, add_config_arg) -> None:
     press.add_argument("--hold", type=float, default=0.1, metavar="SECONDS",
                        help="how long to hold it (a long press from [doorbell] long_press_s)")
     camera = _subcommand(sub, add_config_arg, "camera", cmd_sim_camera, "what the simulated camera sees: "
-                         "show PHOTO, empty, unplug, plug", sim=True)
-    camera.add_argument("action", choices=("show", "empty", "unplug", "plug"))
-    camera.add_argument("photo", nargs="?", help="with show: the photo the camera serves until told otherwise")
+                         "show PHOTO, empty, unplug, plug, fault black|frozen|slow|none", sim=True)
+    camera.add_argument("action", choices=SIM_CAMERA_ACTIONS)
+    camera.add_argument("value", nargs="?", metavar="PHOTO|FAULT",
+                        help="with show: the photo the camera serves until told otherwise; with fault: black "
+                             "(all-black frames), frozen (the same frame over and over), slow (2 s per frame) "
+                             "or none")
     _subcommand(sub, add_config_arg, "status", cmd_sim_status, "the simulated doorbell: outputs, camera, "
                 "recognition, last visitor", sim=True)

@@ -23,11 +23,11 @@ from pathlib import Path
 import numpy as np
 
 from hardware.camera import load_rgb
+from services.doorbell.child_command import child_command
 from services.doorbell.faces_store import ENCODING_SIZE
 from services.doorbell.recognition import (EnrollmentError, RecognitionUnavailable, encode_faces,
                                            encode_single_face)
 
-_REPO_ROOT = Path(__file__).resolve().parents[2]
 EXIT_REJECTED = 3
 
 
@@ -58,11 +58,9 @@ class EnrollmentChild:
     def encode(self, frame: np.ndarray, box: tuple[int, int, int, int], timeout_s: float = 60.0) -> np.ndarray:
         """The encoding of the face at `box` in `frame`. Raises EnrollmentError when the
         child finds no face there, RuntimeError when it fails or overruns."""
-        code = (f"import sys; sys.path.append({str(_REPO_ROOT)!r}); "
-                "from services.doorbell.enrollment import _child_main; sys.exit(_child_main())")
         request = pickle.dumps({"frame": np.ascontiguousarray(frame), "box": tuple(int(v) for v in box),
                                 "nice": self.niceness})
-        self._proc = subprocess.Popen([self.python, *(f"-W{o}" for o in sys.warnoptions), "-P", "-c", code],
+        self._proc = subprocess.Popen(child_command(self.python, "services.doorbell.enrollment", "_child_main"),
                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                       start_new_session=True)
         if self._killed:

@@ -122,19 +122,28 @@ class FaceStore:
             "SELECT name, COUNT(*) AS n, MIN(created_wall) AS first, MAX(created_wall) AS last "
             "FROM faces GROUP BY name ORDER BY name COLLATE NOCASE")]
 
-    def remove(self, name: str) -> tuple[int, list[str]]:
+    def remove(self, name: str, *, keep_files: Iterable[str] = ()) -> tuple[int, list[str]]:
         """Forget `name`: their encodings and the index rows of snapshots labelled with
-        them. Returns (encodings removed, snapshot file names to delete)."""
+        them, except the rows of `keep_files` (snapshot files that could not be deleted,
+        so the next `remove` finds them again). Delete the files first (snapshot_files),
+        then call this: a row is never dropped while its file is still on disk. Returns
+        (encodings removed, files whose rows were removed)."""
+        keep = set(keep_files)
 
         def delete(conn):
             removed = conn.execute("DELETE FROM faces WHERE name = ?", (name,)).rowcount
-            files = [r[0] for r in conn.execute(
-                "SELECT s.file FROM snapshots s, json_each(s.names) j WHERE j.value = ?", (name,))]
-            conn.execute("DELETE FROM snapshots WHERE event_id IN (SELECT s.event_id FROM snapshots s, "
-                         "json_each(s.names) j WHERE j.value = ?)", (name,))
-            return removed, files
+            rows = [(r[0], r[1]) for r in conn.execute(
+                "SELECT s.event_id, s.file FROM snapshots s, json_each(s.names) j WHERE j.value = ?", (name,))]
+            gone = [(event_id, file) for event_id, file in rows if file not in keep]
+            conn.executemany("DELETE FROM snapshots WHERE event_id = ?", [(event_id,) for event_id, _ in gone])
+            return removed, [file for _, file in gone]
 
         return self.store.write(delete)
+
+    def snapshot_files(self, name: str) -> list[str]:
+        """File names of the snapshots labelled with `name`."""
+        return [r[0] for r in self.store.read(
+            "SELECT s.file FROM snapshots s, json_each(s.names) j WHERE j.value = ?", (name,))]
 
     # -- snapshot index ----------------------------------------------------------------------
     def record_snapshot(self, event_id: str, file: str, names: Iterable[str], ts_wall: float) -> None:
@@ -151,10 +160,6 @@ class FaceStore:
                 names = sorted(set(json.loads(row[0])) | {name})
                 conn.execute("UPDATE snapshots SET names = ? WHERE event_id = ?", (json.dumps(names), event_id))
         self.store.write(label)
-
-    def latest_snapshot(self) -> Snapshot | None:
-        rows = self.store.read("SELECT * FROM snapshots ORDER BY ts_wall DESC, rowid DESC LIMIT 1")
-        return self._snapshot(rows[0]) if rows else None
 
     def snapshot(self, event_id: str) -> Snapshot | None:
         rows = self.store.read("SELECT * FROM snapshots WHERE event_id = ?", (event_id,))

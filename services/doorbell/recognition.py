@@ -35,7 +35,7 @@ import sys
 import time
 import warnings
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Mapping, Sequence
 
@@ -156,9 +156,6 @@ class VisitorResult:
     def names(self) -> list[str]:
         """Names to announce, largest face first."""
         return [face.name for face in self.faces if face.status == KNOWN and face.name]
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 # -- detection and encoding -----------------------------------------------------------------
@@ -316,17 +313,23 @@ def match(encoding: np.ndarray, known: Mapping[str, Sequence[np.ndarray]], *,
     return Match(name, KNOWN, distance, confidence, name)
 
 
-def vote(per_frame_matches: Sequence[Match], *, min_votes: int = DEFAULT_MIN_VOTES) -> Match:
+def vote(per_frame_matches: Sequence[Match], *, min_votes: int = DEFAULT_MIN_VOTES,
+         burst_frames: int | None = None) -> Match:
     """Combine one face's matches over the frames of a burst into one verdict.
 
-    A name is announced only when it is "known" (not merely uncertain) in at least
-    `min_votes` frames, or in a majority of the frames when there are fewer (one frame of
-    one, two of two), and in more frames than any other name. Anything else with a
-    known or uncertain frame is "uncertain"; otherwise "unknown". So one borderline frame in
-    a burst never announces a name."""
+    `burst_frames` is how many frames the burst had (default: one per match). A face is
+    often matched in fewer of them (not found, or not encoded), and those frames still
+    count: a name is announced only when it is "known" (not merely uncertain) in at least
+    `min_votes` frames, or in a majority of the burst when it is shorter than that (one
+    frame of one, two of two), and in more frames than any other name. Anything else
+    with a known or uncertain frame is "uncertain"; otherwise "unknown". So one
+    borderline frame, or the one frame of five where the face was tracked, never
+    announces a name; a single photo (a burst of one) still can."""
     if not per_frame_matches:
         raise ValueError("vote needs at least one frame's match")
-    frames = len(per_frame_matches)
+    frames = len(per_frame_matches) if burst_frames is None else burst_frames
+    if frames < len(per_frame_matches):
+        raise ValueError(f"{len(per_frame_matches)} matches cannot come from a burst of {frames} frames")
     known_votes = Counter(m.name for m in per_frame_matches if m.status == KNOWN)
     ranked = known_votes.most_common(2)
     needed = min(min_votes, frames // 2 + 1)
@@ -440,7 +443,7 @@ def recognize_burst(frames: Sequence[np.ndarray], known: Mapping[str, Sequence[n
                                      uncertain_margin=uncertain_margin))
     results = []
     for anchor, face_votes in zip(anchors, votes):
-        verdict = vote(face_votes, min_votes=min_votes)
+        verdict = vote(face_votes, min_votes=min_votes, burst_frames=len(frames))
         agreeing = sum(1 for m in face_votes if m.status == KNOWN and m.name == verdict.name)
         results.append(FaceResult(
             name=verdict.name, status=verdict.status, confidence=round(verdict.confidence, 3),

@@ -27,6 +27,7 @@ carries the parent's -W options so it treats warnings exactly as the parent does
 from __future__ import annotations
 
 import argparse
+import contextlib
 import inspect
 import mmap
 import os
@@ -39,19 +40,20 @@ import sys
 import tempfile
 import threading
 import time
-from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
 
 from services.doorbell import recognition
+from services.doorbell.child_command import child_command
 from services.doorbell.recognition import VisitorResult
 
 _HEADER = struct.Struct(">Q")
-_REPO_ROOT = Path(__file__).resolve().parents[2]
 # Bounds a send to a child that stopped reading (messages are small, so in practice a send
 # never waits: the socket buffer takes them whole).
 _SEND_TIMEOUT_S = 5.0
+# start() looks at the lock-protected state this often while the child loads its models.
+_START_SLICE_S = 0.1
 # Once a message has started to arrive, the rest follows at once unless the child died.
 _MESSAGE_GRACE_S = 10.0
 
@@ -199,45 +201,77 @@ class RecognizerProcess:
 
     def start(self) -> bool:
         """Launch the child if none is running and wait until it is ready or has failed
-        (at most start_timeout_s). Returns `available`; never raises for a broken child."""
+        (at most start_timeout_s). Returns `available`; never raises for a broken child.
+
+        The wait for the models (seconds; a minute at worst) is spent outside the lock,
+        which is only taken to read the child's message once it has arrived: recognize(),
+        set_known() and stop() from other threads are never queued behind the load."""
         with self._lock:
             self._stopping = False
             if self._state in (NEW, STOPPED, UNAVAILABLE, FAILED) or not self._child_alive():
                 self._reap()
-                self._spawn()
+                try:
+                    self._spawn()
+                except OSError as exc:
+                    self._state, self._reason = FAILED, f"cannot start the recognizer process: {exc}"
+                    return False
+        while True:
+            with self._lock:
+                if self._state != STARTING:
+                    return self._state == READY
+                sock = self._sock
             try:
-                self._wait_ready(time.monotonic() + self.start_timeout_s)
-            except RecognizerUnavailable:
-                pass  # the reason is recorded in self._reason, which `available` reports
-            return self._state == READY
+                select.select([sock], [], [], _START_SLICE_S)  # unlocked: others get in meanwhile
+            except (OSError, ValueError):
+                pass  # closed meanwhile by stop() or a failed request: the state says what happened
+            with self._lock:
+                if self._state == STARTING and self._sock is sock:
+                    try:
+                        self._wait_ready(time.monotonic())  # reads the message if it is there, or times out
+                    except RecognizerUnavailable:
+                        pass  # still loading, or failed: the state says which (the loop looks)
 
     def recognize(self, frames: Sequence[np.ndarray],
                   known: Mapping[str, Sequence[np.ndarray]] | None = None,
                   timeout_s: float = 10.0) -> VisitorResult:
-        """Recognize a burst in the child, within `timeout_s` (including waiting for a child
-        that is still loading its models). `known` overrides the set given to set_known()
-        for this call. Raises RecognizerUnavailable (no answer) or RecognitionError (the
-        child rejected the request)."""
+        """Recognize a burst in the child, within `timeout_s`, all waits included (for the
+        lock, and for a child still loading its models: then RecognizerUnavailable says
+        "starting"). `known` overrides the set given to set_known() for this call. Raises
+        RecognizerUnavailable (no answer) or RecognitionError (the child rejected the
+        request)."""
         _check_frames(frames)
         deadline = time.monotonic() + timeout_s
-        with self._lock:
+        with self._locked(deadline):
             self._ensure_ready(deadline)
-            if self._frames.ensure(max(1, sum(frame.nbytes for frame in frames))):
+            try:
+                if self._frames.ensure(max(1, sum(frame.nbytes for frame in frames))):
+                    self._frames_sent = False
+                if not self._frames_sent:
+                    self._send_buffer()
+                layout = self._frames.write(frames)
+            except OSError as exc:  # no memory for the shared buffer (memfd_create, ftruncate, mmap)
+                self._frames.close()
                 self._frames_sent = False
-            if not self._frames_sent:
-                self._send_buffer()
-            layout = self._frames.write(frames)
+                raise RecognizerUnavailable(f"cannot share the frames with the recognizer ({exc})") from exc
             return self._request({"op": "recognize", "frames": layout,
                                   "known": None if known is None else dict(known),
                                   "options": self.options}, deadline, timeout_s)
 
-    def set_known(self, known: Mapping[str, Sequence[np.ndarray]]) -> None:
+    def set_known(self, known: Mapping[str, Sequence[np.ndarray]], timeout_s: float = 1.0) -> bool:
         """Replace the enrolled encodings; the running child gets them before its next
-        request, a restarted child at start-up. No restart needed."""
-        with self._lock:
-            self._known = {name: [np.asarray(e) for e in encodings] for name, encodings in known.items()}
+        request, a restarted child at start-up. No restart needed. Waits at most
+        `timeout_s` for a request in progress; False when it could not (the caller
+        tries again later)."""
+        copy = {name: [np.asarray(e) for e in encodings] for name, encodings in known.items()}
+        if not self._lock.acquire(timeout=timeout_s):
+            return False
+        try:
+            self._known = copy
             if self._state == READY:
                 self._push_known()
+            return True
+        finally:
+            self._lock.release()
 
     def kill(self) -> None:
         """SIGKILL the child (for tests and the watchdog); the next call notices and restarts."""
@@ -271,7 +305,7 @@ class RecognizerProcess:
         if not self.test_hooks:
             raise RuntimeError("simulate_hang needs RecognizerProcess(test_hooks=True)")
         deadline = time.monotonic() + timeout_s
-        with self._lock:
+        with self._locked(deadline):
             self._ensure_ready(deadline)
             self._request({"op": "hang"}, deadline, timeout_s)
 
@@ -320,16 +354,26 @@ class RecognizerProcess:
 
     # -- internals (called with the lock held) -------------------------------------------------
 
+    @contextlib.contextmanager
+    def _locked(self, deadline: float):
+        """The lock, waited for until `deadline` at most (RecognizerUnavailable after)."""
+        if not self._lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            raise RecognizerUnavailable(f"recognition unavailable ({self._state}): the recognizer was busy "
+                                        f"until the deadline")
+        try:
+            yield
+        finally:
+            self._lock.release()
+
     def _child_alive(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
     def _spawn(self) -> None:
+        """Launch a child. OSError (out of processes or file descriptors, no such
+        interpreter) leaves nothing behind: both ends of the socket are closed."""
         parent_sock, child_sock = socket.socketpair()
-        code = (f"import sys; sys.path.append({str(_REPO_ROOT)!r}); "
-                "from services.doorbell.recognizer_child import main; sys.exit(main())")
-        command = [self.python, *(f"-W{option}" for option in sys.warnoptions), "-P", "-c", code,
-                   "--fd", str(child_sock.fileno()), "--face-library", self.face_library,
-                   "--nice", str(self.niceness)]
+        command = child_command(self.python, "services.doorbell.recognizer_child", "main") + [
+            "--fd", str(child_sock.fileno()), "--face-library", self.face_library, "--nice", str(self.niceness)]
         if self.test_hooks:
             command.append("--test-hooks")
         try:
@@ -337,6 +381,9 @@ class RecognizerProcess:
             # the child in order, instead of interrupting dlib mid-call.
             self._proc = subprocess.Popen(command, pass_fds=(child_sock.fileno(),),
                                           stdin=subprocess.DEVNULL, start_new_session=True)
+        except BaseException:
+            parent_sock.close()
+            raise
         finally:
             child_sock.close()
         self._sock = parent_sock
@@ -389,9 +436,12 @@ class RecognizerProcess:
             if time.monotonic() >= hard_deadline:
                 raise self._fail(f"recognizer did not start within {self.start_timeout_s:.0f} s",
                                  respawn=False) from None
-            raise RecognizerUnavailable(self._reason) from None
+            raise RecognizerUnavailable(f"recognition unavailable (starting): {self._reason}") from None
         except (EOFError, OSError):
             raise self._fail("recognizer process exited during start-up", respawn=False) from None
+        except Exception as exc:  # an unreadable start-up message: the child is broken
+            raise self._fail(f"recognizer sent an unreadable start-up message ({type(exc).__name__}: {exc})",
+                             respawn=False) from None
         if message.get("op") == "unavailable":
             self._reap(grace_s=5.0)
             self._state, self._reason = UNAVAILABLE, message["reason"]
@@ -409,7 +459,11 @@ class RecognizerProcess:
             raise RecognizerUnavailable(self._reason)
         if self._state in (NEW, FAILED) or (self._state == READY and not self._child_alive()):
             self._reap()
-            self._spawn()
+            try:
+                self._spawn()
+            except OSError as exc:  # out of processes or file descriptors: tried again next ring
+                self._state, self._reason = FAILED, f"cannot start the recognizer process: {exc}"
+                raise RecognizerUnavailable(self._reason) from exc
         self._wait_ready(deadline)
 
     def _post(self, message: dict) -> None:
@@ -448,6 +502,9 @@ class RecognizerProcess:
                                      respawn=True) from None
                 except (EOFError, OSError):
                     raise self._fail("recognizer process died", respawn=True) from None
+                except Exception as exc:  # pickle.UnpicklingError and friends: a corrupt stream
+                    raise self._fail(f"recognizer sent an unreadable reply ({type(exc).__name__}: {exc}) and "
+                                     f"was restarted", respawn=True) from None
                 if reply.get("id") != request_id:
                     self.stale_replies += 1
                     continue

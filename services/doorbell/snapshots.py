@@ -42,7 +42,28 @@ def encode_jpeg(frame: np.ndarray, quality: int = 85) -> bytes:
     return buffer.getvalue()
 
 
+def snapshot_directory(snapshot_dir: str, state_dir: Path | None) -> Path | None:
+    """Where snapshots live: `[faces] snapshot_dir`, else <state dir>/snapshots (None when
+    neither is known). The worker and `edge faces remove` both ask here."""
+    if snapshot_dir:
+        return Path(snapshot_dir)
+    return Path(state_dir) / "snapshots" if state_dir is not None else None
+
+
+def snapshot_folder(faces_cfg, state_dir: Path | None,
+                    wall: Callable[[], float] = time.time) -> "SnapshotFolder | None":
+    """The SnapshotFolder for a `[faces]` config section (None: nowhere to keep them)."""
+    directory = snapshot_directory(faces_cfg.snapshot_dir, state_dir)
+    if directory is None:
+        return None
+    return SnapshotFolder(directory, faces_cfg.snapshot_keep, faces_cfg.snapshot_max_age_days, wall=wall)
+
+
 class SnapshotFolder:
+    """Every file-system error is an OSError (disk full, read-only, permissions). `save`
+    raises it (the caller rings on without a snapshot); `prune` and `remove` log it and
+    report what they could not do, and never raise it."""
+
     def __init__(self, directory: Path, keep: int, max_age_days: float,
                  wall: Callable[[], float] = time.time):
         self.directory = Path(directory)
@@ -54,7 +75,8 @@ class SnapshotFolder:
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
 
     def files(self) -> list[Path]:
-        """Snapshot files, newest first (by sequence number)."""
+        """Snapshot files, newest first (by sequence number). OSError when the folder
+        cannot be read (a missing folder is just empty)."""
         try:
             entries = [p for p in self.directory.iterdir() if _FILE.match(p.name)]
         except FileNotFoundError:
@@ -67,7 +89,7 @@ class SnapshotFolder:
 
     def save(self, event_id: str, jpeg: bytes, ts_wall: float) -> Path:
         """Write the snapshot of ring `event_id`; returns its path. Raises OSError (disk
-        full, read-only): the caller carries on without it."""
+        full, read-only, permissions): the caller carries on without it."""
         if not re.fullmatch(r"[0-9A-Za-z_-]+", event_id):
             raise ValueError(f"event id {event_id!r} cannot be part of a file name")
         self._ensure_dir()
@@ -80,48 +102,77 @@ class SnapshotFolder:
                 f.write(jpeg)
             os.replace(tmp, path)
         except OSError:
-            tmp.unlink(missing_ok=True)
+            self._unlink_quietly(tmp)
             raise
         return path
 
     def prune(self) -> list[str]:
-        """Apply the count and age limits; returns the names of the files deleted."""
+        """Apply the count and age limits; returns the names of the files deleted. A file
+        that cannot be deleted is logged and kept (tried again on the next prune)."""
         now = self._wall()
+        try:
+            files = self.files()
+        except OSError as exc:
+            log.error("cannot list the snapshots in %s (%s): check its permissions and that the disk is "
+                      "mounted read-write; expired snapshots stay until then", self.directory,
+                      exc.strerror or exc)
+            return []
         removed = []
-        for index, path in enumerate(self.files()):
+        for index, path in enumerate(files):
             if index >= self.keep or self._too_old(path, now):
-                try:
-                    path.unlink()
+                error = self._unlink_quietly(path)
+                if error is None:
                     removed.append(path.name)
-                except FileNotFoundError:
-                    pass
-                except OSError as exc:
-                    log.error("cannot delete the expired snapshot %s (%s): check the permissions of %s",
-                              path.name, exc.strerror, self.directory)
-        for leftover in self.directory.glob("*.jpg.tmp") if self.directory.is_dir() else ():
-            leftover.unlink(missing_ok=True)  # a write cut short by a crash
+        try:
+            leftovers = list(self.directory.glob("*.jpg.tmp"))
+        except OSError:
+            leftovers = []  # the listing above worked, so this is a race with a vanishing folder
+        for leftover in leftovers:
+            self._unlink_quietly(leftover)  # a write cut short by a crash
         return removed
+
+    def _unlink_quietly(self, path: Path) -> str | None:
+        """Delete `path` (already gone is fine); the reason it failed, logged, or None."""
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+            log.error("cannot delete the snapshot %s (%s): check the permissions of %s and that the disk "
+                      "is mounted read-write", path.name, reason, self.directory)
+            return reason
+        return None
 
     def _too_old(self, path: Path, now: float) -> bool:
         if now < SANE_WALL:
             return False  # the clock is not set yet: no age can be judged
         try:
             mtime = path.stat().st_mtime
-        except FileNotFoundError:
+        except OSError:  # gone meanwhile, or unreadable: nothing to judge
             return False
         if mtime < SANE_WALL:
-            os.utime(path, (now, now))  # written before the clock was set: its age starts now
+            try:
+                os.utime(path, (now, now))  # written before the clock was set: its age starts now
+            except OSError as exc:
+                # A read-only disk: its age cannot be recorded, so it is judged again next
+                # time (and kept meanwhile: never deleted on a guess).
+                log.warning("cannot re-date the snapshot %s written before the clock was set (%s)",
+                            path.name, exc.strerror or exc)
             return False
         return now - mtime > self.max_age_s
 
-    def remove(self, names: list[str]) -> int:
-        """Delete these snapshot files (by name); returns how many were there."""
-        count = 0
+    def remove(self, names: list[str]) -> tuple[int, dict[str, str]]:
+        """Delete these snapshot files (by name). Returns (how many were deleted, {name:
+        reason} for each one that could not be); a file already gone is neither."""
+        deleted, failed = 0, {}
         for name in names:
-            if _FILE.match(name):
-                try:
-                    (self.directory / name).unlink()
-                    count += 1
-                except FileNotFoundError:
-                    pass
-        return count
+            if not _FILE.match(name):
+                continue  # not a snapshot name: never a path outside the folder
+            path = self.directory / name
+            try:
+                path.unlink()
+                deleted += 1
+            except FileNotFoundError:
+                pass  # already gone: what was asked for
+            except OSError as exc:
+                failed[name] = exc.strerror or str(exc)
+        return deleted, failed

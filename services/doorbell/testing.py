@@ -5,6 +5,9 @@ against it (shipped in the package, as gpiozero ships `gpiozero.testing`).
 commands) with the doorbell worker on gpiozero's `MockFactory`: a test presses the button
 with `press()`, reads the chime and relay from the mock pins and waits for bus events with
 `wait_event()`. Everything it starts, `stop()` stops.
+
+Also the scoring of the face photos (`photo_category`, `is_correct`), shared by the
+accuracy test and the recognition benchmark so both count the same way.
 """
 
 from __future__ import annotations
@@ -149,6 +152,10 @@ class SimulatedDoorbell:
         return wait_for(lambda: next((e for e in self.events(kind) if where(e)), None), timeout,
                         message=f"a {kind} event")
 
+    def sim(self, command: str, **args) -> Any:
+        """Call a simulator control as `edge sim COMMAND` does (without the HTTP hop)."""
+        return self.runtime.sim_commands[command](args)
+
     def command(self, name: str, payload: dict | None = None) -> Any:
         """Run a command as an in-process caller (the intercom) would: past the MQTT link's
         gate for dangerous commands, so the doorbell's own switches decide."""
@@ -178,3 +185,31 @@ def doorbells(root: Path) -> Iterator[Callable[..., SimulatedDoorbell]]:
     finally:
         for bell in reversed(started):
             bell.stop()
+
+
+# -- scoring the face photos (EDGE_TEST_DATA/faces/manifest.json) ---------------------------------
+
+PHOTO_CATEGORIES = ("real", "ir_night", "small_in_frame", "unknown", "none", "multiple")
+
+
+def photo_category(entry: dict) -> str:
+    """The category a manifest entry is reported in: its degradation (ir_night,
+    small_in_frame), else unknown / none / multiple, else "real"."""
+    if entry.get("degradation"):
+        return entry["degradation"]
+    if entry["identity"] in ("unknown", "none", "multiple"):
+        return entry["identity"]
+    return "real"
+
+
+def is_correct(entry: dict, face_count: int, names: list[str]) -> bool:
+    """Whether a pipeline that found `face_count` faces and named `names` (the faces it
+    named as enrolled people, largest first) got the photo of `entry` right."""
+    identity = entry["identity"]
+    if identity == "none":
+        return face_count == 0
+    if identity == "unknown":
+        return face_count > 0 and not names
+    if identity == "multiple":
+        return sorted(names) == sorted(entry["faces"])
+    return names == [identity]

@@ -12,8 +12,11 @@ breaker; a missing camera is reopened when it comes back), recognition in the ch
 process (services/doorbell/recognizer_child.py; killed and restarted when it hangs or
 dies), a JPEG snapshot (snapshots.py, retention by count and age) and the
 `doorbell.visitor` event carrying the ring's event_id. Every failure on that side turns
-into a visitor result ("camera unavailable", "recognition unavailable"), never into a
-missed ring.
+into a visitor result ("camera unavailable", "recognition unavailable", or "error" with the
+reason for the unexpected), never into a missed ring: each step of answering a ring and of
+the housekeeping between rings runs through `_step`, which logs what it raises with the
+traceback and reports it in health() (DEGRADED) instead of letting it end run(), which
+would close the GPIO. A black or frozen burst is a camera fault like an unplugged camera.
 
 Also here: known faces reloaded when their version row moves (CLI enrollments in another
 process take effect without a restart), the authorized-only door relay ("open_door"),
@@ -48,13 +51,14 @@ from edge.jsonlog import current_event_id
 from edge.store import StoreUnavailable
 from edge.worker import Worker, WorkerContext
 from hardware import gpio
-from hardware.camera import BACKENDS, BurstInterrupted, CameraError, FakeCamera, capture_burst, make_camera, sharpness
+from hardware.camera import (BACKENDS, FAULTS as CAMERA_FAULTS, BurstInterrupted, CameraError, FakeCamera,
+                             burst_fault, capture_burst, make_camera, sharpness)
 from services.doorbell.enrollment import EnrollmentChild
 from services.doorbell.faces_store import FaceStore, check_name  # registers the "faces" migration
-from services.doorbell.recognition import KNOWN, UNCERTAIN, EnrollmentError, VisitorResult
+from services.doorbell.recognition import KNOWN, UNCERTAIN, UNKNOWN, EnrollmentError, VisitorResult
 from services.doorbell.recognizer_child import (FAILED as RECOGNIZER_FAILED, UNAVAILABLE as RECOGNIZER_UNAVAILABLE,
                                                 RecognitionError, RecognizerProcess, RecognizerUnavailable)
-from services.doorbell.snapshots import SnapshotFolder, encode_jpeg
+from services.doorbell.snapshots import SnapshotFolder, encode_jpeg, snapshot_folder
 
 RING, LONG_PRESS, VISITOR, SNAPSHOT, DOOR_OPENED, ENROLLED = (
     "doorbell.ring", "doorbell.long_press", "doorbell.visitor", "doorbell.snapshot", "doorbell.door_opened",
@@ -63,9 +67,10 @@ RING, LONG_PRESS, VISITOR, SNAPSHOT, DOOR_OPENED, ENROLLED = (
 # Results of a ring's visitor event, and the "Last visitor" sensor's text for each.
 FACES, NO_FACE, CAMERA_UNAVAILABLE, CAMERA_OFF = "faces", "no_face", "camera_unavailable", "camera_off"
 RECOGNITION_UNAVAILABLE, RECOGNITION_OFF, SAFE_MODE = "recognition_unavailable", "recognition_off", "safe_mode"
+ERROR = "error"  # an unexpected failure while answering the ring (the reason says which step)
 LABELS = {NO_FACE: "no face", CAMERA_UNAVAILABLE: "camera unavailable", CAMERA_OFF: "no camera",
           RECOGNITION_UNAVAILABLE: "recognition unavailable", RECOGNITION_OFF: "recognition off",
-          SAFE_MODE: "safe mode"}
+          SAFE_MODE: "safe mode", ERROR: "error"}
 UNKNOWN_LABEL, UNCERTAIN_LABEL = "unknown person", "uncertain"
 
 LOOP_WAIT_S = 0.25            # longest idle wait: heartbeats, face-version polls, camera probes
@@ -108,6 +113,7 @@ DOORBELL_SECTION = Section("doorbell", (
         max=600),
     Key("chime_pin", int, 27, "BCM number of the chime output", min=0, max=27),
     Key("chime_s", float, 0.5, "how long the chime output is on per ring", min=0.05, max=10),
+    Key("chime_active_high", bool, True, "false for chime drivers that switch on a low level"),
     Key("relay_pin", int, 22, "BCM number of the door relay output", min=0, max=27),
     Key("relay_active_high", bool, True, "false for relay boards that switch on a low level"),
     Key("relay_pulse_s", float, 3.0, "how long the door opens per authorized request", min=0.1, max=30),
@@ -179,8 +185,11 @@ class DoorbellWorker(Worker):
     # Answering a ring blocks for a burst and a recognition (bounded by [faces] timeout_s).
     heartbeat_timeout_s = 40.0
     entities = (
+        # One event entity per bus kind: an entity is fed by exactly one event topic.
         Entity("event", "doorbell", "Doorbell", event=RING, device_class="doorbell",
-               options={"event_types": ["ring", "long_press"]}),
+               options={"event_types": ["ring"]}),
+        Entity("event", "long_press", "Long press", event=LONG_PRESS, device_class="doorbell",
+               options={"event_types": ["long_press"]}),
         Entity("sensor", "last_visitor", "Last visitor", state="doorbell.last_visitor",
                value_template="{{ value_json.visitor }}", attributes="doorbell.last_visitor",
                icon="mdi:account-question"),
@@ -195,7 +204,9 @@ class DoorbellWorker(Worker):
         Entity("sensor", "recognition_time", "Recognition time", state="doorbell.recognition_ms",
                device_class="duration", unit="ms", state_class="measurement", entity_category="diagnostic"),
         connectivity("camera", "Connection", device="camera"),  # on while the camera breaker is closed
-        Entity("button", "open_door", "Open door", command="open_door", icon="mdi:door-open"),
+        # Announced only where the door can be opened remotely at all.
+        Entity("button", "open_door", "Open door", command="open_door", icon="mdi:door-open",
+               requires=("doorbell.allow_remote_open", "mqtt.allow_dangerous_commands")),
     )
 
     def __init__(self, config):
@@ -220,6 +231,9 @@ class DoorbellWorker(Worker):
         self._camera_probe_at = 0.0
         self._faces_version: int | None = None
         self._person_until: float | None = None
+        self._faults: dict[str, str] = {}  # step of a ring or of housekeeping → why it last failed
+        self._last_burst_frame: np.ndarray | None = None  # to tell a frozen camera across bursts
+        self._picture_fault = False  # the camera was given up for black or frozen frames
         self._prune_at = 0.0
         self._recognizer_started_at = 0.0
         self._starter: threading.Thread | None = None
@@ -275,6 +289,9 @@ class DoorbellWorker(Worker):
             # copes with a doorbell still being set up.
             self._register_sim(ctx, runtime)
             self._register_commands(ctx)
+            # Nobody is at the door as far as this run knows: a restart lost the previous
+            # run's timer, which would otherwise leave "Person at door" on for good.
+            ctx.states.set("doorbell.person", "OFF")
             self._open_gpio(ctx)
             if not self.safe_mode:
                 self._open_stores(ctx, runtime)
@@ -302,18 +319,18 @@ class DoorbellWorker(Worker):
         pins = gpio.DoorbellPins(button=cfg.button_pin, chime=cfg.chime_pin, relay=cfg.relay_pin,
                                  led=cfg.led_pin if cfg.led_pin >= 0 else None, button_pull=cfg.button_pull,
                                  button_active=cfg.button_active, bounce_s=cfg.bounce_s,
-                                 long_press_s=cfg.long_press_s, relay_active_high=cfg.relay_active_high)
+                                 long_press_s=cfg.long_press_s, relay_active_high=cfg.relay_active_high,
+                                 chime_active_high=cfg.chime_active_high)
         self.gpio = gpio.DoorbellGpio(pins, factory, on_press=self._on_press, on_long_press=self._on_long_press)
 
     def _open_stores(self, ctx: WorkerContext, runtime) -> None:
         if ctx.store is not None:
             self.faces = FaceStore(ctx.store)
-        folder = self.faces_cfg.snapshot_dir
-        if not folder and runtime is not None:
-            folder = str(Path(runtime.state_dir) / "snapshots")
-        if folder:
-            self.snapshots = SnapshotFolder(Path(folder), self.faces_cfg.snapshot_keep,
-                                            self.faces_cfg.snapshot_max_age_days, wall=ctx.clock.wall)
+        self.snapshots = self.make_snapshot_folder(Path(runtime.state_dir) if runtime is not None else None)
+
+    def make_snapshot_folder(self, state_dir: Path | None) -> SnapshotFolder | None:
+        """Where visitor snapshots are kept (a subclass may hand a test double)."""
+        return snapshot_folder(self.faces_cfg, state_dir, wall=self._ctx.clock.wall)
 
     def _open_camera(self) -> None:
         cam = self.camera_cfg
@@ -384,9 +401,31 @@ class DoorbellWorker(Worker):
         recognizer = self.recognizer
         if recognizer is not None and recognizer.state in (RECOGNIZER_UNAVAILABLE, RECOGNIZER_FAILED):
             problems.append(f"face recognition unavailable ({recognizer.reason})")
+        problems += [f"{step} failed ({reason})" for step, reason in list(self._faults.items())]
         if problems:
             return DEGRADED, "; ".join(problems) + "; the bell still rings and announces"
         return None
+
+    # -- containing failures -------------------------------------------------------------------
+    def _step(self, step: str, action, *args, failed: dict[str, str] | None = None, default: Any = None) -> Any:
+        """Run one step of answering a ring or of housekeeping. Whatever it raises (a
+        PermissionError from the disk, a driver's own error, sqlite3.DatabaseError) is
+        logged with its traceback, reported by health() until the step works again, added
+        to `failed` and turned into `default`: no step can end run(), which would close
+        the GPIO and leave the button and chime dead until the supervisor restarts us."""
+        try:
+            value = action(*args)
+        except Exception as exc:  # contained: logged with the traceback, reported in health()
+            reason = f"{type(exc).__name__}: {exc}"
+            if self._faults.get(step) != reason:  # once per kind of failure, not every loop
+                self._ctx.log.exception("doorbell step %r failed (%s); the bell rings on", step, reason)
+            self._faults[step] = reason
+            if failed is not None:
+                failed[step] = reason
+            return default
+        if self._faults.pop(step, None) is not None:
+            self._ctx.log.info("doorbell step %r works again", step)
+        return value
 
     # -- answering a ring (this worker's thread) -----------------------------------------------
     def _next_press(self, timeout: float) -> Press | None:
@@ -397,45 +436,66 @@ class DoorbellWorker(Worker):
             return press
 
     def _answer(self, press: Press) -> None:
+        """Answer one ring. Each step runs through `_step`, so a failure costs that step
+        only: the visitor event goes out whatever happens ("error" and the reason when
+        the camera or recognition step itself broke)."""
         ctx = self._ctx
         token = current_event_id.set(press.event_id)
+        failed: dict[str, str] = {}
+
+        def step(name: str, action, *args, default: Any = None) -> Any:
+            return self._step(name, action, *args, failed=failed, default=default)
+
         try:
-            started = ctx.clock.monotonic()
-            self._person_until = started + self.cfg.person_clear_s
-            ctx.states.set("doorbell.person", "ON")
-            self._publish_states()
-            self._record(press.event_id, RING, {"coalesced": press.coalesced}, press.ts_wall)
-            self._reload_faces()
-            frames, camera_problem = self._burst()
+            self._person_until = ctx.clock.monotonic() + self.cfg.person_clear_s
+            step("person state", ctx.states.set, "doorbell.person", "ON")
+            step("state publishing", self._publish_states)
+            step("ring record", self._record, press.event_id, RING, {"coalesced": press.coalesced}, press.ts_wall)
+            step("faces reload", self._reload_faces)
+            frames, camera_problem = step("camera", self._burst, default=([], None))
             ctx.heartbeat()
-            result, recognition_problem, recognition_ms = self._recognize(frames)
+            result, recognition_problem, recognition_ms = step("recognition", self._recognize, frames,
+                                                               default=(None, None, None))
             ctx.heartbeat()
-            visitor = self._visitor(press, frames, result, camera_problem, recognition_problem, recognition_ms)
-            jpeg = None
-            if frames:
-                index = result.frame_index if result is not None and result.frame_index is not None else \
-                    max(range(len(frames)), key=lambda i: sharpness(frames[i]))
-                jpeg = encode_jpeg(frames[index])
-                visitor["snapshot"] = self._save_snapshot(press, jpeg, visitor)
-                self._last_visitor = LastVisitor(press.event_id, frames[index],
-                                                 tuple(result.faces) if result is not None else ())
+            error = next((f"{name} failed: {reason}" for name, reason in failed.items()
+                          if name in ("camera", "recognition")), None)
+            visitor = step("visitor", self._visitor, press, frames, result, camera_problem, recognition_problem,
+                           recognition_ms, error)
+            if visitor is None:
+                visitor = self._error_visitor(press, len(frames), f"visitor failed: {failed['visitor']}")
+            jpeg = step("snapshot", self._keep_snapshot, press, frames, result, visitor) if frames else None
             visitor["latency_ms"] = round((ctx.clock.monotonic() - press.ts_mono) * 1000, 1)
-            ctx.bus.emit(VISITOR, visitor, press.event_id)
+            step("visitor event", ctx.bus.emit, VISITOR, visitor, press.event_id)
             if jpeg is not None:
-                ctx.bus.emit(SNAPSHOT, {"jpeg": jpeg, "content_type": "image/jpeg", "file": visitor["snapshot"]},
-                             press.event_id)
-            self._record(press.event_id, VISITOR, visitor, None)
-            ctx.states.set("doorbell.last_visitor", {
-                "visitor": visitor["visitor"], "confidence": visitor["confidence"], "time": _iso(press.ts_wall),
-                "event_id": press.event_id, "result": visitor["result"], "faces": visitor["faces"]})
-            if recognition_ms is not None:
-                self.recognitions += 1
-                ctx.states.set("doorbell.recognition_ms", recognition_ms)
-            self._publish_states()
+                step("snapshot event", ctx.bus.emit, SNAPSHOT,
+                     {"jpeg": jpeg, "content_type": "image/jpeg", "file": visitor["snapshot"]}, press.event_id)
+            step("visitor record", self._record, press.event_id, VISITOR, visitor, None)
+            step("visitor state", self._visitor_states, press, visitor, recognition_ms)
             ctx.log.info("visitor: %s, %d face(s), %d known, in %.0f ms", visitor["result"], len(visitor["faces"]),
                          sum(1 for f in visitor["faces"] if f["status"] == KNOWN), visitor["latency_ms"])
         finally:
             current_event_id.reset(token)
+
+    def _keep_snapshot(self, press: Press, frames, result, visitor: dict) -> bytes:
+        """The JPEG of the chosen frame; saved on disk (visitor["snapshot"]) and kept in
+        memory for "this was Alice"."""
+        index = result.frame_index if result is not None and result.frame_index is not None else \
+            max(range(len(frames)), key=lambda i: sharpness(frames[i]))
+        jpeg = encode_jpeg(frames[index])
+        visitor["snapshot"] = self._save_snapshot(press, jpeg, visitor)
+        self._last_visitor = LastVisitor(press.event_id, frames[index],
+                                         tuple(result.faces) if result is not None else ())
+        return jpeg
+
+    def _visitor_states(self, press: Press, visitor: dict, recognition_ms: float | None) -> None:
+        states = self._ctx.states
+        states.set("doorbell.last_visitor", {
+            "visitor": visitor["visitor"], "confidence": visitor["confidence"], "time": _iso(press.ts_wall),
+            "event_id": press.event_id, "result": visitor["result"], "faces": visitor["faces"]})
+        if recognition_ms is not None:
+            self.recognitions += 1
+            states.set("doorbell.recognition_ms", recognition_ms)
+        self._publish_states()
 
     def _burst(self) -> tuple[list[np.ndarray], str | None]:
         if self.camera is None:
@@ -445,13 +505,24 @@ class DoorbellWorker(Worker):
         try:
             frames = capture_burst(self.camera, self.camera_cfg.burst)
         except BurstInterrupted as exc:
+            if not isinstance(exc.__cause__, CameraError):  # the driver's own error: keep its traceback
+                self._ctx.log.error("the camera failed mid-burst: %s", exc, exc_info=exc.__cause__)
             self._camera_failed(exc)
             return exc.frames, str(exc)
+        fault = burst_fault(frames, self._last_burst_frame)
+        if fault is not None:
+            # Black or frozen pictures are no pictures: no recognition, no snapshot; the
+            # breaker opens and the camera is reopened (and checked) like an unplugged one.
+            self._picture_fault = True
+            self._camera_failed(CameraError(fault))
+            return [], fault
+        self._last_burst_frame = frames[-1]
         self._camera_breaker.record_success()
         return frames, None
 
     def _probe_camera(self) -> bool:
-        """Open the camera if its breaker lets us try now; True when it is open."""
+        """Open the camera if its breaker lets us try now; True when it is open. After
+        black or frozen frames, a reopened camera must show two good frames first."""
         if self._camera_open:
             return True
         if not self._camera_breaker.allow():
@@ -459,9 +530,19 @@ class DoorbellWorker(Worker):
             return False
         try:
             self.camera.open()
+            if self._picture_fault:
+                fault = burst_fault(capture_burst(self.camera, 2))
+                if fault is not None:
+                    raise CameraError(fault)
         except CameraError as exc:
             self._camera_failed(exc)
             return False
+        except Exception as exc:  # a driver's own error (cv2.error, libcamera): the camera is not usable
+            self._ctx.log.error("the camera failed to open: %s: %s", type(exc).__name__, exc, exc_info=exc)
+            self._camera_failed(CameraError(f"{type(exc).__name__}: {exc}"))
+            return False
+        self._picture_fault = False
+        self._last_burst_frame = None
         self._camera_breaker.record_success()
         if self._camera_error:
             self._ctx.log.info("camera is back")
@@ -473,7 +554,10 @@ class DoorbellWorker(Worker):
             self._ctx.log.warning("camera unavailable: %s; rings go on without pictures", exc)
         self._camera_breaker.record_failure(exc)
         self._camera_open, self._camera_error = False, str(exc)
-        self.camera.close()
+        try:
+            self.camera.close()
+        except Exception:  # releasing a broken device can fail too; the next open() starts afresh
+            self._ctx.log.exception("closing the failed camera failed too")
 
     def _recognize(self, frames) -> tuple[VisitorResult | None, str | None, float | None]:
         if not frames or self.recognizer is None:
@@ -486,11 +570,14 @@ class DoorbellWorker(Worker):
             return None, str(exc), None
         return result, None, round((time.perf_counter() - started) * 1000, 1)
 
-    def _visitor(self, press: Press, frames, result, camera_problem, recognition_problem, recognition_ms) -> dict:
+    def _visitor(self, press: Press, frames, result, camera_problem, recognition_problem, recognition_ms,
+                 error: str | None = None) -> dict:
         faces = [] if result is None else [
             {"name": f.name if f.status == KNOWN else None, "status": f.status, "confidence": f.confidence,
              "box": list(f.box)} for f in result.faces]
-        if self.safe_mode:
+        if error is not None:
+            outcome = ERROR
+        elif self.safe_mode:
             outcome = SAFE_MODE
         elif self.camera is None:
             outcome = CAMERA_OFF
@@ -509,12 +596,19 @@ class DoorbellWorker(Worker):
             "confidence": largest.confidence if largest is not None else None,
             "faces": faces,
             "frames": len(frames),
-            "reason": recognition_problem or camera_problem,
+            "reason": error or recognition_problem or camera_problem,
             "recognition_ms": recognition_ms,
             "coalesced": press.coalesced,
             "time": _iso(press.ts_wall),
             "snapshot": None,
         }
+
+    @staticmethod
+    def _error_visitor(press: Press, frames: int, reason: str) -> dict:
+        """The visitor event when even building the normal one failed."""
+        return {"result": ERROR, "visitor": LABELS[ERROR], "confidence": None, "faces": [], "frames": frames,
+                "reason": reason, "recognition_ms": None, "coalesced": press.coalesced,
+                "time": _iso(press.ts_wall), "snapshot": None}
 
     def _save_snapshot(self, press: Press, jpeg: bytes, visitor: dict) -> str | None:
         if self.snapshots is None or self.faces_cfg.snapshot_keep == 0:
@@ -522,9 +616,13 @@ class DoorbellWorker(Worker):
         try:
             path = self.snapshots.save(press.event_id, jpeg, press.ts_wall)
         except OSError as exc:
-            self._ctx.log.error("cannot save the visitor snapshot (%s); free space in %s", exc.strerror,
-                                self.snapshots.directory)
+            reason = f"cannot save visitor snapshots in {self.snapshots.directory} ({exc.strerror or exc})"
+            if self._faults.get("snapshot saving") != reason:
+                self._ctx.log.error("%s; free space or fix the permissions there", reason)
+            self._faults["snapshot saving"] = reason
             return None
+        if self._faults.pop("snapshot saving", None) is not None:
+            self._ctx.log.info("visitor snapshots are saved again")
         if self.faces is not None:
             names = [f["name"] for f in visitor["faces"] if f["name"]]
             try:
@@ -545,21 +643,25 @@ class DoorbellWorker(Worker):
 
     # -- housekeeping between rings --------------------------------------------------------------
     def _maintain(self) -> None:
+        """Between rings; each step through `_step`, so none can end run()."""
         now = self._ctx.clock.monotonic()
-        self._reload_faces()
+        self._step("faces reload", self._reload_faces)
         if self.camera is not None and not self._camera_open and now >= self._camera_probe_at:
             self._camera_probe_at = now + 1.0
-            self._probe_camera()
+            self._step("camera", self._probe_camera)
         if self._person_until is not None and now >= self._person_until:
             self._person_until = None
-            self._ctx.states.set("doorbell.person", "OFF")
+            self._step("person state", self._ctx.states.set, "doorbell.person", "OFF")
         if now >= self._prune_at:
-            self._prune_snapshots()
+            self._step("snapshot pruning", self._prune_snapshots)
+        self._step("recognizer restart", self._retry_recognizer, now)
+        self._step("state publishing", self._publish_states)
+
+    def _retry_recognizer(self, now: float) -> None:
         recognizer = self.recognizer
         if (recognizer is not None and recognizer.state == RECOGNIZER_UNAVAILABLE
                 and not self._starter.is_alive() and now - self._recognizer_started_at >= RECOGNIZER_RETRY_S):
             self._start_recognizer()
-        self._publish_states()
 
     def _reload_faces(self) -> None:
         if self.faces is None or self.recognizer is None:
@@ -572,10 +674,31 @@ class DoorbellWorker(Worker):
         except sqlite3.Error as exc:  # a broken store means no names, not no doorbell
             self._ctx.log.warning("cannot read the known faces: %s", exc)
             return
-        self.recognizer.set_known(known)
+        if not self.recognizer.set_known(known):
+            return  # the recognizer is busy (a start or a request): tried again next loop
         if self._faces_version is not None:
             self._ctx.log.info("known faces changed: %d people", len(known))
         self._faces_version = version
+        self._forget_removed(known)
+
+    def _forget_removed(self, known: dict) -> None:
+        """After `edge faces remove NAME`: the retained "Last visitor" no longer names that
+        person (relabelled "unknown person"), and the last ring's picture of them is
+        dropped from memory (it could be enrolled again by "this was ...")."""
+        last = self._last_visitor
+        if last is not None and any(f.name and f.name not in known for f in last.faces):
+            self._last_visitor = None
+        state = self._ctx.states.get("doorbell.last_visitor")
+        if not state or not any(f.get("name") and f["name"] not in known for f in state.get("faces", ())):
+            return
+        faces = [dict(f, name=None, status=UNKNOWN) if f.get("name") and f["name"] not in known else f
+                 for f in state["faces"]]
+        largest = faces[0]
+        relabelled = largest is not state["faces"][0]
+        self._ctx.states.set("doorbell.last_visitor", {
+            **state, "faces": faces,
+            "visitor": UNKNOWN_LABEL if relabelled else state.get("visitor"),
+            "confidence": None if relabelled else state.get("confidence")})
 
     def _prune_snapshots(self) -> None:
         self._prune_at = self._ctx.clock.monotonic() + PRUNE_EVERY_S
@@ -585,8 +708,8 @@ class DoorbellWorker(Worker):
         if removed and self.faces is not None:
             try:
                 self.faces.forget_snapshots(removed)
-            except StoreUnavailable:
-                pass  # index rows of deleted files are harmless; the next prune retries nothing
+            except StoreUnavailable as exc:  # index rows of deleted files are harmless
+                self._ctx.log.warning("index rows of %d pruned snapshot(s) not removed: %s", len(removed), exc)
 
     def _publish_states(self) -> None:
         states = self._ctx.states
@@ -626,16 +749,27 @@ class DoorbellWorker(Worker):
         seconds = self.cfg.relay_pulse_s
         event_id = payload.get("event_id") or new_event_id()
         via = payload.get("via") or "remote"
-        audit = self._ctx.services.get("audit")
-        if audit is not None:
-            try:
-                audit.append(via, "door_opened", {"seconds": seconds}, event_id)
-            except StoreUnavailable as exc:
-                self._ctx.log.error("door opening could not be audited (%s)", exc, extra={"event_id": event_id})
-        doorbell.pulse_relay(seconds)
+        # The relay first, then the audit record of what really happened: a record written
+        # before a pulse that then failed would say the door was opened when it was not.
+        try:
+            doorbell.pulse_relay(seconds)
+        except gpio.GpioError as exc:
+            self._audit(via, "door_open_failed", {"seconds": seconds, "reason": str(exc)}, event_id)
+            self._ctx.log.error("door relay failed: %s", exc, extra={"event_id": event_id})
+            raise CommandRejected(f"the door was not opened: {exc}", "failed") from None
+        self._audit(via, "door_opened", {"seconds": seconds}, event_id)
         self._ctx.bus.emit(DOOR_OPENED, {"seconds": seconds, "via": via}, event_id)
         self._ctx.log.info("door opened for %.1f s (%s)", seconds, via, extra={"event_id": event_id})
         return {"opened_s": seconds, "event_id": event_id}
+
+    def _audit(self, actor: str, action: str, detail: dict, event_id: str) -> None:
+        audit = self._ctx.services.get("audit")
+        if audit is None:
+            return
+        try:
+            audit.append(actor, action, detail, event_id)
+        except StoreUnavailable as exc:
+            self._ctx.log.error("%s could not be audited (%s)", action, exc, extra={"event_id": event_id})
 
     def enroll_last_visitor(self, payload: dict) -> dict:
         """"This was Alice": enroll the largest face of the last ring's snapshot. The
@@ -686,7 +820,7 @@ class DoorbellWorker(Worker):
         sim.update(self._sim_handlers)
         if runtime is not None:
             line = (f"doorbell: button GPIO{self.cfg.button_pin} → chime GPIO{self.cfg.chime_pin}; "
-                    f"`edge sim press`, `edge sim camera show PHOTO`")
+                    f"`edge sim press`, `edge sim camera show PHOTO`, `edge sim camera fault black`")
             runtime.announce(line)
 
     def _sim_press(self, args: dict) -> dict:
@@ -725,11 +859,18 @@ class DoorbellWorker(Worker):
                 camera.unplug()
             elif action == "plug":
                 camera.plug()
+            elif action == "fault":
+                fault = args.get("fault")
+                if fault not in (*CAMERA_FAULTS, "none"):
+                    raise ValueError(f"unknown camera fault {fault!r}; use one of {', '.join(CAMERA_FAULTS)} "
+                                     f"or none")
+                camera.inject(None if fault == "none" else fault)
             else:
-                raise ValueError(f"unknown camera action {action!r}; use show PHOTO, empty, unplug or plug")
+                raise ValueError(f"unknown camera action {action!r}; use show PHOTO, empty, unplug, plug or "
+                                 f"fault black|frozen|slow|none")
         except CameraError as exc:
             raise ValueError(str(exc)) from None
-        return {"camera": action, "plugged": camera.plugged,
+        return {"camera": action, "plugged": camera.plugged, "fault": camera.fault,
                 "showing": str(camera.source) if camera.source else "an empty porch"}
 
     def _sim_status(self, args: dict) -> dict:
@@ -744,10 +885,10 @@ class DoorbellWorker(Worker):
             "gpio": gpio_state,
             "camera": None if camera is None else {
                 "open": self._camera_open, "error": self._camera_error,
-                "plugged": getattr(camera, "plugged", None),
+                "plugged": getattr(camera, "plugged", None), "fault": getattr(camera, "fault", None),
                 "showing": str(camera.source) if getattr(camera, "source", None) else None},
             "recognition": None if recognizer is None else {"available": recognizer.available,
-                                                            "reason": recognizer.reason},
+                                                            "reason": recognizer.reason, "pid": recognizer.pid},
             "rings": self.rings, "presses": self.presses, "ignored": self.ignored,
             "last_visitor": states.get("doorbell.last_visitor"),
         }

@@ -191,7 +191,8 @@ def memory(photos: Path, tmp: Path) -> dict:
         while time.monotonic() < deadline:
             try:
                 ring = ring or sim("press")["event_id"]
-                last = sim("status")["last_visitor"]
+                status = sim("status")
+                last = status["last_visitor"]
             except OSError:
                 last = None  # still starting
             if ring and last and last["event_id"] == ring:
@@ -199,9 +200,13 @@ def memory(photos: Path, tmp: Path) -> dict:
             time.sleep(0.2)
         else:
             raise RuntimeError("no visitor event within 60 s")
-        child = children(proc.pid)
-        return {"runtime_rss_mb": rss_mb(proc.pid), "recognizer_child_rss_mb": rss_mb(child[0]) if child else None,
-                "visitor": last["visitor"]}
+        # The recognizer's own pid, as the doorbell reports it: the runtime has other
+        # children (an enrollment encoder, for one), and /proc order says nothing.
+        child = (status.get("recognition") or {}).get("pid")
+        if child is not None and child not in children(proc.pid):
+            raise RuntimeError(f"the reported recognizer pid {child} is not a child of the runtime {proc.pid}")
+        return {"runtime_rss_mb": rss_mb(proc.pid), "recognizer_child_rss_mb": rss_mb(child) if child else None,
+                "recognizer_pid": child, "visitor": last["visitor"]}
     finally:
         proc.terminate()
         proc.wait(20)

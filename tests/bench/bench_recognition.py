@@ -37,30 +37,11 @@ sys.path.insert(0, str(REPO))
 
 from hardware.camera import load_rgb  # noqa: E402
 from services.doorbell import recognition  # noqa: E402
+from services.doorbell.testing import PHOTO_CATEGORIES, is_correct, photo_category  # noqa: E402
 
 TOLERANCE = 0.6
-CATEGORIES = ("real", "ir_night", "small_in_frame", "unknown", "none", "multiple")
+CATEGORIES = PHOTO_CATEGORIES
 TARGET = {"median_ratio": 4.0, "p90_ratio": 5.0}
-
-
-def category(entry: dict) -> str:
-    if entry.get("degradation"):
-        return entry["degradation"]
-    if entry["identity"] in ("unknown", "none", "multiple"):
-        return entry["identity"]
-    return "real"
-
-
-def is_correct(entry: dict, face_count: int, names: list[str]) -> bool:
-    """Scoring shared by both pipelines. `names` are the faces named as enrolled people."""
-    identity = entry["identity"]
-    if identity == "none":
-        return face_count == 0
-    if identity == "unknown":
-        return face_count > 0 and not names
-    if identity == "multiple":
-        return sorted(names) == sorted(entry["faces"])
-    return names == [identity]
 
 
 class NaivePipeline:
@@ -142,7 +123,7 @@ def run(entries: list[dict], images: dict[str, np.ndarray], pipelines: dict, rep
     probes = [e for e in entries if not e.get("enroll")]
     for index, entry in enumerate(probes):
         order = list(pipelines) if index % 2 == 0 else list(reversed(pipelines))
-        row: dict = {"file": entry["file"], "category": category(entry)}
+        row: dict = {"file": entry["file"], "category": photo_category(entry)}
         runs: dict[str, list] = {key: [] for key in pipelines}
         for _ in range(repeat):
             for key in order:

@@ -5,21 +5,17 @@ while the worker is stuck, held off in safe mode."""
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
 from edge.commands import CommandRejected
 from edge.testing.requirements import find_test_data
 from edge.testing.waiting import wait_for
 from services.doorbell.faces_store import FaceStore
-from services.doorbell.testing import doorbells
+from services.doorbell.worker import DoorbellWorker
 
 NO_FACES = {"faces": {"enabled": False}}
-
-
-@pytest.fixture
-def make_bell(tmp_path):
-    with doorbells(tmp_path) as make:
-        yield make
 
 
 def on_seconds(pin) -> list[float]:
@@ -132,3 +128,41 @@ def test_this_was_barack_enrolls_the_last_visitor_and_the_next_ring_names_him(ma
     bell.press()
     second = bell.wait_event("doorbell.visitor", lambda e: e.event_id != first.event_id, timeout=30)
     assert second.data["visitor"] == "Barack"
+
+
+def test_worker_that_raises_mid_pulse_still_has_the_door_locked_on_time(make_bell):
+    armed = threading.Event()
+
+    class CrashingDoorbell(DoorbellWorker):
+        def _maintain(self):
+            if armed.is_set():
+                armed.clear()
+                raise RuntimeError("a bug in the worker loop")
+            super()._maintain()
+
+    bell = make_bell({"doorbell": {"allow_remote_open": True, "relay_pulse_s": 0.5},
+                      "supervisor": {"backoff_initial_s": 0.1}, **NO_FACES}, classes=(CrashingDoorbell,))
+    runner = bell.runtime.supervisor.runner("doorbell")
+    bell.command("open_door")
+    assert bell.relay.state is True
+    armed.set()
+    wait_for(lambda: bell.relay.state is False, timeout=5, message="the door to lock again")
+    [opened] = on_seconds(bell.relay)
+    assert opened < 0.5 + 0.4  # never later than the pulse (the dying run locked it even sooner)
+    wait_for(lambda: runner.restarts == 1 and bell.worker.ready.is_set(), timeout=10,
+             message="the restarted doorbell")
+    assert bell.relay.state is False
+    bell.press()  # the new run has the button
+    assert bell.chime.state is True
+
+
+def test_relay_that_cannot_be_switched_is_audited_as_a_failure_not_as_opened(make_bell):
+    bell = make_bell({"doorbell": {"allow_remote_open": True}, **NO_FACES})
+    bell.worker.gpio.timer.stop()  # as after a failed write: the pulse cannot start
+    with pytest.raises(CommandRejected) as failed:
+        bell.command("open_door", {"via": "sip"})
+    assert failed.value.code == "failed" and "the door was not opened" in str(failed.value)
+    actions = [action for _, action, _ in audit_actions(bell)]
+    assert actions == ["door_open_failed"]
+    assert bell.events("doorbell.door_opened") == []
+    assert not any(state.state for state in bell.relay.states)

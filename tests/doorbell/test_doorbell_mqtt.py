@@ -1,6 +1,7 @@
 """A press on the mock button reaches a subscriber on a real mosquitto broker as a `ring`
-event, the visitor follows with the same event_id, and a broker that is down delays the
-announcement without touching the chime: the whole runtime, doorbell and MQTT link."""
+event, the visitor follows with the same event_id, a long press arrives as its own event,
+and a broker that cannot be reached delays the announcement without touching the chime:
+the whole runtime, doorbell and MQTT link."""
 
 from __future__ import annotations
 
@@ -10,8 +11,12 @@ import queue
 import paho.mqtt.client as mqtt
 import pytest
 
+from edge import config as configmod
+from edge.entities import shown
+from edge.mqtt.link import MqttLink
+from edge.runtime import all_sections
+from edge.testing.tcp_proxy import TcpProxy
 from edge.testing.waiting import wait_for
-from services.doorbell.testing import doorbells
 from services.doorbell.worker import DoorbellWorker
 
 
@@ -19,18 +24,18 @@ NODE = "front-door"
 
 
 class Subscriber:
-    """A paho client collecting every message under edge/<node>/event/."""
+    """A paho client collecting every message under `topic` (default: edge/<node>/event/)."""
 
-    def __init__(self, port: int):
+    def __init__(self, port: int, topic: str = f"edge/{NODE}/event/#", client_id: str = "test-subscriber"):
         self.messages: queue.Queue = queue.Queue()
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="test-subscriber")
-        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(f"edge/{NODE}/event/#", qos=1)
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id)
+        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(topic, qos=1)
         self.client.on_message = lambda c, u, m: self.messages.put((m.topic, m.payload))
         self.client.connect("127.0.0.1", port)
         self.client.loop_start()
 
-    def wait_raw(self, kind: str, timeout: float = 15.0) -> bytes:
-        topic = f"edge/{NODE}/event/{kind}"
+    def wait_raw(self, kind: str, timeout: float = 15.0, topic: str | None = None) -> bytes:
+        topic = topic or f"edge/{NODE}/event/{kind}"
         while True:
             got_topic, payload = self.messages.get(timeout=timeout)
             if got_topic == topic:
@@ -52,12 +57,6 @@ def subscriber(mosquitto):
     sub.close()
 
 
-@pytest.fixture
-def make_bell(tmp_path):
-    with doorbells(tmp_path) as make:
-        yield make
-
-
 def config(port: int) -> dict:
     return {"node": {"id": NODE}, "mqtt": {"host": "127.0.0.1", "port": port, "reconnect_min_s": 0.05,
                                            "reconnect_max_s": 0.5},
@@ -66,7 +65,7 @@ def config(port: int) -> dict:
 
 def test_press_reaches_a_broker_subscriber_as_ring_then_visitor_with_the_same_event_id(
         make_bell, mosquitto, subscriber):
-    bell = make_bell(config(mosquitto.port), classes=(DoorbellWorker, link.MqttLink))
+    bell = make_bell(config(mosquitto.port), classes=(DoorbellWorker, MqttLink))
     wait_for(lambda: bell.runtime.supervisor.runner("mqtt").worker.connected, timeout=15,
              message="the MQTT link to connect")
     bell.press()
@@ -80,18 +79,63 @@ def test_press_reaches_a_broker_subscriber_as_ring_then_visitor_with_the_same_ev
     assert subscriber.wait_raw("doorbell.snapshot")[:2] == b"\xff\xd8"  # the image entity's JPEG
 
 
-def test_broker_down_leaves_the_chime_alone_and_the_ring_is_delivered_when_it_is_back(
+def test_broker_unreachable_leaves_the_chime_alone_and_the_ring_is_delivered_when_it_is_back(
         make_bell, mosquitto, subscriber):
-    bell = make_bell(config(mosquitto.port), classes=(DoorbellWorker, link.MqttLink))
-    mqtt_link = bell.runtime.supervisor.runner("mqtt").worker
-    wait_for(lambda: mqtt_link.connected, timeout=15, message="the MQTT link to connect")
-    subscriber.close()
-    mosquitto.stop()
-    wait_for(lambda: not mqtt_link.connected, timeout=15, message="the link to notice the broker is gone")
-    bell.press()
-    assert bell.chime.state is True  # the chime never depends on the network
-    ring_id = bell.events("doorbell.ring")[0].event_id
-    mosquitto.start()
-    subscriber.__init__(mosquitto.port)
-    ring = subscriber.wait("doorbell.ring", timeout=30)
-    assert ring["event_id"] == ring_id
+    # The link goes through a proxy that can cut it; the subscriber (Home Assistant) stays
+    # on the broker throughout, so it cannot miss the late ring by subscribing late.
+    with TcpProxy(mosquitto.port) as proxy:
+        bell = make_bell(config(proxy.port), classes=(DoorbellWorker, MqttLink))
+        mqtt_link = bell.runtime.supervisor.runner("mqtt").worker
+        wait_for(lambda: mqtt_link.connected, timeout=15, message="the MQTT link to connect")
+        proxy.pause()  # new connections hang from now on ...
+        proxy.drop_connections()  # ... and the current one is gone
+        wait_for(lambda: not mqtt_link.connected, timeout=15, message="the link to notice the broker is gone")
+        bell.press()
+        assert bell.chime.state is True  # the chime never depends on the network
+        ring_id = bell.events("doorbell.ring")[0].event_id
+        proxy.resume()
+        ring = subscriber.wait("doorbell.ring", timeout=30)
+        assert ring["event_id"] == ring_id
+        bell.stop()
+
+
+def test_long_press_reaches_the_broker_as_its_own_event_with_the_rings_event_id(make_bell, mosquitto, subscriber):
+    discovery = Subscriber(mosquitto.port, f"homeassistant/event/{NODE}/+/config", client_id="test-discovery")
+    try:
+        settings = config(mosquitto.port)
+        settings["doorbell"]["long_press_s"] = 0.3
+        bell = make_bell(settings, classes=(DoorbellWorker, MqttLink))
+        wait_for(lambda: bell.runtime.supervisor.runner("mqtt").worker.connected, timeout=15,
+                 message="the MQTT link to connect")
+        bell.button.drive_low()  # held past long_press_s ...
+        bell.wait_event("doorbell.long_press")
+        bell.button.drive_high()  # ... then let go
+        ring = subscriber.wait("doorbell.ring")
+        long_press = subscriber.wait("doorbell.long_press")  # on edge/<node>/event/doorbell.long_press
+        assert long_press["event_type"] == "long_press"
+        assert long_press["event_id"] == ring["event_id"]
+
+        # Each event entity is fed by its own topic and announces the event type it gets.
+        long_press_entity = json.loads(discovery.wait_raw(
+            "", topic=f"homeassistant/event/{NODE}/long_press/config"))
+        assert long_press_entity["state_topic"] == f"edge/{NODE}/event/doorbell.long_press"
+        assert long_press_entity["event_types"] == ["long_press"]
+        assert long_press_entity["device_class"] == "doorbell"
+    finally:
+        discovery.close()
+
+
+def test_doorbell_event_entities_and_the_open_door_condition():
+    entities = {e.object_id: e for e in DoorbellWorker.entities}
+    assert (entities["doorbell"].event, entities["doorbell"].options["event_types"]) == ("doorbell.ring", ["ring"])
+    assert (entities["long_press"].event, entities["long_press"].options["event_types"]) == (
+        "doorbell.long_press", ["long_press"])
+
+    def open_door_shown(allow_remote_open: bool, allow_dangerous_commands: bool) -> bool:
+        values = {"doorbell": {"allow_remote_open": allow_remote_open},
+                  "mqtt": {"allow_dangerous_commands": allow_dangerous_commands}}
+        built = configmod.build(all_sections([DoorbellWorker, MqttLink]), values, {}, "sim", source="test")
+        return shown(entities["open_door"], built)
+
+    assert open_door_shown(True, True)
+    assert not open_door_shown(True, False) and not open_door_shown(False, True)

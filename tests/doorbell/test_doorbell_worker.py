@@ -7,28 +7,26 @@ from the bus (tests/doorbell/test_doorbell_mqtt.py goes to a real broker)."""
 from __future__ import annotations
 
 import logging
+import os
+import pickle
 from pathlib import Path
 
+import cv2
 import pytest
 
 from edge.clock import FakeClock
+from edge.commands import CommandRejected
 from edge.store import DB_NAME, Store
 from edge.testing.requirements import find_test_data
 from edge.testing.waiting import wait_for
 from services.doorbell.enrollment import encode_photo, photo_source
 from services.doorbell.faces_store import FaceStore
 from services.doorbell.recognizer_child import RecognizerProcess
-from services.doorbell.testing import doorbells
+from services.doorbell.snapshots import SnapshotFolder
 from services.doorbell.worker import DoorbellWorker
 
 NO_FACES = {"faces": {"enabled": False}}
 HD = {"width": 1280, "height": 720}
-
-
-@pytest.fixture
-def make_bell(tmp_path):
-    with doorbells(tmp_path) as make:
-        yield make
 
 
 @pytest.fixture(scope="module")
@@ -179,6 +177,7 @@ def test_recognizer_killed_mid_ring_the_ring_is_still_announced_and_the_child_re
     recognizer = bell.worker.recognizer
     bell.wait_recognizer()
     first_pid = recognizer.pid
+    assert bell.sim("status")["recognition"]["pid"] == first_pid  # what bench_doorbell measures
     bell.press()
     wait_for(lambda: recognizer.busy, timeout=10, message="a recognition in progress")
     recognizer.kill()
@@ -215,7 +214,8 @@ def test_missing_face_library_leaves_the_ring_working_and_says_why(make_bell):
 def test_known_visitor_is_announced_and_enrollment_elsewhere_needs_no_restart(make_bell, photos, obama_encoding,
                                                                               caplog):
     caplog.set_level(logging.DEBUG)
-    bell = make_bell({"doorbell": {"cooldown_s": 0}, "camera": {**HD, "source": str(photos / "obama_2.jpg")}})
+    bell = make_bell({"doorbell": {"cooldown_s": 0}, "camera": {**HD, "source": str(photos / "obama_2.jpg")},
+                      "faces": {"allow_remote_enroll": True}})
     worker = bell.worker
     bell.wait_recognizer()
     bell.press()
@@ -242,6 +242,185 @@ def test_known_visitor_is_announced_and_enrollment_elsewhere_needs_no_restart(ma
     assert (last["visitor"], last["event_id"], last["confidence"]) == ("obama", ring.event_id, face["confidence"])
     assert bell.runtime.states.get("doorbell.person") == "ON"
 
+    # `edge faces remove obama` in another process: the retained "Last visitor" forgets him.
+    other = Store(bell.state_dir / DB_NAME)
+    FaceStore(other).remove("obama")
+    other.close()
+    forgotten = wait_for(lambda: (lambda last: last if last["visitor"] != "obama" else None)(
+        bell.runtime.states.get("doorbell.last_visitor")), timeout=10, message="the last visitor relabelled")
+    assert forgotten["visitor"] == "unknown person" and forgotten["confidence"] is None
+    assert forgotten["event_id"] == ring.event_id
+    assert [(f["name"], f["status"]) for f in forgotten["faces"]] == [(None, "unknown")]
+    with pytest.raises(CommandRejected, match="no visitor snapshot"):  # his picture is gone from memory too
+        bell.command("enroll_last_visitor", {"name": "Barack"})
+
     # Who came to the door is for Home Assistant and the audit log, not for the journal.
     logged = "\n".join(r.getMessage() + str(r.__dict__.get("exc_text") or "") for r in caplog.records)
     assert "obama" not in logged.lower()
+
+
+# -- failures that must not take the button path down ----------------------------------------
+
+def assert_not_restarted(bell) -> None:
+    assert bell.runtime.supervisor.runner("doorbell").restarts == 0
+
+
+def ring_and_answer(bell):
+    """Press; the chime must ring at once and a visitor event follow for that ring."""
+    wait_for(lambda: bell.chime.state is False, timeout=5, message="the previous chime to end")
+    bell.press()
+    assert bell.chime.state is True
+    ring = bell.events("doorbell.ring")[-1]
+    return bell.wait_event("doorbell.visitor", lambda e: e.event_id == ring.event_id)
+
+
+class RefusingFolder(SnapshotFolder):
+    """A snapshot folder whose every access is refused, as on a disk with broken permissions."""
+
+    def _refuse(self, *args):
+        raise PermissionError(13, "Permission denied", str(self.directory))
+
+    files = save = prune = remove = _refuse
+
+
+class RefusingDiskDoorbell(DoorbellWorker):
+    def make_snapshot_folder(self, state_dir):
+        return RefusingFolder(state_dir / "snapshots", keep=5, max_age_days=1)
+
+
+def test_snapshot_folder_that_raises_permission_error_leaves_ring_and_visitor_working(make_bell):
+    bell = make_bell({"doorbell": {"cooldown_s": 0}, **NO_FACES}, classes=(RefusingDiskDoorbell,))
+    for _ in range(2):
+        visitor = ring_and_answer(bell)
+        assert visitor.data["frames"] == 3 and visitor.data["snapshot"] is None
+    wait_for(lambda: "cannot save visitor snapshots" in doorbell_health(bell)[1], timeout=5,
+             message="the snapshot failure in health")
+    state, reason = doorbell_health(bell)
+    assert state == "DEGRADED" and "snapshot pruning failed (PermissionError" in reason
+    assert_not_restarted(bell)
+
+
+def test_read_only_snapshot_disk_leaves_ring_and_visitor_working(make_bell, tmp_path, read_only):
+    snapshots = tmp_path / "snapshots"
+    snapshots.mkdir()
+    expired = snapshots / "00000001_20240101T000000Z_old.jpg"  # over the count limit, and dated 1970
+    expired.write_bytes(b"\xff\xd8")
+    os.utime(expired, (86400.0, 86400.0))
+    (snapshots / "00000002_20240101T000000Z_older.jpg").write_bytes(b"\xff\xd8")
+    with read_only(snapshots):
+        bell = make_bell({"doorbell": {"cooldown_s": 0},
+                          "faces": {"enabled": False, "snapshot_dir": str(snapshots), "snapshot_keep": 1}})
+        for _ in range(2):
+            visitor = ring_and_answer(bell)
+            assert visitor.data["result"] == "recognition_off" and visitor.data["snapshot"] is None
+        wait_for(lambda: "cannot save visitor snapshots" in doorbell_health(bell)[1], timeout=5,
+                 message="the snapshot failure in health")
+        assert_not_restarted(bell)
+        bell.stop()
+    assert expired.exists()
+
+
+def test_camera_whose_capture_raises_a_driver_error_still_rings_and_announces(make_bell, caplog):
+    bell = make_bell({"doorbell": {"cooldown_s": 0}, **NO_FACES})
+    camera = bell.worker.camera
+
+    def driver_error():
+        raise cv2.error("OpenCV(4.10.0) cvtColor: (-215:Assertion failed) !_src.empty()")
+
+    camera.capture = driver_error  # not a CameraError: what a driver raises on its own
+    for _ in range(2):
+        visitor = ring_and_answer(bell)
+        assert visitor.data["result"] == "camera_unavailable" and visitor.data["frames"] == 0
+        assert "Assertion failed" in visitor.data["reason"]
+    wait_for(lambda: doorbell_health(bell)[0] == "DEGRADED", timeout=5, message="DEGRADED")
+    assert "camera unavailable" in doorbell_health(bell)[1]
+    assert any(r.exc_info and isinstance(r.exc_info[1], cv2.error) for r in caplog.records)  # with its traceback
+    assert_not_restarted(bell)
+
+
+class UnreadableReplyRecognizer(RecognizerProcess):
+    def recognize(self, frames, known=None, timeout_s=10.0):
+        raise pickle.UnpicklingError("invalid load key, '\\x00'.")
+
+
+class UnreadableReplyDoorbell(DoorbellWorker):
+    def make_recognizer(self, options):
+        return UnreadableReplyRecognizer(options=options, face_library="no_such_face_library")
+
+
+def test_unexpected_recognition_error_gives_an_error_visitor_and_the_bell_rings_on(make_bell):
+    bell = make_bell({"doorbell": {"cooldown_s": 0}}, classes=(UnreadableReplyDoorbell,))
+    bell.press()
+    ring = bell.wait_event("doorbell.ring")
+    visitor = bell.wait_event("doorbell.visitor")
+    assert visitor.event_id == ring.event_id
+    assert (visitor.data["result"], visitor.data["visitor"]) == ("error", "error")
+    assert visitor.data["reason"].startswith("recognition failed: UnpicklingError")
+    assert visitor.data["snapshot"]  # the steps after the broken one still ran
+    wait_for(lambda: "recognition failed (UnpicklingError" in doorbell_health(bell)[1], timeout=5,
+             message="the failure in health")
+    assert doorbell_health(bell)[0] == "DEGRADED"
+    assert ring_and_answer(bell).data["result"] == "error"
+    assert_not_restarted(bell)
+
+
+@pytest.mark.parametrize("fault, says", [("black", "black frames"), ("frozen", "frozen frames")])
+def test_black_or_frozen_camera_is_a_camera_fault_until_it_shows_real_frames_again(make_bell, fault, says):
+    bell = make_bell({"doorbell": {"cooldown_s": 0}, **NO_FACES})
+    assert bell.sim("camera", action="fault", fault=fault)["fault"] == fault
+    bell.press()
+    ring = bell.wait_event("doorbell.ring")
+    visitor = bell.wait_event("doorbell.visitor")
+    assert visitor.event_id == ring.event_id
+    assert visitor.data["result"] == "camera_unavailable" and says in visitor.data["reason"]
+    assert visitor.data["frames"] == 0 and visitor.data["snapshot"] is None  # no picture of nothing
+    wait_for(lambda: doorbell_health(bell)[0] == "DEGRADED", timeout=5, message="DEGRADED")
+    assert says in doorbell_health(bell)[1]
+    assert bell.runtime.breakers.get("camera").state != "closed"
+
+    assert bell.sim("camera", action="fault", fault="none")["fault"] is None
+    wait_for(lambda: bell.runtime.breakers.get("camera").state == "closed", timeout=30,
+             message="the camera to be reopened once it shows real frames")
+    wait_for(lambda: doorbell_health(bell)[0] == "OK", timeout=5, message="health OK again")
+    bell.press()
+    ring = bell.events("doorbell.ring")[-1]
+    assert bell.wait_event("doorbell.visitor", lambda e: e.event_id == ring.event_id).data["frames"] == 3
+    assert_not_restarted(bell)
+
+
+def test_unknown_camera_fault_from_the_simulator_is_refused_with_the_choices(make_bell):
+    bell = make_bell(NO_FACES)
+    with pytest.raises(ValueError, match="use one of black, frozen, slow or none"):
+        bell.sim("camera", action="fault", fault="smoke")
+    assert bell.worker.camera.fault is None
+
+
+# -- restarts and the simulator ------------------------------------------------------------------
+
+def test_person_at_door_is_off_after_a_worker_restart(make_bell):
+    bell = make_bell({"doorbell": {"person_clear_s": 600}, "supervisor": {"backoff_initial_s": 0.1}, **NO_FACES})
+    bell.press()
+    bell.wait_event("doorbell.visitor")
+    states = bell.runtime.states
+    assert states.get("doorbell.person") == "ON"
+    runner = bell.runtime.supervisor.runner("doorbell")
+    bell.runtime.supervisor.restart("doorbell")
+    wait_for(lambda: runner.restarts == 1 and bell.worker.ready.is_set(), timeout=10,
+             message="the restarted doorbell")
+    assert states.get("doorbell.person") == "OFF"  # the old run's 600 s timer died with it
+
+
+def test_long_press_through_the_simulator_hold(make_bell):
+    bell = make_bell({"doorbell": {"cooldown_s": 0, "long_press_s": 0.3}, **NO_FACES})
+    pressed = bell.sim("press", hold=0.8)
+    assert pressed["rang"] and pressed["hold_s"] == 0.8
+    long_press = bell.wait_event("doorbell.long_press")
+    assert long_press.event_id == pressed["event_id"]
+    assert long_press.data == {"event_type": "long_press", "held_s": 0.3}
+    wait_for(lambda: bell.button.state is True, timeout=5, message="the timer to let go")  # pull-up: idle high
+    short = bell.sim("press")  # the default 0.1 s
+    assert short["rang"]
+    wait_for(lambda: bell.button.state is True, timeout=5, message="the short press to end")
+    assert [e.event_id for e in bell.events("doorbell.long_press")] == [pressed["event_id"]]
+    with pytest.raises(ValueError, match="at most 60 seconds"):
+        bell.sim("press", hold=61)

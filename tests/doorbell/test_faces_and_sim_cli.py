@@ -7,6 +7,7 @@ import json
 import signal
 import subprocess
 
+import numpy as np
 import pytest
 from runtime_helpers import EDGE, edge_env, running_edge
 
@@ -103,6 +104,15 @@ def test_a_ring_with_a_chosen_face_in_the_simulator_from_the_command_line(tmp_pa
         last = wait_for(last_visitor, timeout=60, interval=0.5, message="the visitor of the simulated ring")
         assert last["visitor"] == "obama"
 
+        frozen = edge(env, "sim", "camera", "fault", "frozen")
+        assert frozen.returncode == 0, frozen.stderr
+        assert json.loads(frozen.stdout)["fault"] == "frozen"
+        assert json.loads(edge(env, "sim", "status").stdout)["camera"]["fault"] == "frozen"
+        cleared = edge(env, "sim", "camera", "fault", "none")
+        assert cleared.returncode == 0 and json.loads(cleared.stdout)["fault"] is None
+        unknown = edge(env, "sim", "camera", "fault", "smoke")
+        assert unknown.returncode == 2 and "black, frozen, slow, none" in unknown.stderr
+
         assert edge(env, "sim", "camera", "unplug").returncode == 0
         unplugged = edge(env, "sim", "press")
         assert json.loads(unplugged.stdout)["rang"]  # no camera: the bell still rings
@@ -111,3 +121,32 @@ def test_a_ring_with_a_chosen_face_in_the_simulator_from_the_command_line(tmp_pa
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=20)
     assert proc.returncode == 0
+
+
+def test_remove_keeps_the_index_row_of_a_snapshot_it_could_not_delete_and_says_so(tmp_path, read_only):
+    env = edge_env(tmp_path / "state")
+    state = tmp_path / "state"
+    snapshots = state / "snapshots"
+    snapshots.mkdir(parents=True)
+    stuck = "00000001_20260101T000000Z_ring1.jpg"
+    (snapshots / stuck).write_bytes(b"\xff\xd8")
+    store = Store(state / DB_NAME)
+    FaceStore(store).add("alice", [("photo:a", np.random.default_rng(1).normal(size=128))], 1.7e9)
+    FaceStore(store).record_snapshot("ring1", stuck, ["alice"], 1.7e9)
+    store.close()
+
+    with read_only(snapshots):
+        refused = edge(env, "faces", "remove", "alice")
+    assert refused.returncode == 1
+    assert f"cannot delete the snapshot {stuck}" in refused.stderr and "run `edge faces remove alice` again" \
+        in refused.stderr
+    assert (snapshots / stuck).exists()
+    store = Store(state / DB_NAME)
+    faces = FaceStore(store)
+    assert faces.known() == {} and faces.snapshot_files("alice") == [stuck]  # the row waits for the file
+    store.close()
+
+    again = edge(env, "faces", "remove", "alice")
+    assert again.returncode == 0, again.stderr
+    assert "removed alice: 0 photo encoding(s) and 1 snapshot(s)" in again.stdout
+    assert not (snapshots / stuck).exists()

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from edge.testing.requirements import find_test_data
+from edge.testing.waiting import wait_for
 
 from hardware.camera import FakeCamera, capture_burst, load_rgb
 from services.doorbell.recognition import encode_single_face
@@ -28,22 +29,12 @@ PROMPT_S = 10.0
 
 
 
-
 def _gone(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return True
     return False
-
-
-def _wait_for(condition, timeout_s: float = PROMPT_S) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.005)
-    return True
 
 
 @pytest.fixture
@@ -105,8 +96,8 @@ def test_sigkill_mid_recognition_fails_promptly_and_the_next_call_restarts(make_
     first_pid = recognizer.pid
 
     def kill_when_busy() -> None:
-        if _wait_for(lambda: recognizer.busy):
-            recognizer.kill()
+        wait_for(lambda: recognizer.busy, PROMPT_S, interval=0.005, message="a recognition in progress")
+        recognizer.kill()
 
     killer = threading.Thread(target=kill_when_busy)
     killer.start()
@@ -209,7 +200,7 @@ def test_stop_during_a_hung_request_ends_it_without_restarting(make_recognizer):
 
     caller = threading.Thread(target=hang)
     caller.start()
-    assert _wait_for(lambda: recognizer.busy)
+    wait_for(lambda: recognizer.busy, PROMPT_S, interval=0.005, message="the hung request")
     started = time.monotonic()
     recognizer.stop()
     caller.join(PROMPT_S)
@@ -239,3 +230,38 @@ def test_child_reports_a_request_it_cannot_process_and_stays_up(make_recognizer,
         recognizer.recognize(obama["frames"], known=malformed, timeout_s=START_S)
     assert recognizer.pid == pid
     assert recognizer.recognize(obama["frames"], known=obama["known"], timeout_s=START_S).names == ["obama"]
+
+
+def test_a_ring_while_the_models_load_is_answered_within_its_timeout_not_after_the_load(
+        make_recognizer, tmp_path, monkeypatch, empty_porch):
+    # A face library that takes a minute to import, like dlib's models on a slow SD card.
+    (tmp_path / "loads_for_a_minute.py").write_text("import time\ntime.sleep(60)\n")
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    recognizer = make_recognizer(face_library="loads_for_a_minute")
+    starter = threading.Thread(target=recognizer.start, name="test-recognizer-start")
+    starter.start()
+    try:
+        wait_for(lambda: recognizer.state == "starting" and recognizer.pid, PROMPT_S, message="the child to load")
+        started = time.monotonic()
+        with pytest.raises(RecognizerUnavailable, match=r"recognition unavailable \(starting\)"):
+            recognizer.recognize(empty_porch, timeout_s=1.0)
+        assert time.monotonic() - started < 3.0  # its own timeout, not the minute of the load
+        started = time.monotonic()
+        assert recognizer.set_known({"obama": [np.zeros(128)]}) is True
+        assert time.monotonic() - started < 1.0  # the worker loop is not held up either
+        assert starter.is_alive()  # still loading
+    finally:
+        recognizer.kill()  # no point waiting out stop()'s grace for a child that is asleep
+        recognizer.stop()
+        starter.join(PROMPT_S)
+    assert not starter.is_alive()
+
+
+def test_a_child_that_cannot_be_launched_leaves_no_socket_behind(make_recognizer, tmp_path):
+    recognizer = make_recognizer(python=str(tmp_path / "no-such-python"))
+    open_fds = len(os.listdir("/proc/self/fd"))
+    assert recognizer.start() is False
+    assert "cannot start the recognizer process" in recognizer.reason
+    with pytest.raises(RecognizerUnavailable, match="cannot start the recognizer process"):
+        recognizer.recognize([np.zeros((8, 8, 3), np.uint8)], timeout_s=1.0)
+    assert len(os.listdir("/proc/self/fd")) == open_fds

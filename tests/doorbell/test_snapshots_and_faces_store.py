@@ -77,6 +77,33 @@ def test_snapshots_are_private_files_in_a_private_folder(tmp_path):
         folder.save("../escape", b"x", NOW)
 
 
+def test_read_only_folder_prune_keeps_everything_and_raises_nothing(tmp_path, caplog, read_only):
+    wall = Wall(NOW)
+    folder = SnapshotFolder(tmp_path / "snaps", keep=1, max_age_days=7, wall=wall)
+    old = save(folder, "old", NOW, mtime=NOW - 8 * DAY)
+    unset = save(folder, "unset", NOW, mtime=86400.0)  # needs re-dating, which a read-only disk refuses
+    newest = save(folder, "newest", NOW)
+    (folder.directory / "00000009_x_ring.jpg.tmp").write_bytes(b"half")
+    with read_only(folder.directory):
+        assert folder.prune() == []  # the count and age limits call for deleting two: neither raises
+        with pytest.raises(PermissionError):
+            folder.save("another", b"\xff\xd8", NOW)  # the worker reports this one (and rings on)
+        deleted, failed = folder.remove([old.name, "00000077_gone_ring.jpg"])
+    assert old.exists() and unset.exists() and newest.exists()
+    assert "cannot delete the snapshot" in caplog.text
+    assert deleted == 0 and list(failed) == [old.name]  # the missing one is not a failure
+
+
+def test_unreadable_folder_prune_logs_and_returns_nothing(tmp_path, caplog):
+    class Unlistable(SnapshotFolder):
+        def files(self):
+            raise PermissionError(13, "Permission denied", str(self.directory))
+
+    folder = Unlistable(tmp_path / "snaps", keep=1, max_age_days=7, wall=Wall(NOW))
+    assert folder.prune() == []
+    assert "cannot list the snapshots" in caplog.text
+
+
 def encoding(seed: int) -> np.ndarray:
     return np.random.default_rng(seed).normal(size=128)
 
@@ -120,10 +147,25 @@ def test_removing_a_person_returns_their_snapshots_only(tmp_path):
         faces.record_snapshot("r2", "2.jpg", ["alice", "bob"], NOW)
         faces.record_snapshot("r3", "3.jpg", [], NOW)
         faces.label_snapshot("r3", "bob")
+        assert sorted(faces.snapshot_files("alice")) == ["1.jpg", "2.jpg"]
         removed, files = faces.remove("alice")
         assert removed == 1 and sorted(files) == ["1.jpg", "2.jpg"]
         assert faces.snapshot("r3").names == ("bob",)
         assert faces.snapshot("r1") is None and list(faces.known()) == ["bob"]
+    finally:
+        faces.store.close()
+
+
+def test_a_snapshot_file_that_could_not_be_deleted_keeps_its_row(tmp_path):
+    faces = FaceStore(Store(tmp_path / "edge.sqlite3"))
+    try:
+        faces.add("alice", [("photo:a", encoding(1))], NOW)
+        faces.record_snapshot("r1", "1.jpg", ["alice"], NOW)
+        faces.record_snapshot("r2", "2.jpg", ["alice"], NOW)
+        removed, files = faces.remove("alice", keep_files={"2.jpg"})
+        assert (removed, files) == (1, ["1.jpg"])
+        assert faces.snapshot("r1") is None and faces.snapshot("r2") is not None
+        assert faces.snapshot_files("alice") == ["2.jpg"]  # found again by the next `edge faces remove`
     finally:
         faces.store.close()
 

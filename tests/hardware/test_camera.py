@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from edge.testing.requirements import PLATFORM_SKIP
-from hardware.camera import (BurstInterrupted, CameraError, FakeCamera, OpenCVCamera,
+from hardware.camera import (BurstInterrupted, CameraError, FakeCamera, OpenCVCamera, burst_fault,
                              Picamera2Camera, capture_burst, load_rgb, make_camera, sharpness)
 
 
@@ -280,3 +280,159 @@ def test_make_camera_builds_each_backend_and_rejects_unknown(tall_red_photo):
     assert isinstance(make_camera("picamera2", None, 640, 480), Picamera2Camera)
     with pytest.raises(ValueError, match="fake, opencv, picamera2"):
         make_camera("webcam", None, 640, 480)
+
+
+class RecordingVideoCapture:
+    """A stand-in for cv2.VideoCapture that records what it is asked and serves numbered
+    frames (the frame's value is its sequence number, as a live sensor moves on)."""
+
+    def __init__(self, source, api, params):
+        self.source = source
+        self.calls: list[str] = []
+        self.props: dict[int, float] = {}
+        self.sequence = 0
+
+    def isOpened(self) -> bool:
+        return True
+
+    def set(self, prop, value) -> bool:
+        self.props[prop] = value
+        return True
+
+    def grab(self) -> bool:
+        self.calls.append("grab")
+        self.sequence += 1
+        return True
+
+    def read(self):
+        self.calls.append("read")
+        self.sequence += 1
+        return True, np.full((4, 4, 3), self.sequence, np.uint8)
+
+    def release(self) -> None:
+        self.calls.append("release")
+
+
+@pytest.fixture
+def video_captures():
+    """A cv2.VideoCapture stand-in factory; `.made` lists what it built."""
+    made: list[RecordingVideoCapture] = []
+
+    def make(source, api, params) -> RecordingVideoCapture:
+        made.append(RecordingVideoCapture(source, api, params))
+        return made[-1]
+
+    make.made = made
+    return make
+
+
+@pytest.mark.parametrize("source", ["0", "rtsp://192.168.1.20:554/stream1"])
+def test_opencv_live_source_keeps_one_buffer_and_drops_buffered_frames_before_each_burst(source, video_captures):
+    with OpenCVCamera(source, 64, 48, video_capture=video_captures) as cam:
+        capture_burst(cam, 3)
+        capture_burst(cam, 2)
+    [cap] = video_captures.made
+    assert cap.props[cv2.CAP_PROP_BUFFERSIZE] == 1
+    flush = ["grab"] * OpenCVCamera.FLUSH_FRAMES
+    assert cap.calls == flush + ["read"] * 3 + flush + ["read"] * 2 + ["release"]
+
+
+def test_opencv_video_file_is_not_flushed(tmp_path, video_captures):
+    with OpenCVCamera(str(tmp_path / "porch.avi"), 64, 48, video_capture=video_captures) as cam:
+        capture_burst(cam, 3)
+    [cap] = video_captures.made
+    assert cap.calls == ["read"] * 3 + ["release"]  # a file's next frame is not stale
+    assert cv2.CAP_PROP_BUFFERSIZE not in cap.props
+
+
+def test_a_driver_error_mid_burst_is_a_burst_interrupted_with_the_frames_so_far(camera):
+    real_capture = camera.capture
+    served = []
+
+    def capture_then_fail():
+        if served:
+            raise cv2.error("OpenCV(4.10.0) cvtColor: (-215:Assertion failed) !_src.empty()")
+        served.append(1)
+        return real_capture()
+
+    camera.capture = capture_then_fail
+    with pytest.raises(BurstInterrupted, match=r"camera failed: error: .*after 1 of 3") as interrupted:
+        capture_burst(camera, 3)
+    assert len(interrupted.value.frames) == 1
+    assert isinstance(interrupted.value.__cause__, cv2.error)
+
+
+def test_burst_fault_tells_black_and_frozen_bursts_from_a_real_one(camera):
+    assert burst_fault(capture_burst(camera, 3)) is None
+    dark_but_real = capture_burst(camera, 1)[0] // 8  # a dim porch: dark, yet sensor noise is there
+    assert burst_fault([dark_but_real, dark_but_real + 1]) is None
+    camera.inject("black")
+    assert "black frames" in burst_fault(capture_burst(camera, 3))
+    camera.inject(None)
+    last = capture_burst(camera, 1)[-1]
+    camera.inject("frozen")
+    frozen = capture_burst(camera, 3)
+    assert "frozen frames" in burst_fault(frozen)
+    assert "frozen frames" in burst_fault(frozen[:1], previous=last)  # a burst of one, across bursts
+
+
+class StandInPicamera2:
+    """Behaves as the Picamera2 manual documents; `fail` names the call that raises."""
+
+    def __init__(self, calls: list[str], fail: str | None = None):
+        self.calls, self.fail = calls, fail
+
+    def _call(self, name: str) -> None:
+        self.calls.append(name)
+        if name == self.fail:
+            raise RuntimeError(f"libcamera: {name} failed")
+
+    def create_video_configuration(self, main):
+        return {"main": main}
+
+    def configure(self, config):
+        self._call("configure")
+
+    def start(self):
+        self._call("start")
+
+    def stop(self):
+        self._call("stop")
+
+    def close(self):
+        self._call("close")
+
+
+def _install_picamera2(monkeypatch, calls, fail=None):
+    module = types.SimpleNamespace(Picamera2=lambda: StandInPicamera2(calls, fail))
+    monkeypatch.setitem(sys.modules, "picamera2", module)
+
+
+def test_picamera2_close_releases_the_camera_even_when_stop_fails(monkeypatch):
+    calls: list[str] = []
+    _install_picamera2(monkeypatch, calls, fail="stop")
+    cam = Picamera2Camera(64, 48)
+    cam.open()
+    with pytest.raises(RuntimeError, match="stop failed"):
+        cam.close()
+    assert calls == ["configure", "start", "stop", "close"]
+    cam.close()  # nothing left to release
+    assert calls.count("close") == 1
+
+
+@pytest.mark.parametrize("fail", ["configure", "start"])
+def test_picamera2_that_fails_to_start_is_released_and_reported_as_camera_error(monkeypatch, fail):
+    calls: list[str] = []
+    _install_picamera2(monkeypatch, calls, fail=fail)
+    with pytest.raises(CameraError, match=f"cannot start the Raspberry Pi camera.*{fail} failed"):
+        Picamera2Camera(64, 48).open()
+    assert calls[-2:] == ["stop", "close"]
+
+
+def test_picamera2_constructor_error_of_any_kind_is_a_camera_error(monkeypatch):
+    def no_camera():
+        raise ValueError("camera index out of range")
+
+    monkeypatch.setitem(sys.modules, "picamera2", types.SimpleNamespace(Picamera2=no_camera))
+    with pytest.raises(CameraError, match="no Raspberry Pi camera found.*ValueError"):
+        Picamera2Camera(64, 48).open()

@@ -14,7 +14,7 @@ import pytest
 from gpiozero.pins.mock import MockFactory
 
 from edge.testing.waiting import wait_for
-from hardware.gpio import DoorbellGpio, DoorbellPins, GpioError, pin_factory
+from hardware.gpio import DoorbellGpio, DoorbellPins, GpioError, PulseTimer, pin_factory
 
 PINS = DoorbellPins(button=17, chime=27, relay=22, led=23, long_press_s=0.3)
 
@@ -182,3 +182,69 @@ def test_simulated_press_is_released_by_the_timer(doorbell, factory):
     wait_for(lambda: doorbell.calls["release"], timeout=5, message="the release")
     assert len(doorbell.calls["long"]) == 1
     assert [s.state for s in factory.pin(17).states][-3:] == [True, False, True]  # pull-up: pressed is low
+
+
+class FlakyOutput:
+    """An output whose off() fails the first `failures` times, as an lgpio write can."""
+
+    def __init__(self, failures: int = 1):
+        self.failures = failures
+        self.state = False
+        self.off_calls = 0
+
+    def on(self) -> None:
+        self.state = True
+
+    def off(self) -> None:
+        self.off_calls += 1
+        if self.off_calls <= self.failures:
+            raise OSError(5, "Input/output error")  # what lgpio.error wraps: a failed ioctl
+        self.state = False
+
+
+def test_pulse_end_that_fails_once_is_retried_and_the_timer_keeps_working(caplog):
+    timer = PulseTimer()
+    try:
+        flaky = FlakyOutput(failures=1)
+        timer.pulse(flaky, 0.05)
+        wait_for(lambda: flaky.state is False, timeout=5, message="the retried switch-off")
+        assert flaky.off_calls == 2
+        assert "cannot switch FlakyOutput off" in caplog.text
+        steady = FlakyOutput(failures=0)  # the timer thread survived: later pulses still end
+        timer.pulse(steady, 0.05)
+        wait_for(lambda: steady.state is False, timeout=5, message="the next pulse to end")
+    finally:
+        timer.stop()
+
+
+def test_output_that_cannot_be_switched_on_raises_gpio_error_and_is_not_scheduled():
+    class Refuses(FlakyOutput):
+        def on(self) -> None:
+            raise OSError(16, "Device or resource busy")
+
+    timer = PulseTimer()
+    try:
+        with pytest.raises(GpioError, match="cannot switch Refuses on"):
+            timer.pulse(Refuses(), 1.0)
+    finally:
+        timer.stop()
+
+
+def test_closing_goes_on_when_switching_the_relay_off_fails(factory, caplog):
+    gpio = DoorbellGpio(PINS, factory, on_press=lambda: None)
+    relay = gpio.relay
+    real_off = relay.off
+    calls = []
+
+    def off_failing_once():
+        calls.append(1)
+        if len(calls) == 1:
+            raise OSError(5, "Input/output error")
+        real_off()
+
+    relay.off = off_failing_once
+    gpio.pulse_relay(30)
+    gpio.close()
+    assert factory.pin(22).state is False  # switched off by the second attempt in close()
+    assert "cannot switch the relay off" in caplog.text
+    DoorbellGpio(PINS, factory, on_press=lambda: None).close()  # every pin was released
