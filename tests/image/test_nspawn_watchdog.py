@@ -5,7 +5,8 @@ stack in the service's error output (faulthandler on SIGABRT).
 The container is the host's own /usr on a volatile root (`--volatile=yes`), so nothing is
 downloaded; the Python installation and this checkout are bind-mounted read-only. Only the
 test's drop-in relaxes the unit: it runs as root (no `edge` user exists on an empty /etc)
-and may read the bind-mounted Python under /root. The unit's hardening is checked on its
+and may read the bind-mounted Python under /root, and sees the host's /tmp, where a CI
+checkout (and so the venv's `edge`) may live. The unit's hardening is checked on its
 own by `systemd-analyze security` in test_systemd_unit.py.
 """
 
@@ -33,6 +34,7 @@ User=root
 Group=root
 SupplementaryGroups=
 ProtectHome=no
+PrivateTmp=no
 WatchdogSec=3
 RestartSec=1
 StandardError=append:/var/lib/edge/stderr.log
@@ -69,10 +71,13 @@ def test_hung_critical_worker_makes_systemd_restart_the_service(tmp_path):
     log = open(tmp_path / "console.log", "wb")
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
     try:
-        wait_for(lambda: starts(state) >= 1 or proc.poll() is not None, timeout=60, message="first start")
-        assert proc.poll() is None, (tmp_path / "console.log").read_text()[-3000:]
+        def console() -> str:
+            return f"; console:\n{(tmp_path / 'console.log').read_text()[-3000:]}"
+        wait_for(lambda: starts(state) >= 1 or proc.poll() is not None, timeout=60,
+                 message=lambda: "first start" + console())
+        assert proc.poll() is None, console()
         # hang after 2 s, watchdog of 3 s, RestartSec=1: the second start comes within ~10 s
-        wait_for(lambda: starts(state) >= 2, timeout=60, message="restart by the watchdog")
+        wait_for(lambda: starts(state) >= 2, timeout=60, message=lambda: "restart by the watchdog" + console())
         stderr = (state / "stderr.log").read_text()
         assert "Fatal Python error: Aborted" in stderr
         assert "in run" in stderr and "workers.py" in stderr  # the stuck worker's own frame
