@@ -49,6 +49,16 @@ def doorbell_health(bell) -> tuple[str, str]:
     return component.state, component.reason
 
 
+def assert_camera_back(bell, timeout: float) -> None:
+    """The camera breaker closes, health is OK again and the next ring has a full burst."""
+    wait_for(lambda: bell.runtime.breakers.get("camera").state == "closed", timeout=timeout,
+             message="the camera to be reopened")
+    wait_for(lambda: doorbell_health(bell)[0] == "OK", timeout=5, message="health OK again")
+    bell.press()
+    ring = bell.events("doorbell.ring")[-1]
+    assert bell.wait_event("doorbell.visitor", lambda e: e.event_id == ring.event_id).data["frames"] == 3
+
+
 # -- the button path -------------------------------------------------------------------------
 
 def test_press_rings_the_chime_and_publishes_ring_before_the_camera_has_answered(make_bell):
@@ -148,12 +158,7 @@ def test_camera_unplugged_mid_burst_still_announces_and_is_reopened_when_plugged
     assert rising_edges(bell.chime) == 2
 
     camera.plug()
-    wait_for(lambda: bell.runtime.breakers.get("camera").state == "closed", timeout=10,
-             message="the camera to be reopened")
-    wait_for(lambda: doorbell_health(bell)[0] == "OK", timeout=5, message="health OK again")
-    bell.press()
-    ring = bell.events("doorbell.ring")[-1]
-    assert bell.wait_event("doorbell.visitor", lambda e: e.event_id == ring.event_id).data["frames"] == 3
+    assert_camera_back(bell, timeout=10)
 
 
 def test_missing_camera_degrades_the_doorbell_but_not_the_ring(make_bell, tmp_path):
@@ -379,12 +384,7 @@ def test_black_or_frozen_camera_is_a_camera_fault_until_it_shows_real_frames_aga
     assert bell.runtime.breakers.get("camera").state != "closed"
 
     assert bell.sim("camera", action="fault", fault="none")["fault"] is None
-    wait_for(lambda: bell.runtime.breakers.get("camera").state == "closed", timeout=30,
-             message="the camera to be reopened once it shows real frames")
-    wait_for(lambda: doorbell_health(bell)[0] == "OK", timeout=5, message="health OK again")
-    bell.press()
-    ring = bell.events("doorbell.ring")[-1]
-    assert bell.wait_event("doorbell.visitor", lambda e: e.event_id == ring.event_id).data["frames"] == 3
+    assert_camera_back(bell, timeout=30)  # reopened once it shows real frames
     assert_not_restarted(bell)
 
 
