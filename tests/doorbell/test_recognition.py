@@ -91,6 +91,27 @@ def test_detection_boxes_are_mapped_back_to_full_resolution(faces):
     assert recognition._iou(ours[0], naive[0]) > 0.5
 
 
+def test_encoding_the_region_around_the_faces_gives_the_very_same_encodings(faces):
+    """encode_faces hands dlib only the region around the faces (faster to convert); the
+    landmarks and the aligned chip lie inside it, so nothing changes."""
+    library = recognition.load_face_library()
+    for name in ("obama_4.jpg", "multi_obama_biden.jpg", "derived_small_in_frame_biden_2.jpg"):
+        image = faces["images"][name]
+        boxes = detect_faces(image)
+        whole = library.face_encodings(image, known_face_locations=boxes, num_jitters=1,
+                                       model=recognition.DEFAULT_MODEL)
+        assert np.array_equal(np.array(recognition.encode_faces(image, boxes)), np.array(whole)), name
+
+
+def test_the_companion_scan_run_beside_the_encoder_finds_what_detect_faces_finds(faces):
+    """recognize_burst overlaps the second look with encoding the faces the first pass
+    found; it must end with the same faces as the plain, sequential detect_faces."""
+    for name in ("multi_obama_biden.jpg", "multi_kit_rose.jpg", "obama_4.jpg", "derived_small_in_frame_obama_2.jpg"):
+        image = faces["images"][name]
+        boxes = [face.box for face in recognize_burst([image], faces["known"]).faces]
+        assert boxes == detect_faces(image), name
+
+
 def test_enrollment_rejects_a_two_face_photo_with_a_clear_message(faces):
     with pytest.raises(EnrollmentError,
                        match=r"^2 faces found in multi_kit_rose\.jpg; use a photo with exactly one face$"):
