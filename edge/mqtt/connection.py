@@ -22,6 +22,7 @@ import hashlib
 import logging
 import random
 import secrets
+import socket
 import ssl
 import sys
 import threading
@@ -62,6 +63,16 @@ def default_client_id(node_id: str, machine_id_path: Path = Path("/etc/machine-i
                 log.warning("cannot keep the MQTT client id seed in %s (%s)", seed_path, exc)
     suffix = hashlib.sha256(f"{machine}:{node_id}".encode()).hexdigest()[:8] if machine else "nomachine"
     return f"edge-{node_id}-{suffix}"
+
+
+def _no_delay(client, userdata, sock) -> None:
+    """Send each packet at once. paho leaves Nagle's algorithm on, so a ring published right
+    after a QoS 0 state waits for the broker's delayed ACK of that state (40 ms on Linux;
+    measured by tests/bench/bench_doorbell.py); MQTT packets are small and few."""
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except (OSError, AttributeError) as exc:  # not a TCP socket (a unix socket, a test double)
+        log.debug("cannot set TCP_NODELAY: %s", exc)
 
 
 def _read_text(path: Path) -> str:
@@ -161,6 +172,7 @@ class BrokerConnection:
         client.on_publish = self._on_publish
         client.on_message = self._on_message
         client.on_subscribe = self._on_subscribe
+        client.on_socket_open = _no_delay
         return client
 
     def _set_delay(self) -> None:

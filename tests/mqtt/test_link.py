@@ -4,6 +4,7 @@ missing broker. The runtime runs in this process with its real store and supervi
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 
@@ -67,6 +68,14 @@ def test_online_first_then_discovery_then_states_and_worker_availability(tmp_pat
         assert rec.latest(f"{BASE}/mqtt/status") == b"online"
     # A clean stop says goodbye (retained), instead of leaving it to the Last Will.
     rec.wait_latest(f"{BASE}/status", b"offline")
+
+
+def test_the_link_sends_each_packet_at_once_without_nagle(tmp_path, mosquitto):
+    """With Nagle's algorithm on, a ring published right after a QoS 0 state waited for the
+    broker's delayed ACK (40 ms: bench_doorbell's press-to-ring p50 was 44 ms)."""
+    with running_runtime(tmp_path / "state", mosquitto.port) as rt:
+        link = wait_connected(rt)
+        assert link.conn.client.socket().getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
 
 
 def test_events_go_out_in_order_not_retained_and_pictures_as_raw_bytes(tmp_path, mosquitto, recorders):
