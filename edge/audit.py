@@ -91,13 +91,10 @@ def load_key(path: Path) -> bytes:
     return key
 
 
-def load_or_create_key(path: Path) -> bytes:
-    try:
-        return load_key(path)
-    except FileNotFoundError:
-        key = secrets.token_bytes(32)
-        _atomic_write(path, key.hex() + "\n")
-        return key
+def write_new_key(path: Path) -> bytes:
+    key = secrets.token_bytes(32)
+    _atomic_write(path, key.hex() + "\n")
+    return key
 
 
 def _canonical(seq: int, ts_wall: float, actor: str, action: str, detail: str, event_id: str | None) -> bytes:
@@ -131,7 +128,7 @@ class AuditLog:
             count = self._count()
             if create_key and count == 0:
                 try:
-                    self._key = load_or_create_key(self._key_path)
+                    self._key = write_new_key(self._key_path)
                 except OSError as exc:
                     raise StoreUnavailable(f"cannot create the audit key {self._key_path} ({exc.strerror})") from exc
             else:

@@ -58,13 +58,13 @@ class CommandRegistry:
             return sorted(self._commands)
 
     def reject(self, reason: str, code: str) -> CommandRejected:
-        """Count and log a refusal made before parsing (e.g. too many waiting); returns it."""
-        return self._reject(reason, code)
-
-    def _reject(self, reason: str, code: str) -> CommandRejected:
+        """Count and log a refusal; returns it (to raise, or to answer later)."""
         self.rejected[code] += 1
         log.warning("command rejected (%s): %s", code, reason)
         return CommandRejected(reason, code)
+
+    def reject_oversized(self, size: int) -> CommandRejected:
+        return self.reject(f"payload of {size} bytes is over the {MAX_PAYLOAD}-byte limit", "oversized")
 
     def parse(self, name: str, raw: bytes, *, allow_dangerous: bool = False,
               dangerous_hint: str = "") -> tuple[Command, dict]:
@@ -72,32 +72,32 @@ class CommandRegistry:
         A `dangerous` command is refused unless `allow_dangerous`; `dangerous_hint` says
         what to set to allow it."""
         if len(raw) > MAX_PAYLOAD:
-            raise self._reject(f"payload of {len(raw)} bytes is over the {MAX_PAYLOAD}-byte limit", "oversized")
+            raise self.reject_oversized(len(raw))
         with self._lock:
             command = self._commands.get(name)
         if command is None:
-            raise self._reject(f"unknown command {name!r}; known: {', '.join(self.names())}", "unknown")
+            raise self.reject(f"unknown command {name!r}; known: {', '.join(self.names())}", "unknown")
         try:
             payload = json.loads(raw.decode("utf-8")) if raw.strip() else {}
         except (UnicodeDecodeError, ValueError) as exc:
-            raise self._reject(f"payload is not JSON ({exc})", "malformed") from None
+            raise self.reject(f"payload is not JSON ({exc})", "malformed") from None
         if not isinstance(payload, dict):
-            raise self._reject("payload must be a JSON object", "malformed")
+            raise self.reject("payload must be a JSON object", "malformed")
         allowed = dict(command.fields) | dict(command.optional or {})
         for key, typ in command.fields.items():
             if key not in payload:
-                raise self._reject(f"{name}: missing field {key!r}", "invalid")
+                raise self.reject(f"{name}: missing field {key!r}", "invalid")
         for key, value in payload.items():
             if key not in allowed:
-                raise self._reject(f"{name}: unknown field {key!r}; allowed: {', '.join(allowed) or 'none'}",
+                raise self.reject(f"{name}: unknown field {key!r}; allowed: {', '.join(allowed) or 'none'}",
                                    "invalid")
             if not isinstance(value, allowed[key]) or (allowed[key] is not bool and isinstance(value, bool)):
-                raise self._reject(f"{name}: field {key!r} must be {allowed[key].__name__}", "invalid")
+                raise self.reject(f"{name}: field {key!r} must be {allowed[key].__name__}", "invalid")
         if command.dangerous and not allow_dangerous:
-            raise self._reject(f"{name} opens the door or changes who is known and is refused by default; "
+            raise self.reject(f"{name} opens the door or changes who is known and is refused by default; "
                                f"{dangerous_hint or command.refusal or 'enable it in the config'}", "unauthorized")
         if command.authorized is not None and not command.authorized():
-            raise self._reject(f"{name} is not enabled on this device; {command.refusal}", "unauthorized")
+            raise self.reject(f"{name} is not enabled on this device; {command.refusal}", "unauthorized")
         return command, payload
 
     def execute(self, name: str, raw: bytes, *, allow_dangerous: bool = False, dangerous_hint: str = "") -> Any:
@@ -109,6 +109,6 @@ class CommandRegistry:
             raise
         except Exception as exc:  # a failing handler must not take the caller (the MQTT loop) down
             log.exception("command %s failed", name)
-            raise self._reject(f"{name} failed: {exc}", "failed") from exc
+            raise self.reject(f"{name} failed: {exc}", "failed") from exc
         self.accepted[name] += 1
         return result

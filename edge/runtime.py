@@ -46,7 +46,7 @@ from edge.states import StateBoard
 from edge.safemode import SECTION as SAFE_MODE_SECTION, BootCounter
 from edge.store import Store, StoreUnavailable, DB_NAME
 from edge.supervisor import SECTION as SUPERVISOR_SECTION, Policy, Supervisor
-from edge.worker import Worker, WorkerContext, discover_workers
+from edge.worker import Worker, WorkerContext, boot_subscription, discover_workers
 
 log = logging.getLogger("edge.runtime")
 
@@ -283,11 +283,9 @@ class Runtime:
                  " (SAFE MODE)" if self.safe_mode else "")
 
     def _subscribe_from_boot(self, cls: type[Worker]) -> None:
-        """A worker started late (the MQTT link) still hears every event from boot on: its
-        queue is opened before any worker starts and left in `services["<name>.subscription"]`."""
-        patterns = getattr(cls, "bus_patterns_from_boot", ())
-        if patterns:
-            self.services[f"{cls.name}.subscription"] = self.bus.subscribe(cls.name, *patterns, maxsize=10_000)
+        """A worker started late (the MQTT link) still hears every event from boot on."""
+        if cls.bus_patterns_from_boot:
+            boot_subscription(cls, self.services, self.bus)
 
     def announce(self, line: str) -> None:
         """A line for the person at the terminal (stderr: stdout is the JSON log); shown in

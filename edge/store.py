@@ -83,30 +83,28 @@ class Store:
         self._clock = clock
         self._on_health = on_health
         self._lock = threading.RLock()
-        self.readonly = readonly
         self.healthy = True
         self.reason = ""
         self.failed_writes = 0
         self.commits = 0
-        if readonly:
-            if not self.path.exists():
-                raise StoreUnavailable(f"no store at {self.path}")
-            self._conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, check_same_thread=False,
-                                         isolation_level=None, timeout=10)
-            self._conn.row_factory = sqlite3.Row
-            self._mono_expiry: dict[str, float] = {}
-            return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._conn = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None, timeout=10)
-        self._conn.row_factory = sqlite3.Row
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA synchronous=FULL")
-        self._conn.execute("PRAGMA foreign_keys=ON")
         # A TTL must survive wall-clock jumps within a process: remember expiry on the
         # monotonic clock for values this process wrote; the stored wall expiry only matters
         # across restarts, where nothing better exists.
-        self._mono_expiry = {}
-        self.migrate()
+        self._mono_expiry: dict[str, float] = {}
+        if readonly:
+            if not self.path.exists():
+                raise StoreUnavailable(f"no store at {self.path}")
+            target = f"file:{self.path}?mode=ro"
+        else:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            target = str(self.path)
+        self._conn = sqlite3.connect(target, uri=readonly, check_same_thread=False, isolation_level=None, timeout=10)
+        self._conn.row_factory = sqlite3.Row
+        if not readonly:
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=FULL")
+            self._conn.execute("PRAGMA foreign_keys=ON")
+            self.migrate()
 
     # -- plumbing -----------------------------------------------------------------------
     def migrate(self) -> list[tuple[str, int]]:

@@ -55,13 +55,8 @@ class Policy:
 
 def _worker_class(factory: Callable[[], Worker]) -> type[Worker] | None:
     """The class a factory builds, when it can be told without calling it: a
-    `functools.partial(cls, config)` (what the runtime passes), a class, or a callable with
-    a `worker_class` attribute."""
-    cls = getattr(factory, "worker_class", None)
-    if cls is None and isinstance(factory, functools.partial):
-        cls = factory.func
-    if cls is None:
-        cls = factory
+    `functools.partial(cls, config)` (what the runtime passes) or a class."""
+    cls = factory.func if isinstance(factory, functools.partial) else factory
     return cls if isinstance(cls, type) and issubclass(cls, Worker) else None
 
 
@@ -116,6 +111,12 @@ class WorkerRunner:
     @property
     def critical(self) -> bool:
         return self.worker.critical
+
+    @property
+    def available(self) -> bool:
+        """Its loop runs (OK, or DEGRADED because an outside link is down); crashed and
+        waiting to restart, hung, failed or stopped, it is not."""
+        return self.state in (OK, DEGRADED) and self.entered.is_set() and not self.backing_off
 
     def _build(self) -> Worker:
         try:
@@ -314,8 +315,7 @@ class Supervisor:
         return all(r.fresh() for r in self.runners if r.critical)
 
     def critical_running(self) -> bool:
-        return all(r.state in (OK, DEGRADED) and r.entered.is_set() and not r.backing_off
-                   for r in self.runners if r.critical)
+        return all(r.available for r in self.runners if r.critical)
 
     def critical_restarts(self) -> int:
         """Crashes plus restarts of the critical workers so far: grows with every one."""

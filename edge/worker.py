@@ -39,6 +39,9 @@ class Worker:
     start_order: int = 50          # lower starts first; the button path first, the network last
     heartbeat_timeout_s: float = 30.0
     entities: tuple["Entity", ...] = ()  # what Home Assistant shows for this worker (edge.entities)
+    # Bus kinds this worker must hear from boot on, though it starts late (the MQTT link):
+    # see `boot_subscription`.
+    bus_patterns_from_boot: tuple[str, ...] = ()
 
     def __init__(self, config: "Config"):
         self.config = config
@@ -97,6 +100,20 @@ class WorkerContext:
             self.stopping.wait(min(step, left))
         self.heartbeat()
         return self.stopping.is_set()
+
+
+BOOT_QUEUE_SIZE = 10_000
+
+
+def boot_subscription(worker: type[Worker], services: dict[str, Any], bus: "EventBus"):
+    """The bus queue of a worker with `bus_patterns_from_boot`, kept in
+    `services["<name>.subscription"]` so it outlives the worker's restarts: opened by the
+    runtime before any worker starts, or here on first use."""
+    key = f"{worker.name}.subscription"
+    sub = services.get(key)
+    if sub is None:
+        sub = services[key] = bus.subscribe(worker.name, *worker.bus_patterns_from_boot, maxsize=BOOT_QUEUE_SIZE)
+    return sub
 
 
 @dataclass(frozen=True)

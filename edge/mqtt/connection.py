@@ -36,6 +36,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from edge.breaker import Backoff
+from edge.mqtt.settings import uses_tls
 
 log = logging.getLogger("edge.mqtt.connection")
 
@@ -101,7 +102,7 @@ class ConnectionSettings:
 
     @property
     def uses_tls(self) -> bool:
-        return self.tls or bool(self.tls_ca)
+        return uses_tls(self)
 
     def describe(self) -> str:
         return f"{'mqtts' if self.uses_tls else 'mqtt'}://{self.host}:{self.port} (MQTT {self.protocol})"

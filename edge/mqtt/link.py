@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import random
-import sys
 import threading
 from typing import Any
 
@@ -44,22 +43,21 @@ from edge.mqtt.outbox import Outbox
 from edge.mqtt.remote_commands import RemoteCommands, register_node_commands
 from edge.mqtt.settings import SECTION
 from edge.mqtt.topics import Topics
-from edge.worker import Worker, WorkerContext
+from edge.worker import Worker, WorkerContext, boot_subscription
 
 log = logging.getLogger("edge.mqtt.link")
 
 INGEST_BATCH = 500
 # Every callback, new event, state or health change wakes the link at once. Idle, it wakes
-# this often only to heartbeat and to see a stop, and does no work (an idle device must not
-# spin or query its store); the report also catches what changes without telling (a breaker
-# going half-open).
+# this often only to heartbeat and to see a stop (an idle device must not spin); every
+# REPORT_EVERY_S it refreshes the node report, which catches what changes without telling
+# (a breaker going half-open), and the outbox counts (a read, never a write).
 IDLE_WAKE_S = 0.5
 REPORT_EVERY_S = 5.0
 INGEST_POLL_S = 0.5
 EXPIRE_EVERY_S = 60.0
 SETUP_RETRY_S = 30.0
 EMBEDDED = "mqtt.embedded_broker"  # ctx.services key: the simulator's broker outlives link restarts
-SUBSCRIPTION = "mqtt.subscription"  # ctx.services key: the bus queue outlives link restarts too
 
 
 def _state_payload(value: Any) -> bytes:
@@ -84,7 +82,7 @@ class MqttLink(Worker):
         self._interrupted = threading.Event()
         self._report_now = threading.Event()
         self.subscribed = threading.Event()     # commands and HA's birth reach us (SUBACK seen)
-        self._lock = threading.Lock()           # connection state, in-flight map, barrier, birth timer
+        self._lock = threading.Lock()           # connection state and reason, dirty states, birth timer
         self._publish_lock = threading.Lock()   # states and statuses: read the latest and publish as one step
         self._connected = False
         self._disconnect_reason = "not connected yet"
@@ -156,11 +154,11 @@ class MqttLink(Worker):
             self.conn.stop(last_words=(self.topics.status, "offline") if final else None)
         with self._lock:
             self._connected = False
-        self.counters.dropped.update(self.outbox.drops())  # the next run starts with a fresh Outbox
+        self.counters.merge_drops(self.outbox.drops())
         self.counters.add("outbox_coalesced", self.outbox.coalesced)
         if final:
             self._stop_embedded_broker()
-            sub = ctx.services.pop(SUBSCRIPTION, None)
+            sub = ctx.services.pop(f"{self.name}.subscription", None)
             if sub is not None:
                 sub.close()
         if self.counters.link is self:
@@ -169,10 +167,7 @@ class MqttLink(Worker):
     def _subscription(self, ctx: WorkerContext):
         """All bus events, in one queue that outlives restarts of the link: events raised
         while it restarts wait there instead of being missed."""
-        sub = ctx.services.get(SUBSCRIPTION)
-        if sub is None:
-            sub = ctx.services[SUBSCRIPTION] = ctx.bus.subscribe("mqtt", "*", maxsize=10_000)
-        return sub
+        return boot_subscription(type(self), ctx.services, ctx.bus)
 
     def _loop(self, ctx: WorkerContext, cfg, ingest: threading.Thread) -> None:
         clock = ctx.clock
@@ -306,11 +301,7 @@ class MqttLink(Worker):
             log.warning("simulator: %s", line)
             # For the person at the terminal (stderr, like the simulator's banner, which is
             # usually printed before this broker is up; stdout is the JSON log).
-            announce = getattr(self.runtime, "announce", None)
-            if announce is not None:
-                announce(f"mqtt:    {line}")
-            else:
-                print(f"  mqtt:    {line}", file=sys.stderr, flush=True)
+            self.runtime.announce(f"mqtt:    {line}")
         return broker
 
     def _stop_embedded_broker(self) -> None:
@@ -326,10 +317,7 @@ class MqttLink(Worker):
         if self.report is not None:
             self.report.update_breakers()  # so the states below say the broker is connected
         self._put(self.topics.status, "online", qos=1, retain=True)
-        self._publish_discovery()
-        with self._publish_lock:
-            self._publish_statuses(all_of_them=True)
-            self._publish_states(self.ctx.states.snapshot())
+        self._announce_all()
         self.conn.subscribe([self.topics.commands, self.topics.birth, self.topics.configs])
         self.events.on_connected()  # before we count as connected: paho re-sends the cut's first
         with self._lock:
@@ -383,6 +371,14 @@ class MqttLink(Worker):
             self.conn.publish(topic, payload, qos=qos, retain=retain, properties=properties)
         except PublishRefused as exc:
             log.error("cannot publish %s", exc)
+
+    def _announce_all(self) -> None:
+        """Discovery, every worker status and every state: on each (re)connect and after
+        Home Assistant's birth."""
+        self._publish_discovery()
+        with self._publish_lock:
+            self._publish_statuses(all_of_them=True)
+            self._publish_states(self.ctx.states.snapshot())
 
     def _publish_discovery(self) -> None:
         for topic, cfg in self.configs.items():
@@ -458,10 +454,7 @@ class MqttLink(Worker):
         if not due:
             return
         log.info("Home Assistant came online: re-publishing discovery and states")
-        self._publish_discovery()
-        with self._publish_lock:
-            self._publish_statuses(all_of_them=True)
-            self._publish_states(self.ctx.states.snapshot())
+        self._announce_all()
 
     # -- events: bus → outbox → broker ------------------------------------------------------------
     def _ingest(self, sub, stop: threading.Event) -> None:

@@ -41,6 +41,11 @@ class LinkCounters:
         with self._lock:
             self.dropped[reason, klass] += n
 
+    def merge_drops(self, drops: Counter[tuple[str, str]]) -> None:
+        """Keep a finished outbox's drop counts (the next link run starts a fresh one)."""
+        with self._lock:
+            self.dropped.update(drops)
+
 
 class LinkCollector:
     def __init__(self, counters: LinkCounters):

@@ -11,17 +11,15 @@ from __future__ import annotations
 from typing import Any
 
 from edge.breaker import CLOSED
-from edge.health import DEGRADED, FAILED, HUNG, OK
+from edge.health import DEGRADED, FAILED, HUNG
 
 ONLINE, OFFLINE = "online", "offline"
 PROBLEM_STATES = (DEGRADED, FAILED, HUNG)
 
 
 def worker_availability(runner) -> str:
-    """A worker is available while its loop runs (OK, or DEGRADED because an outside link is
-    down); crashed and waiting to restart, hung, failed or stopped, it is not."""
-    running = runner.state in (OK, DEGRADED) and runner.entered.is_set() and not runner.backing_off
-    return ONLINE if running else OFFLINE
+    """ONLINE while the worker's loop runs (`WorkerRunner.available`)."""
+    return ONLINE if runner.available else OFFLINE
 
 
 class NodeReport:

@@ -102,7 +102,6 @@ class Queued:
     keep: bool
     coalesce_key: str | None
     event_id: str | None
-    attempts: int
     source: str
 
     @property
@@ -279,9 +278,9 @@ class OutboxStore:
     # -- reads ------------------------------------------------------------------------------
     def peek(self, limit: int) -> list[Queued]:
         with self._lock:
-            rows = self._store.read("SELECT id, topic, payload, qos, keep, coalesce_key, event_id, attempts "
+            rows = self._store.read("SELECT id, topic, payload, qos, keep, coalesce_key, event_id "
                                     "FROM outbox WHERE id > ? ORDER BY id LIMIT ?", (self._cursor, limit))
-        return [Queued(r[0], r[1], bytes(r[2]), r[3], bool(r[4]), r[5], r[6], r[7], self.source) for r in rows]
+        return [Queued(r[0], r[1], bytes(r[2]), r[3], bool(r[4]), r[5], r[6], self.source) for r in rows]
 
     def pending(self) -> int:
         with self._lock:
@@ -331,7 +330,7 @@ class MemoryOutbox:
                             self._bytes -= size
                             self.coalesced += 1
                 rid = next(self._ids)
-                self._rows[rid] = (Queued(rid, m.topic, m.payload, m.qos, m.keep, m.coalesce_key, m.event_id, 0,
+                self._rows[rid] = (Queued(rid, m.topic, m.payload, m.qos, m.keep, m.coalesce_key, m.event_id,
                                           self.source), now, m.size)
                 self._bytes += m.size
                 ids.append(rid)
@@ -432,9 +431,7 @@ class Outbox:
             return cls(OutboxStore(store, clock, max_bytes, ttl_s), memory)
         except (StoreUnavailable, sqlite3.Error) as exc:
             log.error("outbox cannot use the store (%s): events are kept in memory only", exc)
-            box = cls(None, memory)
-            box.spill_reason = str(exc)
-            return box
+            return cls(None, memory)
 
     @property
     def degraded(self) -> str | None:

@@ -66,8 +66,7 @@ class RemoteCommands:
         refusals fit in their own small queue) when it is oversized or too many wait."""
         with self._lock:
             if len(payload) > MAX_PAYLOAD:
-                refusal = self.registry.reject(f"payload of {len(payload)} bytes is over the {MAX_PAYLOAD}-byte "
-                                               f"limit", "oversized")
+                refusal = self.registry.reject_oversized(len(payload))
             elif len(self._queue) >= MAX_QUEUED:
                 refusal = self.registry.reject(f"{MAX_QUEUED} commands are already waiting; send it again in a "
                                                f"moment", "busy")

@@ -11,12 +11,16 @@ from pathlib import Path
 from edge.config import Key, Section, is_loopback
 
 
+def uses_tls(cfg) -> bool:
+    """TLS is on with `tls = true` or implied by a CA file (the section or ConnectionSettings)."""
+    return bool(cfg.tls or cfg.tls_ca)
+
+
 def _check(config, problems: list[str], warnings: list[str]) -> None:
     cfg = config["mqtt"]
     if not cfg.enabled:
         return
-    tls = cfg.tls or bool(cfg.tls_ca)
-    if (cfg.username or cfg.secret("password")) and not tls and cfg.host and not is_loopback(cfg.host):
+    if (cfg.username or cfg.secret("password")) and not uses_tls(cfg) and cfg.host and not is_loopback(cfg.host):
         warnings.append(f"[mqtt] username/password are sent to {cfg.host} without TLS, readable by anyone on the "
                         f"network; set tls_ca = \"/etc/edge/mqtt-ca.pem\" (and port = 8883) or use a local broker")
     if bool(cfg.tls_cert) != bool(cfg.tls_key):

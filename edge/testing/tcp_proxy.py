@@ -60,8 +60,6 @@ class TcpProxy:
         self._drop: threading.Event | None = None
         self._synced: list[threading.Event] = []  # callers waiting for the loop to apply a change
         self._closed = False
-        self.accepted = 0
-        self.forwarded = {UP: 0, DOWN: 0}
         self._thread = threading.Thread(target=self._loop, name=f"tcp-proxy-{self.port}", daemon=True)
 
     def start(self) -> "TcpProxy":
@@ -161,7 +159,6 @@ class TcpProxy:
             client, _ = self._listener.accept()
         except BlockingIOError:
             return
-        self.accepted += 1
         try:
             server = socket.create_connection(self.target, timeout=2)
         except OSError:
@@ -197,7 +194,6 @@ class TcpProxy:
             data = sock.recv(65536)
             if data:
                 pair.peer(sock).sendall(data)
-                self.forwarded[pair.direction(sock)] += len(data)
                 return
         except OSError:
             pass
