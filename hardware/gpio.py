@@ -276,9 +276,8 @@ class DoorbellGpio:
             raise GpioError("the button is a real GPIO pin; only a simulated one (pin_factory = \"mock\") "
                             "can be pressed from software")
         if self._finger is None:
-            active_low = self.pins.button_pull == "up" or (self.pins.button_pull == "off"
-                                                          and self.pins.button_active == "low")
-            self._finger = _Finger(pin, active_low)
+            args = _button_args(self.pins)  # the one rule for which level is "pressed"
+            self._finger = _Finger(pin, active_low=args["pull_up"] is True or args.get("active_state") is False)
         self.timer.pulse(self._finger, seconds)
 
     def set_led(self, mode: str) -> None:

@@ -88,6 +88,10 @@ class Snapshot:
     names: tuple[str, ...]
 
 
+# The snapshots whose `names` (a JSON list) hold the bound name.
+_LABELLED_WITH = "FROM snapshots s, json_each(s.names) j WHERE j.value = ?"
+
+
 class FaceStore:
     def __init__(self, store: Store):
         self.store = store
@@ -132,8 +136,7 @@ class FaceStore:
 
         def delete(conn):
             removed = conn.execute("DELETE FROM faces WHERE name = ?", (name,)).rowcount
-            rows = [(r[0], r[1]) for r in conn.execute(
-                "SELECT s.event_id, s.file FROM snapshots s, json_each(s.names) j WHERE j.value = ?", (name,))]
+            rows = [(r[0], r[1]) for r in conn.execute(f"SELECT s.event_id, s.file {_LABELLED_WITH}", (name,))]
             gone = [(event_id, file) for event_id, file in rows if file not in keep]
             conn.executemany("DELETE FROM snapshots WHERE event_id = ?", [(event_id,) for event_id, _ in gone])
             return removed, [file for _, file in gone]
@@ -142,8 +145,7 @@ class FaceStore:
 
     def snapshot_files(self, name: str) -> list[str]:
         """File names of the snapshots labelled with `name`."""
-        return [r[0] for r in self.store.read(
-            "SELECT s.file FROM snapshots s, json_each(s.names) j WHERE j.value = ?", (name,))]
+        return [r[0] for r in self.store.read(f"SELECT s.file {_LABELLED_WITH}", (name,))]
 
     # -- snapshot index ----------------------------------------------------------------------
     def record_snapshot(self, event_id: str, file: str, names: Iterable[str], ts_wall: float) -> None:

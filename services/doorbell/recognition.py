@@ -469,11 +469,9 @@ def _anchors_while_encoding(frame: np.ndarray, gray: np.ndarray, boxes: list[Box
     two overlap on two cores. Returns the anchors, largest first, and the encodings
     already made, by anchor index (a face both passes found keeps its encoding)."""
     second = _second_scale(boxes, scale, min_face_px)
+    if second is None or not boxes:  # nothing to encode meanwhile
+        return _largest_first(_refine(gray, boxes, scale, min_face_px), max_faces), {}
     early = _largest_first(boxes, max_faces)
-    if second is None:
-        return early, {}
-    if not early:
-        return _largest_first(_hog_boxes(gray, second), max_faces), {}
     scaled = _scaled(gray, second)
     found: list[Box] = []
     failed: list[BaseException] = []

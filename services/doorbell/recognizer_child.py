@@ -204,8 +204,9 @@ class RecognizerProcess:
         (at most start_timeout_s). Returns `available`; never raises for a broken child.
 
         The wait for the models (seconds; a minute at worst) is spent outside the lock,
-        which is only taken to read the child's message once it has arrived: recognize(),
-        set_known() and stop() from other threads are never queued behind the load."""
+        which is taken only briefly, every 0.1 s, to check the state and read the child's
+        message if it is there: recognize(), set_known() and stop() from other threads are
+        never queued behind the load."""
         with self._lock:
             self._stopping = False
             if self._state in (NEW, STOPPED, UNAVAILABLE, FAILED) or not self._child_alive():
@@ -263,15 +264,14 @@ class RecognizerProcess:
         `timeout_s` for a request in progress; False when it could not (the caller
         tries again later)."""
         copy = {name: [np.asarray(e) for e in encodings] for name, encodings in known.items()}
-        if not self._lock.acquire(timeout=timeout_s):
-            return False
         try:
-            self._known = copy
-            if self._state == READY:
-                self._push_known()
-            return True
-        finally:
-            self._lock.release()
+            with self._locked(time.monotonic() + timeout_s):
+                self._known = copy
+                if self._state == READY:
+                    self._push_known()
+        except RecognizerUnavailable:
+            return False
+        return True
 
     def kill(self) -> None:
         """SIGKILL the child (for tests and the watchdog); the next call notices and restarts."""

@@ -52,10 +52,10 @@ from edge.store import StoreUnavailable
 from edge.worker import Worker, WorkerContext
 from hardware import gpio
 from hardware.camera import (BACKENDS, FAULTS as CAMERA_FAULTS, BurstInterrupted, CameraError, FakeCamera,
-                             burst_fault, capture_burst, make_camera, sharpness)
+                             burst_fault, capture_burst, make_camera)
 from services.doorbell.enrollment import EnrollmentChild
 from services.doorbell.faces_store import FaceStore, check_name  # registers the "faces" migration
-from services.doorbell.recognition import KNOWN, UNCERTAIN, UNKNOWN, EnrollmentError, VisitorResult
+from services.doorbell.recognition import KNOWN, UNCERTAIN, UNKNOWN, EnrollmentError, VisitorResult, choose_frame
 from services.doorbell.recognizer_child import (FAILED as RECOGNIZER_FAILED, UNAVAILABLE as RECOGNIZER_UNAVAILABLE,
                                                 RecognitionError, RecognizerProcess, RecognizerUnavailable)
 from services.doorbell.snapshots import SnapshotFolder, encode_jpeg, snapshot_folder
@@ -480,7 +480,7 @@ class DoorbellWorker(Worker):
         """The JPEG of the chosen frame; saved on disk (visitor["snapshot"]) and kept in
         memory for "this was Alice"."""
         index = result.frame_index if result is not None and result.frame_index is not None else \
-            max(range(len(frames)), key=lambda i: sharpness(frames[i]))
+            choose_frame(frames, [()] * len(frames))  # no faces: the sharpest frame
         jpeg = encode_jpeg(frames[index])
         visitor["snapshot"] = self._save_snapshot(press, jpeg, visitor)
         self._last_visitor = LastVisitor(press.event_id, frames[index],
@@ -500,7 +500,7 @@ class DoorbellWorker(Worker):
     def _burst(self) -> tuple[list[np.ndarray], str | None]:
         if self.camera is None:
             return [], None
-        if not self._camera_open and not self._probe_camera():
+        if not self._probe_camera():
             return [], self._camera_error
         try:
             frames = capture_burst(self.camera, self.camera_cfg.burst)
