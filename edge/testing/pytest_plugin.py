@@ -65,15 +65,26 @@ def no_leaks(request):
     pytest.fail(f"{request.node.nodeid} leaked " + "; ".join(problems), pytrace=False)
 
 
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item, call):
+def _no_hidden_skip(report) -> None:
     """With EDGE_REQUIRE_INTEGRATION=1 (CI) every skip is a failure, except a documented
     platform skip (code that can only run on a Pi, its reason marked PLATFORM_SKIP): a test
     skipped for a missing program or data must not pass CI silently, however it skipped."""
-    outcome = yield
-    report = outcome.get_result()
     if report.skipped and integration_required() and not hasattr(report, "wasxfail"):
         reason = str(report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr)
         if PLATFORM_SKIP not in reason:
             report.outcome = "failed"
             report.longrepr = f"skipped, and EDGE_REQUIRE_INTEGRATION=1 allows only platform skips: {reason}"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    _no_hidden_skip(outcome.get_result())
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector):
+    """A module-level skip (`pytest.importorskip` at import, `allow_module_level=True`)
+    happens while collecting, before any test report."""
+    outcome = yield
+    _no_hidden_skip(outcome.get_result())

@@ -84,16 +84,20 @@ class TcpProxy:
         done = threading.Event()
         with self._lock:
             self._synced.append(done)
-        self._poke()
-        done.wait(5)
+        self._applied(done, "apply a pause or resume")
 
     def drop_connections(self) -> None:
         """Reset every open connection (what waited in the buffers is lost)."""
         done = threading.Event()
         with self._lock:
             self._drop = done
+        self._applied(done, "drop its connections")
+
+    def _applied(self, done: threading.Event, what: str) -> None:
+        """Wake the loop and return once it has done what was asked (callers rely on that)."""
         self._poke()
-        done.wait(5)
+        if not done.wait(5):
+            raise RuntimeError(f"the TCP proxy on port {self.port} did not {what} within 5 s")
 
     @property
     def connections(self) -> int:

@@ -28,6 +28,14 @@ from edge.notify import SystemdNotifier
 from edge.testing.waiting import wait_for
 from services.doorbell.worker import DoorbellWorker
 
+NO_FACES = {"faces": {"enabled": False}}  # a doorbell config section without recognition
+
+
+def on_seconds(pin) -> list[float]:
+    """How long each on-period of a MockFactory output lasted, from its recorded history
+    (each entry's timestamp is the time since the previous change)."""
+    return [after.timestamp for before, after in zip(pin.states, pin.states[1:]) if before.state and not after.state]
+
 
 def _merge(base: dict, extra: dict) -> dict:
     out = {k: dict(v) if isinstance(v, dict) else v for k, v in base.items()}

@@ -6,11 +6,18 @@ import contextlib
 import os
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 
-from edge.testing.requirements import missing
+from edge.testing.requirements import find_test_data, missing
 from services.doorbell.testing import doorbells
+
+
+@pytest.fixture(scope="module")
+def photos() -> Path:
+    """The face photos folder (EDGE_TEST_DATA/faces; skips, or fails in CI, without it)."""
+    return find_test_data() / "faces"
 
 
 @pytest.fixture

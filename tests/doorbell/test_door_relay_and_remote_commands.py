@@ -10,16 +10,11 @@ import threading
 import pytest
 
 from edge.commands import CommandRejected
-from edge.testing.requirements import find_test_data
 from edge.testing.waiting import wait_for
 from services.doorbell.faces_store import FaceStore
+from services.doorbell.testing import NO_FACES, on_seconds
 from services.doorbell.worker import DoorbellWorker
 
-NO_FACES = {"faces": {"enabled": False}}
-
-
-def on_seconds(pin) -> list[float]:
-    return [after.timestamp for before, after in zip(pin.states, pin.states[1:]) if before.state and not after.state]
 
 
 def audit_actions(bell) -> list[tuple[str, str, str | None]]:
@@ -105,8 +100,7 @@ def test_remote_enrollment_is_refused_unless_the_config_allows_it(make_bell):
     assert bell.events("faces.enrolled") == []
 
 
-def test_this_was_barack_enrolls_the_last_visitor_and_the_next_ring_names_him(make_bell):
-    photos = find_test_data() / "faces"
+def test_this_was_barack_enrolls_the_last_visitor_and_the_next_ring_names_him(make_bell, photos):
     bell = make_bell({"doorbell": {"cooldown_s": 0}, "faces": {"allow_remote_enroll": True},
                       "camera": {"width": 1280, "height": 720, "source": str(photos / "obama_2.jpg")}})
     bell.wait_recognizer()

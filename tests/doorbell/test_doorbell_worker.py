@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import os
 import pickle
-from pathlib import Path
 
 import cv2
 import pytest
@@ -17,21 +16,15 @@ import pytest
 from edge.clock import FakeClock
 from edge.commands import CommandRejected
 from edge.store import DB_NAME, Store
-from edge.testing.requirements import find_test_data
 from edge.testing.waiting import wait_for
 from services.doorbell.enrollment import encode_photo, photo_source
 from services.doorbell.faces_store import FaceStore
 from services.doorbell.recognizer_child import RecognizerProcess
 from services.doorbell.snapshots import SnapshotFolder
+from services.doorbell.testing import NO_FACES
 from services.doorbell.worker import DoorbellWorker
 
-NO_FACES = {"faces": {"enabled": False}}
 HD = {"width": 1280, "height": 720}
-
-
-@pytest.fixture(scope="module")
-def photos() -> Path:
-    return find_test_data() / "faces"
 
 
 @pytest.fixture(scope="module")

@@ -12,14 +12,8 @@ import pytest
 from runtime_helpers import EDGE, edge_env, running_edge
 
 from edge.store import DB_NAME, Store
-from edge.testing.requirements import find_test_data
 from edge.testing.waiting import wait_for
 from services.doorbell.faces_store import FaceStore
-
-
-@pytest.fixture(scope="module")
-def photos():
-    return find_test_data() / "faces"
 
 
 def edge(env, *args, timeout=120) -> subprocess.CompletedProcess:

@@ -15,18 +15,11 @@ from gpiozero.pins.mock import MockFactory
 
 from edge.testing.waiting import wait_for
 from hardware.gpio import DoorbellGpio, DoorbellPins, GpioError, PulseTimer, pin_factory
+from services.doorbell.testing import on_seconds
 
 PINS = DoorbellPins(button=17, chime=27, relay=22, led=23, long_press_s=0.3)
 
 
-def on_seconds(pin) -> list[float]:
-    """How long each on-period of a mock output lasted, from its recorded history
-    (each entry's timestamp is the time since the previous change)."""
-    periods = []
-    for before, after in zip(pin.states, pin.states[1:]):
-        if before.state and not after.state:
-            periods.append(after.timestamp)
-    return periods
 
 
 @pytest.fixture

@@ -393,27 +393,6 @@ EXCLUSIVE_REQUIRED: Final[dict[str, frozenset[str]]] = {
     "image": frozenset({"image_topic", "url_topic"}),
 }
 
-# Device-based discovery (topic <prefix>/device/<object_id>/config), per mqtt.markdown:
-# the root "must include" device (dev) and origin (o), and the components go under
-# components (cmps). "Supported shared options" at the root: the availability options,
-# origin, command_topic, state_topic, qos, encoding.
-DEVICE_DISCOVERY_REQUIRED_ROOT_KEYS: Final = frozenset({"device", "origin", "components"})
-DEVICE_DISCOVERY_SHARED_OPTIONS: Final = MQTT_PLATFORM_AVAILABILITY_OPTIONS | frozenset({
-    "origin",
-    "command_topic",
-    "state_topic",
-    "qos",
-    "encoding",
-})
-
-# Payload keys that are not options:
-#   "~"                 base topic. Substituted into values of keys ending in `_topic`
-#                       when `~` is at the start or end of the value.
-#   "migrate_discovery" the payload {"migrate_discovery": true} (abbreviation
-#                       "migr_discvry") starts a move from single-component to
-#                       device-based discovery.
-SPECIAL_DISCOVERY_PAYLOAD_KEYS: Final = frozenset({"~", "migrate_discovery"})
-
 # --------------------------------------------------------------------------------------
 # Nested blocks
 # --------------------------------------------------------------------------------------
@@ -448,87 +427,6 @@ AVAILABILITY_OPTIONS: Final = frozenset({
     "value_template",
 })
 AVAILABILITY_MODES: Final = frozenset({"all", "any", "latest"})  # default "latest"
-
-# --------------------------------------------------------------------------------------
-# Abbreviations (mqtt.markdown @ 0a314403, "Supported abbreviations ..."), full -> short,
-# limited to the keys used above. `qos` has no abbreviation, and neither does `via_device`
-# inside `device`.
-# `def_ent_id` comes from the post-2025.10 mqtt.markdown. That table no longer has `obj_id`.
-# --------------------------------------------------------------------------------------
-
-ABBREVIATIONS: Final[dict[str, str]] = {
-    "availability": "avty",
-    "availability_mode": "avty_mode",
-    "availability_template": "avty_tpl",
-    "availability_topic": "avty_t",
-    "command_template": "cmd_tpl",
-    "command_topic": "cmd_t",
-    "components": "cmps",
-    "content_type": "cont_type",
-    "default_entity_id": "def_ent_id",
-    "device": "dev",
-    "device_class": "dev_cla",
-    "display_precision": "dsp_prc",
-    "enabled_by_default": "en",
-    "encoding": "e",
-    "entity_category": "ent_cat",
-    "entity_picture": "ent_pic",
-    "event_types": "evt_typ",
-    "expire_after": "exp_aft",
-    "force_update": "frc_upd",
-    "icon": "ic",
-    "image_encoding": "img_e",
-    "image_topic": "img_t",
-    "json_attributes_template": "json_attr_tpl",
-    "json_attributes_topic": "json_attr_t",
-    "last_reset_value_template": "lrst_val_tpl",
-    "latest_version_template": "l_ver_tpl",
-    "latest_version_topic": "l_ver_t",
-    "migrate_discovery": "migr_discvry",
-    "name": "name",
-    "object_id": "obj_id",  # deprecated, see DEPRECATED_OPTIONS
-    "off_delay": "off_dly",
-    "options": "ops",
-    "origin": "o",
-    "payload_available": "pl_avail",
-    "payload_install": "pl_inst",
-    "payload_not_available": "pl_not_avail",
-    "payload_off": "pl_off",
-    "payload_on": "pl_on",
-    "payload_press": "pl_prs",
-    "platform": "p",
-    "release_summary": "rel_s",
-    "release_url": "rel_u",
-    "retain": "ret",
-    "state_class": "stat_cla",
-    "state_topic": "stat_t",
-    "suggested_display_precision": "sug_dsp_prc",
-    "title": "tit",
-    "topic": "t",
-    "unique_id": "uniq_id",
-    "unit_of_measurement": "unit_of_meas",
-    "url_template": "url_tpl",
-    "url_topic": "url_t",
-    "value_template": "val_tpl",
-}
-DEVICE_ABBREVIATIONS: Final[dict[str, str]] = {
-    "configuration_url": "cu",
-    "connections": "cns",
-    "identifiers": "ids",
-    "name": "name",
-    "manufacturer": "mf",
-    "model": "mdl",
-    "model_id": "mdl_id",
-    "hw_version": "hw",
-    "sw_version": "sw",
-    "suggested_area": "sa",
-    "serial_number": "sn",
-}
-ORIGIN_ABBREVIATIONS: Final[dict[str, str]] = {
-    "name": "name",
-    "sw_version": "sw",
-    "support_url": "url",
-}
 
 # --------------------------------------------------------------------------------------
 # Device classes, state classes, entity categories
@@ -690,16 +588,12 @@ ENTITY_CATEGORIES_ALLOWED: Final[dict[str, frozenset[str]]] = {
 #   is in the sets above.
 
 __all__ = [
-    "ABBREVIATIONS",
     "AVAILABILITY_MODES",
     "AVAILABILITY_OPTIONS",
     "COMPONENTS",
     "CURRENT_PAGE_OPTIONS",
     "DEPRECATED_OPTIONS",
-    "DEVICE_ABBREVIATIONS",
     "DEVICE_CLASSES",
-    "DEVICE_DISCOVERY_REQUIRED_ROOT_KEYS",
-    "DEVICE_DISCOVERY_SHARED_OPTIONS",
     "DEVICE_OPTIONS",
     "DISCOVERY_ONLY_KEYS",
     "DOCUMENTED_OPTIONS",
@@ -709,7 +603,6 @@ __all__ = [
     "ENTITY_CATEGORIES_ALLOWED",
     "EXCLUSIVE_REQUIRED",
     "MQTT_PLATFORM_AVAILABILITY_OPTIONS",
-    "ORIGIN_ABBREVIATIONS",
     "ORIGIN_OPTIONS",
     "ORIGIN_REQUIRED",
     "PAGE_OPTIONS_AT_COMMIT",
@@ -718,5 +611,4 @@ __all__ = [
     "SENSOR_DEVICE_CLASSES_AT_7450CACA",
     "SENSOR_DEVICE_CLASSES_NEWEST",
     "SENSOR_STATE_CLASSES",
-    "SPECIAL_DISCOVERY_PAYLOAD_KEYS",
 ]

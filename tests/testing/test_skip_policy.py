@@ -1,5 +1,6 @@
 """The CI skip policy itself: with EDGE_REQUIRE_INTEGRATION=1 any skip fails the run,
-however the test skipped, except a documented platform skip; on a laptop both skip."""
+however the test skipped (at collection too), except a documented platform skip; on a
+laptop all of them skip."""
 
 import pytest
 
@@ -21,16 +22,26 @@ def test_runs_only_on_a_pi():
 '''
 
 
+MODULE_SKIP = '''
+import pytest
+pytest.importorskip("no_such_module_at_import")
+
+def test_never_collected():
+    pass
+'''
+
+
 def run(pytester):
     pytester.makeconftest('pytest_plugins = ["edge.testing.pytest_plugin"]')
-    pytester.makepyfile(test_skips=TESTS)
-    return pytester.runpytest_inprocess("-p", "no:cacheprovider", "-rs")
+    pytester.makepyfile(test_skips=TESTS, test_module_skip=MODULE_SKIP)
+    return pytester.runpytest_inprocess("-p", "no:cacheprovider", "-rs", "--continue-on-collection-errors")
 
 
 def test_in_ci_only_a_platform_skip_is_allowed(pytester, monkeypatch):
     monkeypatch.setenv("EDGE_REQUIRE_INTEGRATION", "1")
     result = run(pytester)
-    result.assert_outcomes(failed=2, skipped=1)
+    result.assert_outcomes(failed=2, skipped=1, errors=1)
+    result.stdout.fnmatch_lines(["*allows only platform skips: *no_such_module_at_import*"])
     result.stdout.fnmatch_lines(["*allows only platform skips: *frobnicator is not installed*",
                                  "*allows only platform skips: *no_such_module_here*"])
 
@@ -38,4 +49,4 @@ def test_in_ci_only_a_platform_skip_is_allowed(pytester, monkeypatch):
 @pytest.mark.parametrize("value", ["", "0"])
 def test_on_a_laptop_every_skip_stays_a_skip(pytester, monkeypatch, value):
     monkeypatch.setenv("EDGE_REQUIRE_INTEGRATION", value)
-    run(pytester).assert_outcomes(skipped=3)
+    run(pytester).assert_outcomes(skipped=4)
