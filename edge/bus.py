@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import fnmatch
 import threading
-import time
 import uuid
 from collections import Counter, deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
+
+from edge.clock import SYSTEM_CLOCK, Clock
 
 
 def new_event_id() -> str:
@@ -24,13 +25,15 @@ def new_event_id() -> str:
 @dataclass(frozen=True)
 class Event:
     """`kind` is dotted (`doorbell.ring`); `event_id` follows a press through logs, MQTT,
-    SIP and the audit log, so derived events reuse their cause's id."""
+    SIP and the audit log, so derived events reuse their cause's id. The times come from
+    the bus's clock (the runtime's), so a latency computed later with `ctx.clock` against
+    `ts_mono` is right under a FakeClock too."""
 
     kind: str
-    data: dict[str, Any] = field(default_factory=dict)
-    event_id: str = field(default_factory=new_event_id)
-    ts_wall: float = field(default_factory=time.time)
-    ts_mono: float = field(default_factory=time.monotonic)
+    data: dict[str, Any]
+    event_id: str
+    ts_wall: float
+    ts_mono: float
 
 
 class Subscription:
@@ -80,7 +83,8 @@ class Subscription:
 
 
 class EventBus:
-    def __init__(self):
+    def __init__(self, clock: Clock = SYSTEM_CLOCK):
+        self.clock = clock
         self._subs: list[Subscription] = []
         self._never_drop: set[str] = set()
         self._lock = threading.Lock()
@@ -118,6 +122,7 @@ class EventBus:
         return event
 
     def emit(self, kind: str, data: dict | None = None, event_id: str | None = None) -> Event:
-        """Publish a new event; pass the cause's `event_id` to keep the chain."""
-        event = Event(kind, data or {}, event_id or new_event_id())
+        """Publish a new event, stamped with the bus's clock; pass the cause's `event_id`
+        to keep the chain."""
+        event = Event(kind, data or {}, event_id or new_event_id(), self.clock.wall(), self.clock.monotonic())
         return self.publish(event)

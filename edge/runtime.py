@@ -214,7 +214,7 @@ class Runtime:
         self.config_error = config_error
         self.health = HealthRegistry(clock)
         self.breakers = BreakerBoard(clock, on_change=self._breaker_changed)
-        self.bus = EventBus()
+        self.bus = EventBus(clock)
         self.states = StateBoard()
         self.store: Store | None = None
         self.audit: AuditLog | None = None

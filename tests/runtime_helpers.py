@@ -28,7 +28,7 @@ def make_config(classes=(), data=None, env=None, sim=True):
 
 
 def context_factory(health: HealthRegistry, clock):
-    bus, breakers, states = EventBus(), BreakerBoard(clock), StateBoard()
+    bus, breakers, states = EventBus(clock), BreakerBoard(clock), StateBoard()
 
     def make(worker, stopping: threading.Event, heartbeat):
         return WorkerContext(worker, stopping=stopping, clock=clock, bus=bus, store=None, breakers=breakers,

@@ -86,6 +86,20 @@ def test_press_within_the_cooldown_is_counted_but_does_not_ring(make_bell):
                       states.get("doorbell.rings")) == (3, 1, 2), timeout=5, message="the press counters")
 
 
+def test_visitor_latency_is_measured_on_the_runtime_clock(make_bell):
+    """Bus events carry the runtime's clock: under a FakeClock the visitor's latency is the
+    fake time that passed while the ring was answered, not a mix with the system clock
+    (which once gave 422,236 ms)."""
+    clock = FakeClock()
+    bell = make_bell({"doorbell": {"cooldown_s": 0}, **NO_FACES}, clock=clock)
+    bell.slow_camera(0.3)
+    bell.press()
+    bell.wait_answering()
+    clock.advance(2.5)
+    visitor = bell.wait_event("doorbell.visitor")
+    assert visitor.data["latency_ms"] == 2500.0
+
+
 def test_long_press_is_a_separate_event_of_the_same_ring(make_bell):
     bell = make_bell({"doorbell": {"cooldown_s": 0, "long_press_s": 0.3}, **NO_FACES})
     bell.press()  # short

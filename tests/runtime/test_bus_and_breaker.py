@@ -50,6 +50,16 @@ def test_event_id_is_carried_by_derived_events():
     assert sub.get(0).event_id == sub.get(0).event_id == ring.event_id
 
 
+def test_events_are_stamped_with_the_bus_clock_not_the_system_clock():
+    clock = FakeClock(start=50.0, wall=1_700_000_000.0)
+    bus = EventBus(clock)
+    ring = bus.emit("doorbell.ring")
+    clock.advance(0.25)
+    clock.jump_wall(3600)  # an NTP step between the press and the answer changes no latency
+    assert (ring.ts_mono, ring.ts_wall) == (50.0, 1_700_000_000.0)
+    assert clock.monotonic() - ring.ts_mono == pytest.approx(0.25)
+
+
 def test_breaker_opens_after_threshold_and_half_opens_after_timeout():
     clock = FakeClock()
     b = CircuitBreaker("broker", failure_threshold=3, reset_timeout=5, clock=clock)
