@@ -47,7 +47,7 @@ from typing import Mapping, Sequence
 import cv2
 import numpy as np
 
-from hardware.camera import sharpness
+from hardware.images import sharpness
 
 Box = tuple[int, int, int, int]
 
