@@ -32,11 +32,11 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edge.store import Store, StoreUnavailable, register_migrations
+from edge.store import Schema, Store, StoreUnavailable
 
 log = logging.getLogger("edge.audit")
 
-register_migrations("audit", [
+AUDIT_SCHEMA = Schema("audit", (
     """
     CREATE TABLE audit (
         seq INTEGER PRIMARY KEY,
@@ -48,7 +48,7 @@ register_migrations("audit", [
         mac TEXT NOT NULL
     );
     """,
-])
+))
 
 GENESIS = "0" * 64
 # Domain separation: an anchor MAC can never be mistaken for (or replayed as) a record MAC.

@@ -1,75 +1,19 @@
-"""The `edge` command: run, status, config check, audit verify, and the subcommands that
-workers contribute through the `edge.cli` entry-point group (e.g. `faces`, `sim`)."""
+"""The `edge` command: run, status, config check, audit verify, doctor, and what workers
+contribute through entry points: their own command groups (`edge.cli`, e.g. `edge faces`)
+and simulator controls under `edge sim` (`edge.sim`, e.g. `edge sim press`). Each such
+entry point is `register(subparsers, add_device_args)`; finding the device (config, state
+directory, store, endpoint) is edge.cli_device's job."""
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
-import urllib.error
-import urllib.request
 from importlib.metadata import entry_points
-from pathlib import Path
 
 from edge import __version__
+from edge.cli_device import CliDevice, add_device_args
 from edge.config import ConfigError
-from edge.runtime import (EXIT_NO_CONFIG, config_path_for, load_config, run, state_dir_for)
-
-
-def _add_config_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", metavar="FILE", help="config file (default: $EDGE_CONFIG or /etc/edge/edge.toml)")
-    p.add_argument("--sim", action="store_true", help="simulated hardware (profile `sim`, state in a user directory)")
-
-
-def device_endpoint(args) -> tuple[str, str | None]:
-    """Base URL and token of the running device, found through the same config as `run`."""
-    state_dir = state_dir_for(args.sim)
-    token = None
-    try:
-        config, _ = load_config(config_path_for(args.config), args.sim)
-        health = config["health"]
-        token = health.secret("token")
-        host = "127.0.0.1" if health.host in ("0.0.0.0", "::", "") else health.host
-        if health.port:
-            return f"http://{host}:{health.port}", token
-    except ConfigError:
-        pass
-    try:
-        return (state_dir / "endpoint").read_text().strip(), token
-    except OSError:
-        return "http://127.0.0.1:8790", token
-
-
-def request(args, method: str, path: str, body: dict | None = None, timeout: float = 5.0) -> tuple[int, dict]:
-    base, token = device_endpoint(args)
-    req = urllib.request.Request(base + path, method=method,
-                                 data=json.dumps(body).encode() if body is not None else None,
-                                 headers={"Content-Type": "application/json"})
-    if token:
-        req.add_header("Authorization", f"Bearer {token}")
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            return resp.status, json.loads(resp.read() or b"{}")
-    except urllib.error.HTTPError as exc:
-        try:
-            return exc.code, json.loads(exc.read() or b"{}")
-        except ValueError:
-            return exc.code, {"error": exc.reason}
-    except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
-        raise SystemExit(f"no edge device is running at {base} ({getattr(exc, 'reason', exc)}); "
-                         f"start one with `edge run --sim` (or check [health] host/port in the config)")
-
-
-def post_sim(args, command: str, payload: dict) -> int:
-    """Send a simulator command to the running `edge run --sim`; used by worker CLIs."""
-    code, body = request(args, "POST", f"/sim/{command}", payload)
-    if code == 200:
-        result = body.get("result")
-        print(json.dumps(result) if not isinstance(result, str) else result)
-        return 0
-    print(f"edge sim {command}: {body.get('error', code)}", file=sys.stderr)
-    return 1
+from edge.runtime import EXIT_NO_CONFIG, run
 
 
 def cmd_run(args) -> int:
@@ -77,7 +21,7 @@ def cmd_run(args) -> int:
 
 
 def cmd_status(args) -> int:
-    code, body = request(args, "GET", "/health")
+    code, body = CliDevice(args).request("GET", "/health")
     if code == 401:
         print("the device wants a token: set [health] token_file or EDGE_HEALTH_TOKEN", file=sys.stderr)
         return 1
@@ -90,9 +34,8 @@ def cmd_status(args) -> int:
 
 
 def cmd_config_check(args) -> int:
-    path = config_path_for(args.config)
     try:
-        config, _ = load_config(path, args.sim)
+        config, _ = CliDevice(args).load()
     except ConfigError as exc:
         print(f"{exc.source}: invalid configuration:", file=sys.stderr)
         for problem in exc.problems:
@@ -104,6 +47,12 @@ def cmd_config_check(args) -> int:
     return 0
 
 
+def cmd_doctor(args) -> int:
+    from edge.doctor import run_doctor  # imports every worker's checks: only for this command
+
+    return run_doctor(CliDevice(args), as_json=args.json)
+
+
 def cmd_audit_verify(args) -> int:
     """Read-only: opens the store without migrating it and never creates a key, so
     checking a log cannot change it (or the evidence). The state directory comes from
@@ -113,7 +62,7 @@ def cmd_audit_verify(args) -> int:
     from edge.audit import AuditLog
     from edge.store import DB_NAME, Store, StoreUnavailable
 
-    state_dir = state_dir_for(args.sim)
+    state_dir = CliDevice(args).state_dir
     if not (state_dir / DB_NAME).exists():
         print(f"no store at {state_dir / DB_NAME}; set EDGE_STATE_DIR to the device's state directory",
               file=sys.stderr)
@@ -145,27 +94,37 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("run", help="run the device (Ctrl-C or SIGTERM stops it)")
-    _add_config_arg(p)
+    add_device_args(p)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("status", help="show the running device's health as a table")
-    _add_config_arg(p)
+    add_device_args(p)
     p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("config", help="configuration tools")
     csub = p.add_subparsers(dest="config_command", required=True)
     c = csub.add_parser("check", help="validate the config; non-zero exit with what to fix")
-    _add_config_arg(c)
+    add_device_args(c)
     c.set_defaults(func=cmd_config_check)
 
     p = sub.add_parser("audit", help="audit log tools")
     asub = p.add_subparsers(dest="audit_command", required=True)
     a = asub.add_parser("verify", help="check the audit log's hash chain and anchor")
-    _add_config_arg(a)
+    add_device_args(a)
     a.set_defaults(func=cmd_audit_verify)
 
+    p = sub.add_parser("doctor", help="check an installed device: config, hardware, broker, disk, clock")
+    add_device_args(p)
+    p.add_argument("--json", action="store_true", help="one JSON object per check, for scripts")
+    p.set_defaults(func=cmd_doctor)
+
+    p = sub.add_parser("sim", help="drive a running `edge run --sim` (press the button, swap the camera, ...)")
+    sim = p.add_subparsers(dest="sim_command", required=True)
+    for ep in entry_points(group="edge.sim"):
+        ep.load()(sim, add_device_args)
+
     for ep in entry_points(group="edge.cli"):
-        ep.load()(sub, _add_config_arg)
+        ep.load()(sub, add_device_args)
     return parser
 
 

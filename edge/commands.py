@@ -1,12 +1,19 @@
-"""Commands that arrive from outside (Home Assistant buttons over MQTT, later the SIP DTMF
-path): a registry of named handlers with a payload schema, so every command is validated
-before use, refused when it is not authorized, and counted.
+"""Commands: Home Assistant buttons over MQTT, and in-process callers (the intercom's DTMF
+code, the CLI). A registry of named handlers with a payload schema, so every command is
+validated before use, refused when it is not authorized, and counted, whoever calls it.
 
-A handler is registered by the worker that owns it (`ctx.services["commands"].register`).
+A handler is registered by the worker that owns it (`ctx.commands.register`) and removed
+by the runtime when that worker's run ends; a call meanwhile is refused as "unavailable"
+(the worker is restarting), not as unknown. Handlers are called as `handler(payload, via)`:
+`via` says who asked ("mqtt", "sip", "cli", ...), set by the caller's transport and never
+taken from the payload, so an MQTT sender cannot pass itself off as the intercom in the
+audit log.
+
 Commands that open the door or change who is known set `dangerous=True`: the registry
 refuses them unless the caller passes `allow_dangerous=True`, which the MQTT link does only
-when `[mqtt] allow_dangerous_commands = true` (default off). The owning worker may add its
-own check with `authorized` (e.g. its own config switch).
+when `[mqtt] allow_dangerous_commands = true` (default off) and an in-process caller only
+under its own configured authorization (the intercom's DTMF code). The owning worker may add
+its own check with `authorized` (e.g. its own config switch).
 """
 
 from __future__ import annotations
@@ -21,20 +28,22 @@ from typing import Any, Callable
 log = logging.getLogger("edge.commands")
 
 MAX_PAYLOAD = 4096
+VIA_MQTT, VIA_SIP, VIA_CLI = "mqtt", "sip", "cli"
 
 
 class CommandRejected(Exception):
-    """Why a command was refused; the text goes back on the response topic."""
+    """Why a command was refused; the text goes back to the caller (MQTT: the result topic)."""
 
     def __init__(self, reason: str, code: str):
         super().__init__(reason)
-        self.code = code  # "malformed", "oversized", "unknown", "unauthorized", "invalid", "failed"
+        # "malformed", "oversized", "unknown", "unavailable", "unauthorized", "invalid", "failed"
+        self.code = code
 
 
 @dataclass(frozen=True)
 class Command:
     name: str
-    handler: Callable[[dict], Any]
+    handler: Callable[[dict, str], Any]  # (payload, via)
     fields: dict[str, type]            # required payload fields and their types
     optional: dict[str, type] | None = None
     authorized: Callable[[], bool] | None = None  # None: always allowed
@@ -45,13 +54,21 @@ class Command:
 class CommandRegistry:
     def __init__(self):
         self._commands: dict[str, Command] = {}
+        self._owners: dict[str, str] = {}  # command → worker that registered it (kept after removal)
         self._lock = threading.Lock()
         self.accepted = Counter()
         self.rejected = Counter()  # by code
 
-    def register(self, command: Command) -> None:
+    def register(self, command: Command, owner: str = "") -> None:
         with self._lock:
             self._commands[command.name] = command
+            self._owners[command.name] = owner
+
+    def unregister(self, command: Command) -> None:
+        """Remove `command` if it is still the registered one (a newer run's is kept)."""
+        with self._lock:
+            if self._commands.get(command.name) is command:
+                del self._commands[command.name]
 
     def names(self) -> list[str]:
         with self._lock:
@@ -66,49 +83,104 @@ class CommandRegistry:
     def reject_oversized(self, size: int) -> CommandRejected:
         return self.reject(f"payload of {size} bytes is over the {MAX_PAYLOAD}-byte limit", "oversized")
 
+    def _lookup(self, name: str) -> Command:
+        with self._lock:
+            command, owner = self._commands.get(name), self._owners.get(name)
+        if command is not None:
+            return command
+        if owner is not None:
+            raise self.reject(f"{name} is not available now: the {owner or 'owning'} worker is not running "
+                              f"(restarting or stopped); try again in a few seconds", "unavailable")
+        raise self.reject(f"unknown command {name!r}; known: {', '.join(self.names())}", "unknown")
+
     def parse(self, name: str, raw: bytes, *, allow_dangerous: bool = False,
               dangerous_hint: str = "") -> tuple[Command, dict]:
-        """Validate a raw payload; raises CommandRejected (counted) with the reason.
+        """Validate a raw payload (MQTT); raises CommandRejected (counted) with the reason.
         A `dangerous` command is refused unless `allow_dangerous`; `dangerous_hint` says
         what to set to allow it."""
         if len(raw) > MAX_PAYLOAD:
             raise self.reject_oversized(len(raw))
-        with self._lock:
-            command = self._commands.get(name)
-        if command is None:
-            raise self.reject(f"unknown command {name!r}; known: {', '.join(self.names())}", "unknown")
+        command = self._lookup(name)
         try:
             payload = json.loads(raw.decode("utf-8")) if raw.strip() else {}
         except (UnicodeDecodeError, ValueError) as exc:
             raise self.reject(f"payload is not JSON ({exc})", "malformed") from None
+        return command, self._check(command, payload, allow_dangerous, dangerous_hint)
+
+    def _check(self, command: Command, payload: Any, allow_dangerous: bool, dangerous_hint: str) -> dict:
+        name = command.name
         if not isinstance(payload, dict):
             raise self.reject("payload must be a JSON object", "malformed")
         allowed = dict(command.fields) | dict(command.optional or {})
-        for key, typ in command.fields.items():
+        for key in command.fields:
             if key not in payload:
                 raise self.reject(f"{name}: missing field {key!r}", "invalid")
         for key, value in payload.items():
             if key not in allowed:
                 raise self.reject(f"{name}: unknown field {key!r}; allowed: {', '.join(allowed) or 'none'}",
-                                   "invalid")
+                                  "invalid")
             if not isinstance(value, allowed[key]) or (allowed[key] is not bool and isinstance(value, bool)):
                 raise self.reject(f"{name}: field {key!r} must be {allowed[key].__name__}", "invalid")
         if command.dangerous and not allow_dangerous:
             raise self.reject(f"{name} opens the door or changes who is known and is refused by default; "
-                               f"{dangerous_hint or command.refusal or 'enable it in the config'}", "unauthorized")
+                              f"{dangerous_hint or command.refusal or 'enable it in the config'}", "unauthorized")
         if command.authorized is not None and not command.authorized():
             raise self.reject(f"{name} is not enabled on this device; {command.refusal}", "unauthorized")
-        return command, payload
+        return payload
 
-    def execute(self, name: str, raw: bytes, *, allow_dangerous: bool = False, dangerous_hint: str = "") -> Any:
+    def execute(self, name: str, raw: bytes, *, allow_dangerous: bool = False, dangerous_hint: str = "",
+                via: str = VIA_MQTT) -> Any:
+        """A command from the wire (raw JSON bytes, at most MAX_PAYLOAD)."""
         command, payload = self.parse(name, raw, allow_dangerous=allow_dangerous, dangerous_hint=dangerous_hint)
+        return self._run(command, payload, via)
+
+    def call(self, name: str, payload: dict | None = None, *, via: str, allow_dangerous: bool = False) -> Any:
+        """A command from inside the process (the intercom opening the door, the CLI): the
+        same size limit, schema check, authorization and counting as from MQTT, with `via`
+        handed to the handler for its audit record."""
+        payload = {} if payload is None else payload
         try:
-            result = command.handler(payload)
+            size = len(json.dumps(payload).encode())
+        except (TypeError, ValueError) as exc:
+            raise self.reject(f"payload is not JSON-serialisable ({exc})", "malformed") from None
+        if size > MAX_PAYLOAD:
+            raise self.reject_oversized(size)
+        command = self._lookup(name)
+        return self._run(command, self._check(command, payload, allow_dangerous, ""), via)
+
+    def _run(self, command: Command, payload: dict, via: str) -> Any:
+        try:
+            result = command.handler(payload, via)
         except CommandRejected as exc:
             self.rejected[exc.code] += 1
             raise
         except Exception as exc:  # a failing handler must not take the caller (the MQTT loop) down
-            log.exception("command %s failed", name)
-            raise self.reject(f"{name} failed: {exc}", "failed") from exc
-        self.accepted[name] += 1
+            log.exception("command %s failed", command.name)
+            raise self.reject(f"{command.name} failed: {exc}", "failed") from exc
+        self.accepted[command.name] += 1
         return result
+
+
+class WorkerCommands:
+    """A worker's view of the registry for one run (`ctx.commands`): what it registers is
+    removed again when the run ends (`unregister_all`, called by the runtime)."""
+
+    def __init__(self, registry: CommandRegistry, owner: str):
+        self.registry = registry
+        self.owner = owner
+        self._mine: list[Command] = []
+
+    def register(self, command: Command) -> None:
+        self.registry.register(command, self.owner)
+        self._mine.append(command)
+
+    def call(self, name: str, payload: dict | None = None, *, via: str, allow_dangerous: bool = False) -> Any:
+        return self.registry.call(name, payload, via=via, allow_dangerous=allow_dangerous)
+
+    def names(self) -> list[str]:
+        return self.registry.names()
+
+    def unregister_all(self) -> None:
+        for command in self._mine:
+            self.registry.unregister(command)
+        self._mine.clear()

@@ -23,187 +23,43 @@ import functools
 import logging
 import os
 import signal
-import socket
 import sqlite3
 import sys
 import threading
-from importlib import import_module
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Any, Mapping
 
-from edge import __version__, config as configmod, jsonlog
+from edge import __version__, jsonlog
+from edge.assembly import config_path_for, load_config_with_fallback, state_dir_for, store_schemas
 from edge.audit import AuditLog
 from edge.breaker import BreakerBoard
 from edge.bus import EventBus
 from edge.commands import CommandRegistry
 from edge.clock import SYSTEM_CLOCK, Clock
-from edge.config import Config, ConfigError, Key, Section
+from edge.config import Config, ConfigError
 from edge.health import DEGRADED, FAILED, HUNG, OK, STARTING, HealthRegistry
-from edge.health_http import SECTION as HEALTH_SECTION, HealthServer
+from edge.health_http import HealthServer
 from edge.metrics import make_registry
 from edge.notify import SystemdNotifier, watchdog_interval
 from edge.states import StateBoard
-from edge.safemode import SECTION as SAFE_MODE_SECTION, BootCounter
+from edge.safemode import BootCounter
 from edge.store import Store, StoreUnavailable, DB_NAME
-from edge.supervisor import SECTION as SUPERVISOR_SECTION, Policy, Supervisor
-from edge.worker import Worker, WorkerContext, boot_subscription, discover_workers
+from edge.supervisor import Policy, Supervisor
+from edge.worker import Lasting, SimulatorControls, Worker, WorkerContext, boot_subscription
 
 log = logging.getLogger("edge.runtime")
 
 EXIT_OK, EXIT_ERROR, EXIT_CRITICAL, EXIT_RESTART, EXIT_NO_CONFIG = 0, 1, 70, 75, 78
-LAST_GOOD = "last-good.toml"
-
-
-def _default_node_id() -> str:
-    return "".join(ch if ch.isalnum() or ch in "_-" else "_" for ch in socket.gethostname().lower()) or "edge"
-
-
-def _check_node(config, problems, warnings):
-    node_id = config["node"].id
-    if not node_id or any(not (ch.isalnum() or ch in "_-") for ch in node_id):
-        problems.append(f"[node] id: {node_id!r} may contain only letters, digits, _ and - "
-                        f"(it is part of MQTT topics and Home Assistant ids); for example: id = \"front-door\"")
-
-
-NODE_SECTION = Section("node", (
-    Key("id", str, _default_node_id(), "stable id used in MQTT topics and Home Assistant unique ids",
-        example="front-door"),
-    Key("name", str, "Edge node", "name shown in Home Assistant", example="Front door"),
-), "this device's identity", checks=(_check_node,))
-LOGGING_SECTION = Section("logging", (
-    Key("level", str, "info", "log level", choices=("debug", "info", "warning", "error")),
-), "JSON logs on stdout")
-RUNTIME_SECTION = Section("runtime", (
-    Key("plugins", list, [], "extra worker classes to load, as \"module:Class\"",
-        example=["mycompany.edge_workers:GarageDoor"]),
-), "the runtime itself")
-CORE_SECTIONS = (NODE_SECTION, HEALTH_SECTION, SUPERVISOR_SECTION, SAFE_MODE_SECTION, LOGGING_SECTION,
-                 RUNTIME_SECTION)
-
-
-def state_dir_for(sim: bool, environ: Mapping[str, str] = os.environ) -> Path:
-    """`EDGE_STATE_DIR`, else a user directory in simulation, else /var/lib/edge."""
-    if environ.get("EDGE_STATE_DIR"):
-        return Path(environ["EDGE_STATE_DIR"])
-    if sim:
-        base = environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-        return Path(base) / "edge"
-    return Path("/var/lib/edge")
-
-
-def config_path_for(explicit: str | None, environ: Mapping[str, str] = os.environ) -> Path | None:
-    """`--config`, else `EDGE_CONFIG`, else /etc/edge/edge.toml when it exists, else
-    None (built-in defaults for the profile)."""
-    if explicit:
-        return Path(explicit)
-    if environ.get("EDGE_CONFIG"):
-        return Path(environ["EDGE_CONFIG"])
-    return configmod.DEFAULT_CONFIG_PATH if configmod.DEFAULT_CONFIG_PATH.exists() else None
-
-
-def load_plugin(spec: str, origin: str = "") -> type[Worker]:
-    """The worker class named by a `[runtime] plugins` entry ("module:Class"); a ConfigError
-    that says what is wrong otherwise (never a traceback from `edge run`)."""
-    where = f"[runtime] plugins{origin}"
-    example = configmod._example(RUNTIME_SECTION, RUNTIME_SECTION.key("plugins"))
-    module_name, colon, attr = spec.partition(":") if isinstance(spec, str) else ("", "", "")
-    if not colon or not module_name.strip() or not attr.strip():
-        raise ConfigError([f"{where}: {spec!r} is not \"module:Class\"; for example: {example}"])
-    try:
-        module = import_module(module_name.strip())
-    except ImportError as exc:
-        raise ConfigError([f"{where}: cannot import {module_name!r} ({exc}); for example: {example}"]) from None
-    except Exception as exc:  # the plugin's own code raised while importing: report it, do not crash
-        raise ConfigError([f"{where}: importing {module_name!r} failed ({type(exc).__name__}: {exc}); "
-                           f"fix the module or remove the entry; for example: {example}"]) from None
-    cls = getattr(module, attr.strip(), None)
-    if cls is None:
-        raise ConfigError([f"{where}: module {module_name!r} has no {attr!r}; for example: {example}"])
-    if not (isinstance(cls, type) and issubclass(cls, Worker)):
-        raise ConfigError([f"{where}: {spec!r} is not a worker class (a subclass of edge.worker.Worker); "
-                           f"for example: {example}"])
-    return cls
-
-
-def worker_classes(plugins: list[str] = (), origin: str = "", source: str = "") -> list[type[Worker]]:
-    """Discovered workers plus the plugins; every bad plugin entry is reported at once."""
-    classes, problems = [e.cls for e in discover_workers()], []
-    for spec in plugins:
-        try:
-            classes.append(load_plugin(spec, origin))
-        except ConfigError as exc:
-            problems.extend(exc.problems)
-    if problems:
-        raise ConfigError(problems, source)
-    return classes
-
-
-def all_sections(classes) -> list[Section]:
-    sections = list(CORE_SECTIONS)
-    for cls in classes:
-        sections.extend(s for s in cls.sections if s.name not in {x.name for x in sections})
-    return sections
-
-
-def _plugins_from(path: Path | None, environ: Mapping[str, str]) -> tuple[list[str], str]:
-    """Plugins must be known before the schema is complete, so read them first, leniently
-    (a file that does not parse, or plugins that are not a list, is reported by the full
-    validation). Returns the entries and where they came from, for messages."""
-    if environ.get("EDGE_RUNTIME_PLUGINS"):
-        return ([p.strip() for p in environ["EDGE_RUNTIME_PLUGINS"].split(",") if p.strip()],
-                " (from EDGE_RUNTIME_PLUGINS)")
-    if path is None:
-        return [], ""
-    try:
-        runtime = configmod.parse_toml(path.read_text(), str(path)).get("runtime", {})
-        plugins = runtime.get("plugins", []) if isinstance(runtime, dict) else []
-    except (OSError, ConfigError):
-        return [], ""
-    return (list(plugins) if isinstance(plugins, list) else []), ""
-
-
-def load_config(path: Path | None, sim: bool, environ: Mapping[str, str] = os.environ,
-                classes: list[type[Worker]] | None = None) -> tuple[Config, list[type[Worker]]]:
-    """Raises ConfigError for an invalid config, including a plugin that cannot be loaded."""
-    if classes is None:
-        plugins, origin = _plugins_from(path, environ)
-        classes = worker_classes(plugins, origin, source=str(path or "defaults"))
-    return configmod.load(all_sections(classes), path, environ, sim=sim), classes
-
-
-def load_config_with_fallback(path: Path | None, sim: bool, state_dir: Path,
-                              environ: Mapping[str, str] = os.environ,
-                              classes: list[type[Worker]] | None = None
-                              ) -> tuple[Config, list[type[Worker]], ConfigError | None]:
-    """The config to run on: the given one when valid (then saved as last known-good), else
-    the last known-good with the error returned for loud reporting. Raises ConfigError when
-    neither is usable."""
-    try:
-        config, classes = load_config(path, sim, environ, classes)
-    except ConfigError as error:
-        good = state_dir / LAST_GOOD
-        if not good.exists():
-            raise
-        try:
-            config, classes = load_config(good, sim, environ, classes)
-        except ConfigError:
-            raise error from None
-        return config, classes, error
-    if config.text:
-        try:
-            state_dir.mkdir(parents=True, exist_ok=True)
-            tmp = state_dir / (LAST_GOOD + ".tmp")
-            tmp.write_text(config.text)
-            tmp.replace(state_dir / LAST_GOOD)
-        except OSError as exc:
-            log.warning("cannot save the last known-good config: %s", exc)
-    return config, classes, None
 
 
 class Runtime:
+    """`sim`: simulated hardware (`edge run --sim`): workers get `ctx.sim`, and
+    `pin_factory` (a gpiozero MockFactory a test drives) is handed to them there."""
+
     def __init__(self, config: Config, classes: list[type[Worker]], state_dir: Path, *, sim: bool = False,
                  clock: Clock = SYSTEM_CLOCK, notifier: SystemdNotifier | None = None,
-                 config_error: ConfigError | None = None, environ: Mapping[str, str] = os.environ):
+                 config_error: ConfigError | None = None, environ: Mapping[str, str] = os.environ,
+                 pin_factory: Any = None):
         self.config = config
         self.classes = classes
         self.state_dir = Path(state_dir)
@@ -221,10 +77,9 @@ class Runtime:
         self.supervisor: Supervisor | None = None
         self.server: HealthServer | None = None
         self.safe_mode = False
-        self.sim_commands: dict[str, Callable[[dict], object]] | None = {} if sim else None
+        self.sim_controls = SimulatorControls(pin_factory) if sim else None
         self.commands = CommandRegistry()
-        self.services: dict[str, object] = {"runtime": self, "sim": self.sim_commands, "states": self.states,
-                                            "commands": self.commands}
+        self.lasting = Lasting()  # objects that outlive worker restarts; closed at stop()
         self.metrics = make_registry(self)
         self.boot_counter = BootCounter(self.state_dir / "boot-count")
         self.banner_lines: list[str] = []  # workers add what a person should know (e.g. the embedded broker)
@@ -271,7 +126,8 @@ class Runtime:
                 continue
             if self.safe_mode and not cls.essential:
                 continue
-            self._subscribe_from_boot(cls)
+            if cls.bus_patterns_from_boot:  # a worker started late (the MQTT link) still hears everything
+                boot_subscription(cls, self.lasting, self.bus)
             # a partial, not a lambda: the supervisor can tell the class (name, critical, ...)
             # even when its constructor raises
             factories.append(functools.partial(cls, self.config))
@@ -281,11 +137,6 @@ class Runtime:
         self.notifier.ready(self.health.summary())
         log.info("edge %s started: %s%s", __version__, ", ".join(r.name for r in self.supervisor.runners) or "no workers",
                  " (SAFE MODE)" if self.safe_mode else "")
-
-    def _subscribe_from_boot(self, cls: type[Worker]) -> None:
-        """A worker started late (the MQTT link) still hears every event from boot on."""
-        if cls.bus_patterns_from_boot:
-            boot_subscription(cls, self.services, self.bus)
 
     def announce(self, line: str) -> None:
         """A line for the person at the terminal (stderr: stdout is the JSON log); shown in
@@ -304,8 +155,8 @@ class Runtime:
                  f"  health:  {endpoint}/health   (edge status --sim)",
                  f"  workers: {', '.join(r.name for r in self.supervisor.runners) or 'none'}"]
         lines += [f"  {line}" for line in self.banner_lines]
-        if self.sim_commands:
-            lines.append(f"  try:     edge sim {' | '.join(sorted(k for k in self.sim_commands if k != 'emit'))}")
+        if self.sim_controls and self.sim_controls.handlers:
+            lines.append(f"  try:     edge sim {' | '.join(n for n in self.sim_controls.names() if n != 'emit')}")
         lines.append("  Ctrl-C stops it.")
         print("\n".join(lines), file=sys.stderr, flush=True)
         self._banner_printed = True
@@ -315,7 +166,8 @@ class Runtime:
 
     def _open_store(self) -> None:
         try:
-            self.store = Store(self.state_dir / DB_NAME, self.clock, on_health=self._store_health)
+            self.store = Store(self.state_dir / DB_NAME, self.clock, on_health=self._store_health,
+                               schemas=store_schemas(self.classes))
             self.health.set("store", OK, "ok")
         except (OSError, sqlite3.Error, StoreUnavailable) as exc:
             # The doorbell must ring without a store: degrade, never stop.
@@ -334,14 +186,13 @@ class Runtime:
                 log.error("audit log unavailable (%s): door openings are not audited", exc)
                 self.health.set("audit", DEGRADED, f"audit log unavailable: {exc}")
                 self.audit = None
-        self.services["store"] = self.store
-        self.services["audit"] = self.audit
 
     def _start_server(self) -> None:
         cfg = self.config["health"]
         try:
             self.server = HealthServer(cfg.host, cfg.port, self.health, self.metrics, self.ready,
-                                       token=cfg.secret("token"), sim_commands=self.sim_commands)
+                                       token=cfg.secret("token"),
+                                       sim_commands=self.sim_controls.handlers if self.sim_controls else None)
         except OSError as exc:
             log.error("health server cannot bind %s:%s (%s); set [health] port to a free port",
                       cfg.host, cfg.port, exc)
@@ -358,8 +209,10 @@ class Runtime:
         own = worker.sections[0].name if worker.sections else None
         return WorkerContext(worker, stopping=stopping, clock=self.clock, bus=self.bus, store=self.store,
                              breakers=self.breakers, health=self.health, metrics=self.metrics, states=self.states,
-                             config=self.config[own] if own else None, services=self.services,
-                             on_heartbeat=heartbeat)
+                             config=self.config[own] if own else None, on_heartbeat=heartbeat,
+                             state_dir=self.state_dir, safe_mode=self.safe_mode, node=self.config["node"],
+                             commands=self.commands, audit=self.audit, sim=self.sim_controls,
+                             lasting=self.lasting, announce=self.announce, runtime=self)
 
     def _breaker_changed(self, breaker) -> None:
         state = breaker.state
@@ -449,6 +302,7 @@ class Runtime:
         stuck = self.supervisor.stop() if self.supervisor else []
         if stuck:
             log.error("workers did not stop in time: %s", ", ".join(stuck))
+        self.lasting.close_all()
         if self.server:
             self.server.stop()
         if self.store:

@@ -1,7 +1,10 @@
 """The durable store: one SQLite file (WAL) under the state directory.
 
-Responsible for: the connection, versioned migrations that any component can register for
-its own tables, a key/value cache with TTL on monotonic time, and recent events. The audit
+Responsible for: the connection, versioned migrations of each component's tables (a
+`Schema` declared beside the code that owns the tables: a worker's on its class, the audit
+log's in edge.audit; the runtime and every CLI command that opens the store pass the same
+list, so which tables exist never depends on what happened to be imported), a key/value
+cache with TTL on monotonic time, and recent events. The audit
 log (`edge.audit`) and the MQTT outbox keep their own tables here through migrations.
 
 Durability: `journal_mode=WAL` with `synchronous=FULL`. Every commit syncs the WAL, so a
@@ -36,25 +39,15 @@ class StoreUnavailable(Exception):
 
 
 @dataclass(frozen=True)
-class Migration:
-    component: str
-    version: int
-    sql: str
-
-
-_MIGRATIONS: list[Migration] = []
-
-
-def register_migrations(component: str, statements: Iterable[str]) -> None:
-    """Declare `component`'s schema as an ordered list of SQL scripts (version 1, 2, ...).
+class Schema:
+    """A component's tables, as an ordered list of SQL scripts (version 1, 2, ...).
     Append new scripts; never edit an applied one."""
-    existing = {m.version for m in _MIGRATIONS if m.component == component}
-    for version, sql in enumerate(statements, start=1):
-        if version not in existing:
-            _MIGRATIONS.append(Migration(component, version, sql))
+
+    component: str
+    scripts: tuple[str, ...]
 
 
-register_migrations("core", [
+CORE_SCHEMA = Schema("core", (
     """
     CREATE TABLE kv (
         key TEXT PRIMARY KEY,
@@ -70,15 +63,17 @@ register_migrations("core", [
     );
     CREATE INDEX events_kind ON events(kind, id);
     """,
-])
+))
 
 
 class Store:
-    """`readonly=True` opens an existing file for inspection (`edge audit verify`): no
-    migrations, no journal-mode change, and every write fails with StoreUnavailable."""
+    """`schemas`: the components' tables to migrate to (the core tables always). `readonly=True`
+    opens an existing file for inspection (`edge audit verify`): no migrations, no
+    journal-mode change, and every write fails with StoreUnavailable."""
 
     def __init__(self, path: Path, clock: Clock = SYSTEM_CLOCK,
-                 on_health: Callable[[bool, str], None] | None = None, readonly: bool = False):
+                 on_health: Callable[[bool, str], None] | None = None, readonly: bool = False,
+                 schemas: Iterable[Schema] = ()):
         self.path = Path(path)
         self._clock = clock
         self._on_health = on_health
@@ -104,24 +99,31 @@ class Store:
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=FULL")
             self._conn.execute("PRAGMA foreign_keys=ON")
-            self.migrate()
+            self.migrate(schemas)
 
     # -- plumbing -----------------------------------------------------------------------
-    def migrate(self) -> list[tuple[str, int]]:
+    def migrate(self, schemas: Iterable[Schema] = ()) -> list[tuple[str, int]]:
+        """Apply the scripts of `schemas` (and the core's) not applied yet; returns them."""
         applied: list[tuple[str, int]] = []
+        by_component = {CORE_SCHEMA.component: CORE_SCHEMA}
+        for schema in schemas:
+            known = by_component.setdefault(schema.component, schema)
+            if known.scripts != schema.scripts:
+                raise ValueError(f"two different schemas for the store component {schema.component!r}")
         with self._lock:
             self._conn.execute("CREATE TABLE IF NOT EXISTS schema_migrations ("
                                "component TEXT, version INTEGER, applied_wall REAL, "
                                "PRIMARY KEY (component, version))")
             done = {(r[0], r[1]) for r in self._conn.execute("SELECT component, version FROM schema_migrations")}
-            for m in sorted(_MIGRATIONS, key=lambda m: (m.component != "core", m.component, m.version)):
-                if (m.component, m.version) in done:
-                    continue
-                # executescript commits implicitly; wrap the script and its record in one transaction
-                self._conn.executescript(
-                    "BEGIN;\n" + m.sql + f"\nINSERT INTO schema_migrations VALUES "
-                    f"('{m.component}', {m.version}, {time.time()});\nCOMMIT;")
-                applied.append((m.component, m.version))
+            for component, schema in sorted(by_component.items(), key=lambda kv: (kv[0] != "core", kv[0])):
+                for version, sql in enumerate(schema.scripts, start=1):
+                    if (component, version) in done:
+                        continue
+                    # executescript commits implicitly; wrap the script and its record in one transaction
+                    self._conn.executescript(
+                        "BEGIN;\n" + sql + f"\nINSERT INTO schema_migrations VALUES "
+                        f"('{component}', {version}, {time.time()});\nCOMMIT;")
+                    applied.append((component, version))
         return applied
 
     def _degrade(self, exc: sqlite3.Error) -> StoreUnavailable:

@@ -154,10 +154,15 @@ class WorkerRunner:
             self._set(OK, "running")
         self.entered.set()
         crash: BaseException | None = None
+        ctx = None
         try:
-            worker.run(self._sup.make_context(worker, self._attempt, self.heartbeat))
+            ctx = self._sup.make_context(worker, self._attempt, self.heartbeat)
+            worker.run(ctx)
         except BaseException as exc:  # a worker's SystemExit or KeyboardInterrupt is a crash too
             crash = exc
+        finally:
+            if ctx is not None:
+                ctx.close()  # what this run registered (commands, simulator handlers) goes with it
         with self._lock:
             self.running = False
             if self._health_crash is not None:

@@ -12,18 +12,23 @@ import logging
 import threading
 from dataclasses import dataclass
 from importlib.metadata import entry_points
-from typing import TYPE_CHECKING, Any, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from edge.clock import Clock
+from edge.commands import CommandRegistry, WorkerCommands
 
 if TYPE_CHECKING:  # imported for annotations only: no cycle at run time
+    from edge.audit import AuditLog
     from edge.breaker import BreakerBoard
+    from edge.doctor import Check
+    from edge.runtime import Runtime
     from edge.bus import EventBus
     from edge.entities import Entity
     from edge.config import Config, Section, SectionValues
     from edge.health import HealthRegistry
     from edge.states import StateBoard
-    from edge.store import Store
+    from edge.store import Schema, Store
 
 PERMANENT, TRANSIENT, TEMPORARY = "permanent", "transient", "temporary"
 
@@ -39,6 +44,8 @@ class Worker:
     start_order: int = 50          # lower starts first; the button path first, the network last
     heartbeat_timeout_s: float = 30.0
     entities: tuple["Entity", ...] = ()  # what Home Assistant shows for this worker (edge.entities)
+    schemas: tuple["Schema", ...] = ()   # its tables in the store (edge.store.Schema), migrated by
+                                         # the runtime and by every CLI command that opens the store
     # Bus kinds this worker must hear from boot on, though it starts late (the MQTT link):
     # see `boot_subscription`.
     bus_patterns_from_boot: tuple[str, ...] = ()
@@ -54,6 +61,12 @@ class Worker:
     def run(self, ctx: "WorkerContext") -> None:
         raise NotImplementedError
 
+    @classmethod
+    def doctor(cls, config: "Config") -> Iterable["Check"]:
+        """`edge doctor` checks of an installed device for this worker (its hardware, its
+        outside link), each with the fix; run in the CLI process, not in the runtime."""
+        return ()
+
     def health(self) -> tuple[str, str] | None:
         """(state, reason) when the worker knows better than "running" (e.g. DEGRADED:
         camera breaker open). None means OK while running."""
@@ -64,13 +77,83 @@ class Worker:
         thread by the watchdog and at stop; must be safe to call at any time."""
 
 
+class SimulatorControls:
+    """What `edge run --sim` offers workers (None in `ctx.sim` otherwise): named handlers
+    that `edge sim ...` reaches over the health endpoint (`POST /sim/<name>`), and the
+    shared fakes a test or the simulator injects (`pin_factory`: the gpiozero MockFactory
+    every GPIO worker of this run uses, so a test can drive the pins)."""
+
+    def __init__(self, pin_factory: Any = None):
+        self.handlers: dict[str, Callable[[dict], object]] = {}
+        self.pin_factory = pin_factory
+
+    def names(self) -> list[str]:
+        return sorted(self.handlers)
+
+
+class Lasting:
+    """Objects that must outlive a worker's restarts (the MQTT link's boot subscription, the
+    simulator's embedded broker): created on first use, kept by the runtime, and closed
+    when the runtime stops (newest first) or when the owner discards them."""
+
+    def __init__(self):
+        self._objects: dict[str, tuple[Any, Callable[[], object] | None]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: str, create: Callable[[], Any], close: Callable[[Any], object] | None = None) -> Any:
+        with self._lock:
+            if key not in self._objects:
+                obj = create()
+                self._objects[key] = (obj, (lambda: close(obj)) if close is not None else None)
+            return self._objects[key][0]
+
+    def peek(self, key: str) -> Any:
+        with self._lock:
+            entry = self._objects.get(key)
+        return entry[0] if entry else None
+
+    def discard(self, key: str) -> None:
+        """Close and forget `key` (nothing happens when it was never created)."""
+        with self._lock:
+            entry = self._objects.pop(key, None)
+        if entry is not None and entry[1] is not None:
+            entry[1]()
+
+    def close_all(self) -> None:
+        with self._lock:
+            keys = list(self._objects)
+        for key in reversed(keys):
+            self.discard(key)
+
+
 class WorkerContext:
-    """Everything a worker may use; one per run attempt."""
+    """Everything a worker may use from the runtime; one per run attempt. Every attribute is
+    named and typed here (no lookups by string):
+
+    - `stopping`, `heartbeat()`, `sleep()`: the run's lifecycle; `clock`: the runtime's clock
+    - `bus`, `states` (periodic values, in memory, latest wins), `store` (None without a
+      disk), `breakers`, `health`, `metrics`, `log`, `config` (the worker's own section)
+    - `state_dir`, `safe_mode`, `node` (the [node] section: id and name)
+    - `commands`: register this worker's commands; `call()` another worker's in-process
+    - `audit`: the hash-chained audit log (None when it cannot be written)
+    - `sim`: simulator controls (None unless `edge run --sim`); `register_sim()` adds one
+    - `lasting`: objects that outlive this worker's restarts; `announce()`: a line for the
+      person at the terminal (the simulator's banner)
+    - `runtime`: the Runtime itself, for the runtime's own MQTT link (node report, restart
+      buttons); workers under services/ have no business there.
+
+    Commands and simulator handlers registered through this context are removed by the
+    runtime when the run ends (`close()`), so a restarting worker leaves no stale handler
+    bound to its dead self."""
 
     def __init__(self, worker: Worker, *, stopping: threading.Event, clock: Clock, bus: "EventBus",
                  store: "Store | None", breakers: "BreakerBoard", health: "HealthRegistry",
-                 metrics: Any, states: "StateBoard", config: "SectionValues | None", services: dict[str, Any],
-                 on_heartbeat: Callable[[], None]):
+                 metrics: Any, states: "StateBoard", config: "SectionValues | None",
+                 on_heartbeat: Callable[[], None], state_dir: Path | None = None, safe_mode: bool = False,
+                 node: "SectionValues | None" = None, commands: "CommandRegistry | None" = None,
+                 audit: "AuditLog | None" = None, sim: SimulatorControls | None = None,
+                 lasting: Lasting | None = None, announce: Callable[[str], None] | None = None,
+                 runtime: "Runtime | None" = None):
         self.worker = worker
         self.stopping = stopping
         self.clock = clock
@@ -79,11 +162,20 @@ class WorkerContext:
         self.breakers = breakers
         self.health = health
         self.metrics = metrics
-        self.states = states  # periodic values, in memory, latest wins
+        self.states = states
         self.config = config
-        self.services = services  # shared runtime objects by name: "audit", "sim", "link", ...
+        self.state_dir = state_dir
+        self.safe_mode = safe_mode
+        self.node = node
+        self.audit = audit
+        self.sim = sim
+        self.lasting = lasting if lasting is not None else Lasting()
+        self.runtime = runtime
+        self.commands = WorkerCommands(commands if commands is not None else CommandRegistry(), worker.name)
         self.log = logging.getLogger(f"edge.worker.{worker.name}")
+        self._announce = announce
         self._on_heartbeat = on_heartbeat
+        self._sim_registered: dict[str, Callable[[dict], object]] = {}
 
     def heartbeat(self) -> None:
         self._on_heartbeat()
@@ -101,19 +193,37 @@ class WorkerContext:
         self.heartbeat()
         return self.stopping.is_set()
 
+    def announce(self, line: str) -> None:
+        if self._announce is not None:
+            self._announce(line)
+
+    def register_sim(self, name: str, handler: Callable[[dict], object]) -> None:
+        """Offer `edge sim NAME` (a no-op outside the simulator); removed when this run ends."""
+        if self.sim is not None:
+            self.sim.handlers[name] = handler
+            self._sim_registered[name] = handler
+
+    def close(self) -> None:
+        """Called by the runtime when the run ends, however it ends: removes what this run
+        registered (a newer registration under the same name is left alone)."""
+        self.commands.unregister_all()
+        if self.sim is not None:
+            for name, handler in self._sim_registered.items():
+                if self.sim.handlers.get(name) is handler:
+                    del self.sim.handlers[name]
+        self._sim_registered.clear()
+
 
 BOOT_QUEUE_SIZE = 10_000
 
 
-def boot_subscription(worker: type[Worker], services: dict[str, Any], bus: "EventBus"):
-    """The bus queue of a worker with `bus_patterns_from_boot`, kept in
-    `services["<name>.subscription"]` so it outlives the worker's restarts: opened by the
-    runtime before any worker starts, or here on first use."""
-    key = f"{worker.name}.subscription"
-    sub = services.get(key)
-    if sub is None:
-        sub = services[key] = bus.subscribe(worker.name, *worker.bus_patterns_from_boot, maxsize=BOOT_QUEUE_SIZE)
-    return sub
+def boot_subscription(worker: type[Worker], lasting: Lasting, bus: "EventBus"):
+    """The bus queue of a worker with `bus_patterns_from_boot`, kept in `lasting` so it
+    outlives the worker's restarts: opened by the runtime before any worker starts, or here
+    on first use; closed when the runtime stops."""
+    return lasting.get(f"{worker.name}.subscription",
+                       lambda: bus.subscribe(worker.name, *worker.bus_patterns_from_boot, maxsize=BOOT_QUEUE_SIZE),
+                       close=lambda sub: sub.close())
 
 
 @dataclass(frozen=True)

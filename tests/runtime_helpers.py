@@ -14,7 +14,7 @@ from edge import config as configmod
 from edge.breaker import BreakerBoard
 from edge.bus import EventBus
 from edge.health import HealthRegistry
-from edge.runtime import all_sections
+from edge.assembly import all_sections
 from edge.states import StateBoard
 from edge.testing.notify_socket import NotifyListener
 from edge.worker import WorkerContext
@@ -27,13 +27,13 @@ def make_config(classes=(), data=None, env=None, sim=True):
     return configmod.build(all_sections(classes), data or {}, env or {}, "sim" if sim else "pi")
 
 
-def context_factory(health: HealthRegistry, clock):
+def context_factory(health: HealthRegistry, clock, sim=None):
     bus, breakers, states = EventBus(clock), BreakerBoard(clock), StateBoard()
 
     def make(worker, stopping: threading.Event, heartbeat):
         return WorkerContext(worker, stopping=stopping, clock=clock, bus=bus, store=None, breakers=breakers,
-                             health=health, metrics=None, states=states, config=None, services={},
-                             on_heartbeat=heartbeat)
+                             health=health, metrics=None, states=states, config=None, on_heartbeat=heartbeat,
+                             sim=sim)
     return make
 
 

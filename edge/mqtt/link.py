@@ -34,12 +34,13 @@ from edge.health import DEGRADED
 from edge.mqtt import alerts as alertsmod
 from edge.mqtt.connection import (BrokerConnection, ConnectionSettings, ConnectionSetupError, PublishRefused,
                                   default_client_id)
+from edge.mqtt.doctor import broker_check
 from edge.mqtt.discovery import PICTURE_COMPONENTS, Declared, Discovery, NodeInfo, node_entities, owned
 from edge.mqtt.embedded_broker import EmbeddedBroker, EmbeddedBrokerError
 from edge.mqtt.forwarding import EventForwarder, to_json
 from edge.mqtt.metrics import counters_for
 from edge.mqtt.node_states import ONLINE, NodeReport
-from edge.mqtt.outbox import Outbox
+from edge.mqtt.outbox import OUTBOX_SCHEMA, Outbox
 from edge.mqtt.remote_commands import RemoteCommands, register_node_commands
 from edge.mqtt.settings import SECTION
 from edge.mqtt.topics import Topics
@@ -57,7 +58,7 @@ REPORT_EVERY_S = 5.0
 INGEST_POLL_S = 0.5
 EXPIRE_EVERY_S = 60.0
 SETUP_RETRY_S = 30.0
-EMBEDDED = "mqtt.embedded_broker"  # ctx.services key: the simulator's broker outlives link restarts
+EMBEDDED = "mqtt.embedded_broker"  # ctx.lasting key: the simulator's broker outlives link restarts
 
 
 def _state_payload(value: Any) -> bytes:
@@ -68,13 +69,19 @@ def _state_payload(value: Any) -> bytes:
 class MqttLink(Worker):
     name = "mqtt"
     sections = (SECTION, alertsmod.SECTION)
+    schemas = (OUTBOX_SCHEMA,)
     start_order = 90
     heartbeat_timeout_s = 30.0
     entities = (connectivity("mqtt", "MQTT broker"),)
     # Every bus event, from boot on: a runtime that honours this subscribes before starting
-    # any worker and leaves the queue in ctx.services["mqtt.subscription"]; otherwise the
-    # link subscribes when it starts (last), and events raised before that are not published.
+    # any worker and keeps the queue in ctx.lasting (edge.worker.boot_subscription);
+    # otherwise the link subscribes when it starts (last), and events raised before that
+    # are not published.
     bus_patterns_from_boot = ("*",)
+
+    @classmethod
+    def doctor(cls, config):
+        return [broker_check(config)]
 
     def __init__(self, config):
         super().__init__(config)
@@ -103,10 +110,10 @@ class MqttLink(Worker):
         subscription = self._subscription(ctx)  # first: every event from here on is ours
         cfg = ctx.config
         self.ctx = ctx
-        self.runtime = ctx.services.get("runtime")
+        self.runtime = ctx.runtime
         node = self.config["node"]
         self.topics = Topics(node.id, cfg.discovery_prefix)
-        self.counters = counters_for(ctx.services, ctx.metrics)
+        self.counters = counters_for(ctx.lasting, ctx.metrics)
         self.counters.link = self
         self.breaker = ctx.breakers.get("mqtt", failure_threshold=1)
         self.outbox = Outbox.open(ctx.store, ctx.clock, cfg.outbox_max_bytes, cfg.outbox_ttl_s)
@@ -122,21 +129,18 @@ class MqttLink(Worker):
                            if d.entity.event and d.entity.component in PICTURE_COMPONENTS},
             wake=self._wake.set)
         self.report = NodeReport(self.runtime, ctx.states, __version__) if self.runtime is not None else None
-        registry = ctx.services.get("commands")
+        registry = ctx.commands.registry
         self.counters.registry = registry
-        self.commands = RemoteCommands(registry, self.topics, cfg.allow_dangerous_commands) if registry else None
-        if registry is not None and self.runtime is not None:
-            register_node_commands(registry, self.runtime)
+        self.commands = RemoteCommands(registry, self.topics, cfg.allow_dangerous_commands)
+        if self.runtime is not None:
+            register_node_commands(ctx.commands, self.runtime)
         with contextlib.ExitStack() as undo:  # undone in reverse order, whatever happens
             undo.callback(self._finish, ctx)
             undo.callback(ctx.states.listen(self._on_state))
             health_listeners = getattr(ctx.health, "listeners", [])
             health_listeners.append(self._on_health)
             undo.callback(health_listeners.remove, self._on_health)
-            sim = ctx.services.get("sim")
-            if sim is not None:
-                sim["emit"] = self._sim_emit
-                undo.callback(lambda: sim.get("emit") == self._sim_emit and sim.pop("emit"))
+            ctx.register_sim("emit", self._sim_emit)
             stop_ingest = threading.Event()
             ingest = threading.Thread(target=self._ingest, args=(subscription, stop_ingest),
                                       name="mqtt-ingest", daemon=True)
@@ -157,17 +161,15 @@ class MqttLink(Worker):
         self.counters.merge_drops(self.outbox.drops())
         self.counters.add("outbox_coalesced", self.outbox.coalesced)
         if final:
-            self._stop_embedded_broker()
-            sub = ctx.services.pop(f"{self.name}.subscription", None)
-            if sub is not None:
-                sub.close()
+            ctx.lasting.discard(EMBEDDED)
+            ctx.lasting.discard(f"{self.name}.subscription")
         if self.counters.link is self:
             self.counters.link = None
 
     def _subscription(self, ctx: WorkerContext):
         """All bus events, in one queue that outlives restarts of the link: events raised
         while it restarts wait there instead of being missed."""
-        return boot_subscription(type(self), ctx.services, ctx.bus)
+        return boot_subscription(type(self), ctx.lasting, ctx.bus)
 
     def _loop(self, ctx: WorkerContext, cfg, ingest: threading.Thread) -> None:
         clock = ctx.clock
@@ -258,7 +260,7 @@ class MqttLink(Worker):
 
     def _settings(self, cfg) -> ConnectionSettings:
         host, port, protocol = cfg.host, cfg.port, cfg.protocol
-        if not host and getattr(self.runtime, "sim", False):
+        if not host and self.ctx.sim is not None:
             broker = self._embedded_broker(cfg.port)
             host, port, protocol = broker.host, broker.port, "3.1.1"  # amqtt speaks 3.1.1 only
         if not host:
@@ -273,7 +275,7 @@ class MqttLink(Worker):
             reconnect_max_s=cfg.reconnect_max_s)
 
     def _client_seed_path(self):
-        state_dir = getattr(self.runtime, "state_dir", None)
+        state_dir = self.ctx.state_dir
         return state_dir / "mqtt-client-seed" if state_dir is not None else None
 
     def _setup_connection(self, cfg) -> None:
@@ -293,21 +295,15 @@ class MqttLink(Worker):
         self.conn.start()
 
     def _embedded_broker(self, port: int) -> EmbeddedBroker:
-        services = self.ctx.services
-        broker = services.get(EMBEDDED)
-        if broker is None:
-            broker = services[EMBEDDED] = EmbeddedBroker(port).start()
+        lasting = self.ctx.lasting
+        if lasting.peek(EMBEDDED) is None:
+            broker = lasting.get(EMBEDDED, lambda: EmbeddedBroker(port).start(), close=lambda b: b.stop())
             line = broker.describe()
             log.warning("simulator: %s", line)
             # For the person at the terminal (stderr, like the simulator's banner, which is
             # usually printed before this broker is up; stdout is the JSON log).
-            self.runtime.announce(f"mqtt:    {line}")
-        return broker
-
-    def _stop_embedded_broker(self) -> None:
-        broker = self.ctx.services.pop(EMBEDDED, None)
-        if broker is not None:
-            broker.stop()
+            self.ctx.announce(f"mqtt:    {line}")
+        return lasting.peek(EMBEDDED)
 
     # -- connection callbacks (paho's thread) ----------------------------------------------------
     def on_connected(self) -> None:

@@ -22,9 +22,11 @@ from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from edge.worker import Lasting
+
 
 class LinkCounters:
-    """Counters that survive link restarts; one per runtime (kept in ctx.services)."""
+    """Counters that survive link restarts; one per runtime (kept in ctx.lasting)."""
 
     def __init__(self):
         self._lock = threading.Lock()
@@ -85,11 +87,11 @@ class LinkCollector:
         yield rejected
 
 
-def counters_for(services: dict, registry: Any) -> LinkCounters:
+def counters_for(lasting: Lasting, registry: Any) -> LinkCounters:
     """The runtime's LinkCounters, created (and its collector registered) on first use."""
-    counters = services.get("mqtt.counters")
-    if counters is None:
-        counters = services["mqtt.counters"] = LinkCounters()
+    def create() -> LinkCounters:
+        counters = LinkCounters()
         if registry is not None:
             registry.register(LinkCollector(counters))
-    return counters
+        return counters
+    return lasting.get("mqtt.counters", create)

@@ -40,11 +40,11 @@ from pathlib import Path
 from typing import Iterable
 
 from edge.clock import SYSTEM_CLOCK, Clock
-from edge.store import Store, StoreUnavailable, register_migrations
+from edge.store import Schema, Store, StoreUnavailable
 
 log = logging.getLogger("edge.mqtt.outbox")
 
-register_migrations("outbox", [
+OUTBOX_SCHEMA = Schema("outbox", (
     """
     CREATE TABLE outbox (
         id INTEGER PRIMARY KEY AUTOINCREMENT,  -- AUTOINCREMENT: ids are never reused, so they are the order
@@ -63,7 +63,7 @@ register_migrations("outbox", [
     );
     CREATE INDEX outbox_coalesce ON outbox(coalesce_key) WHERE coalesce_key IS NOT NULL;
     """,
-])
+))
 
 KEEP, NORMAL = "keep", "normal"
 

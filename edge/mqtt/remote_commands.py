@@ -21,7 +21,7 @@ from typing import Any, Callable
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from edge.commands import MAX_PAYLOAD, Command, CommandRegistry, CommandRejected
+from edge.commands import MAX_PAYLOAD, Command, CommandRegistry, CommandRejected, WorkerCommands
 from edge.mqtt.topics import Topics
 
 log = logging.getLogger("edge.mqtt.commands")
@@ -32,10 +32,10 @@ DANGEROUS_HINT = "set [mqtt] allow_dangerous_commands = true to accept it over M
 Publish = Callable[[str, bytes, Properties | None], None]
 
 
-def register_node_commands(registry: CommandRegistry, runtime: Any) -> None:
+def register_node_commands(commands: WorkerCommands, runtime: Any) -> None:
     """restart_worker {"worker": name} and restart_runtime {} (Home Assistant's buttons)."""
 
-    def restart_worker(payload: dict) -> dict:
+    def restart_worker(payload: dict, via: str) -> dict:
         names = [r.name for r in runtime.supervisor.runners] if runtime.supervisor else []
         if payload["worker"] not in names:
             raise CommandRejected(f"restart_worker: no running worker {payload['worker']!r}; "
@@ -43,12 +43,12 @@ def register_node_commands(registry: CommandRegistry, runtime: Any) -> None:
         runtime.supervisor.restart(payload["worker"])
         return {"restarting": payload["worker"]}
 
-    def restart_runtime(payload: dict) -> dict:
+    def restart_runtime(payload: dict, via: str) -> dict:
         runtime.request_restart()
         return {"restarting": "runtime"}
 
-    registry.register(Command("restart_worker", restart_worker, {"worker": str}))
-    registry.register(Command("restart_runtime", restart_runtime, {}))
+    commands.register(Command("restart_worker", restart_worker, {"worker": str}))
+    commands.register(Command("restart_runtime", restart_runtime, {}))
 
 
 class RemoteCommands:

@@ -1,5 +1,6 @@
-"""`edge faces ...` (known faces in the device's store) and `edge sim ...` (drive a running
-`edge run --sim`), contributed to the `edge` command through the `edge.cli` entry points.
+"""`edge faces ...` (known faces in the device's store, through the `edge.cli` entry point)
+and the doorbell's simulator controls `edge sim press | camera | status` (drive a running
+`edge run --sim`, through the `edge.sim` entry point).
 
 `edge faces` works on the store directly, in this process (dlib is loaded here, never in
 the runtime); a running device notices the change through the faces version row and
@@ -10,45 +11,14 @@ Nothing prints an encoding.
 from __future__ import annotations
 
 import argparse
-import getpass
-import sqlite3
 import sys
 import time
 from pathlib import Path
 
-from edge.audit import AuditLog  # registers the audit table's migration before a Store opens
-from edge.cli import post_sim
-from edge.config import ConfigError
-from edge.runtime import config_path_for, load_config, state_dir_for
-from edge.store import DB_NAME, Store, StoreUnavailable
-from services.doorbell.faces_store import FaceStore, check_name  # registers the "faces" migration
+from edge.cli_device import CliDevice
+from edge.store import StoreUnavailable
+from services.doorbell.faces_store import FaceStore, check_name
 from services.doorbell.snapshots import snapshot_folder
-
-
-def _open_store(args) -> tuple[Store, Path]:
-    state_dir = state_dir_for(args.sim)
-    try:
-        return Store(state_dir / DB_NAME), state_dir
-    except (sqlite3.Error, OSError) as exc:
-        raise SystemExit(f"cannot open the device's store in {state_dir} ({exc}); run as the device's user "
-                         f"(sudo -u edge ...), or set EDGE_STATE_DIR to its state directory") from None
-
-
-def _faces_config(args):
-    try:
-        config, _ = load_config(config_path_for(args.config), args.sim)
-    except ConfigError as exc:
-        raise SystemExit(f"{exc.source}: invalid configuration ({exc.problems[0]}); "
-                         f"check it with `edge config check`") from None
-    return config
-
-
-def _audit(store: Store, state_dir: Path, action: str, detail: dict) -> None:
-    try:
-        AuditLog(store, state_dir / "audit.key", state_dir / "audit.anchor").append(
-            f"cli:{getpass.getuser()}", action, detail)
-    except (OSError, StoreUnavailable) as exc:
-        print(f"warning: the change was made but could not be written to the audit log ({exc})", file=sys.stderr)
 
 
 class Progress:
@@ -89,7 +59,8 @@ def cmd_enroll(args) -> int:
         print(f"edge faces enroll: no such photo: {', '.join(missing)}; give paths to JPEG or PNG files",
               file=sys.stderr)
         return 2
-    min_face_px = _faces_config(args)["faces"].min_face_px
+    device = CliDevice(args)
+    min_face_px = device.config["faces"].min_face_px
     progress = Progress(len(photos))
     accepted, rejected = [], []
     for i, photo in enumerate(photos):
@@ -108,12 +79,12 @@ def cmd_enroll(args) -> int:
     if not accepted:
         print(f"nothing enrolled for {name}: every photo was rejected", file=sys.stderr)
         return 1
-    store, state_dir = _open_store(args)
+    store = device.open_store()
     try:
         faces = FaceStore(store)
         added, duplicates = faces.add(name, accepted, time.time())
         if added:
-            _audit(store, state_dir, "face_enrolled", {"name": name, "source": "photos", "encodings": added})
+            device.audit(store, "face_enrolled", {"name": name, "source": "photos", "encodings": added})
     except StoreUnavailable as exc:
         print(f"edge faces enroll: cannot save ({exc})", file=sys.stderr)
         return 1
@@ -125,7 +96,7 @@ def cmd_enroll(args) -> int:
 
 
 def cmd_list(args) -> int:
-    store, _ = _open_store(args)
+    store = CliDevice(args).open_store()
     try:
         people = FaceStore(store).people()
     finally:
@@ -141,8 +112,9 @@ def cmd_list(args) -> int:
 
 
 def cmd_remove(args) -> int:
-    config = _faces_config(args)
-    store, state_dir = _open_store(args)
+    device = CliDevice(args)
+    config = device.config
+    store = device.open_store()
     try:
         faces = FaceStore(store)
         enrolled = any(p.name == args.name for p in faces.people())
@@ -154,9 +126,9 @@ def cmd_remove(args) -> int:
             return 1
         # The files first, then the rows: a snapshot that cannot be deleted keeps its row,
         # so running the command again finds it and tries again.
-        deleted, failed = snapshot_folder(config["faces"], state_dir).remove(files)
+        deleted, failed = snapshot_folder(config["faces"], device.state_dir).remove(files)
         removed, _ = faces.remove(args.name, keep_files=failed)
-        _audit(store, state_dir, "face_removed", {"name": args.name, "encodings": removed, "snapshots": deleted,
+        device.audit(store, "face_removed", {"name": args.name, "encodings": removed, "snapshots": deleted,
                                                   "snapshots_not_deleted": len(failed)})
     except StoreUnavailable as exc:
         print(f"edge faces remove: cannot save ({exc})", file=sys.stderr)
@@ -170,21 +142,21 @@ def cmd_remove(args) -> int:
     return 1 if failed else 0
 
 
-def _subcommand(sub, add_config_arg, name: str, func, help: str, **defaults) -> argparse.ArgumentParser:
+def _subcommand(sub, add_device_args, name: str, func, help: str, **defaults) -> argparse.ArgumentParser:
     p = sub.add_parser(name, help=help)
-    add_config_arg(p)
+    add_device_args(p)
     p.set_defaults(func=func, **defaults)
     return p
 
 
-def register_faces(subparsers, add_config_arg) -> None:
+def register_faces(subparsers, add_device_args) -> None:
     p = subparsers.add_parser("faces", help="known faces: enroll, list, remove")
     sub = p.add_subparsers(dest="faces_command", required=True)
-    enroll = _subcommand(sub, add_config_arg, "enroll", cmd_enroll, "enroll a person from photos (one face each)")
+    enroll = _subcommand(sub, add_device_args, "enroll", cmd_enroll, "enroll a person from photos (one face each)")
     enroll.add_argument("name", help="the name announced when this person rings")
     enroll.add_argument("photos", nargs="+", metavar="PHOTO", help="photos showing only this person's face")
-    _subcommand(sub, add_config_arg, "list", cmd_list, "list enrolled people")
-    remove = _subcommand(sub, add_config_arg, "remove", cmd_remove, "forget a person and delete the snapshots "
+    _subcommand(sub, add_device_args, "list", cmd_list, "list enrolled people")
+    remove = _subcommand(sub, add_device_args, "remove", cmd_remove, "forget a person and delete the snapshots "
                          "showing them")
     remove.add_argument("name")
 
@@ -192,7 +164,7 @@ def register_faces(subparsers, add_config_arg) -> None:
 # -- edge sim -----------------------------------------------------------------------------------
 
 def cmd_sim_press(args) -> int:
-    return post_sim(args, "press", {"hold": args.hold})
+    return CliDevice(args).post_sim("press", {"hold": args.hold})
 
 
 SIM_CAMERA_ACTIONS = ("show", "empty", "unplug", "plug", "fault")
@@ -217,26 +189,25 @@ def cmd_sim_camera(args) -> int:
                   f"edge sim camera fault black (\"none\" clears it)", file=sys.stderr)
             return 2
         payload["fault"] = args.value
-    return post_sim(args, "camera", payload)
+    return CliDevice(args).post_sim("camera", payload)
 
 
 def cmd_sim_status(args) -> int:
-    return post_sim(args, "status", {})
+    return CliDevice(args).post_sim("status", {})
 
 
-def register_sim(subparsers, add_config_arg) -> None:
-    p = subparsers.add_parser("sim", help="drive a running `edge run --sim` (press the button, swap the camera)")
-    sub = p.add_subparsers(dest="sim_command", required=True)
-    # `edge sim` always talks to the simulator: --sim is implied.
-    press = _subcommand(sub, add_config_arg, "press", cmd_sim_press, "press the doorbell button", sim=True)
+def register_sim(sub, add_device_args) -> None:
+    """The doorbell's controls directly under `edge sim` (it is the device's first job).
+    `edge sim` always talks to the simulator: --sim is implied."""
+    press = _subcommand(sub, add_device_args, "press", cmd_sim_press, "press the doorbell button", sim=True)
     press.add_argument("--hold", type=float, default=0.1, metavar="SECONDS",
                        help="how long to hold it (a long press from [doorbell] long_press_s)")
-    camera = _subcommand(sub, add_config_arg, "camera", cmd_sim_camera, "what the simulated camera sees: "
+    camera = _subcommand(sub, add_device_args, "camera", cmd_sim_camera, "what the simulated camera sees: "
                          "show PHOTO, empty, unplug, plug, fault black|frozen|slow|none", sim=True)
     camera.add_argument("action", choices=SIM_CAMERA_ACTIONS)
     camera.add_argument("value", nargs="?", metavar="PHOTO|FAULT",
                         help="with show: the photo the camera serves until told otherwise; with fault: black "
                              "(all-black frames), frozen (the same frame over and over), slow (2 s per frame) "
                              "or none")
-    _subcommand(sub, add_config_arg, "status", cmd_sim_status, "the simulated doorbell: outputs, camera, "
+    _subcommand(sub, add_device_args, "status", cmd_sim_status, "the simulated doorbell: outputs, camera, "
                 "recognition, last visitor", sim=True)

@@ -23,9 +23,9 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from edge.store import Store, register_migrations
+from edge.store import Schema, Store
 
-register_migrations("faces", [
+FACES_SCHEMA = Schema("faces", (
     """
     CREATE TABLE faces (
         id INTEGER PRIMARY KEY,
@@ -50,7 +50,7 @@ register_migrations("faces", [
         names TEXT NOT NULL          -- JSON list of the enrolled people recognized in it
     );
     """,
-])
+))
 
 ENCODING_SIZE = 128
 _NAME = re.compile(r"^[\w][\w .'-]{0,63}$")

@@ -13,7 +13,6 @@ accuracy test and the recognition benchmark so both count the same way.
 from __future__ import annotations
 
 import contextlib
-import json
 import threading
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -23,7 +22,9 @@ from gpiozero.pins.mock import MockFactory
 from edge import config as configmod
 from edge.bus import Event
 from edge.clock import SYSTEM_CLOCK, Clock
-from edge.runtime import Runtime, all_sections
+from edge.commands import VIA_SIP
+from edge.assembly import all_sections
+from edge.runtime import Runtime
 from edge.notify import SystemdNotifier
 from edge.testing.waiting import wait_for
 from services.doorbell.worker import DoorbellWorker
@@ -75,8 +76,7 @@ class SimulatedDoorbell:
         if self.failed_boots:
             (self.state_dir / "boot-count").write_text(str(self.failed_boots))
         self.runtime = Runtime(self.config, self.classes, self.state_dir, sim=True, environ={},
-                               clock=self.clock, notifier=SystemdNotifier(address=""))
-        self.runtime.services["pin_factory"] = self.factory
+                               clock=self.clock, notifier=SystemdNotifier(address=""), pin_factory=self.factory)
         self._sub = self.runtime.bus.subscribe("simulated-doorbell", *self._watch, maxsize=100_000)
         self.runtime.start()
         self._loop = threading.Thread(target=self.runtime.loop, name="simulated-doorbell-loop", daemon=True)
@@ -162,12 +162,12 @@ class SimulatedDoorbell:
 
     def sim(self, command: str, **args) -> Any:
         """Call a simulator control as `edge sim COMMAND` does (without the HTTP hop)."""
-        return self.runtime.sim_commands[command](args)
+        return self.runtime.sim_controls.handlers[command](args)
 
-    def command(self, name: str, payload: dict | None = None) -> Any:
+    def command(self, name: str, payload: dict | None = None, via: str = VIA_SIP) -> Any:
         """Run a command as an in-process caller (the intercom) would: past the MQTT link's
         gate for dangerous commands, so the doorbell's own switches decide."""
-        return self.runtime.commands.execute(name, json.dumps(payload or {}).encode(), allow_dangerous=True)
+        return self.runtime.commands.call(name, payload, via=via, allow_dangerous=True)
 
     def _drain(self) -> None:
         while True:

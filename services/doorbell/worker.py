@@ -53,8 +53,9 @@ from edge.worker import Worker, WorkerContext
 from hardware import gpio
 from hardware.camera import (BACKENDS, FAULTS as CAMERA_FAULTS, BurstInterrupted, CameraError, FakeCamera,
                              burst_fault, capture_burst, make_camera)
+from services.doorbell.doctor import checks
 from services.doorbell.enrollment import EnrollmentChild
-from services.doorbell.faces_store import FaceStore, check_name  # registers the "faces" migration
+from services.doorbell.faces_store import FACES_SCHEMA, FaceStore, check_name
 from services.doorbell.recognition import KNOWN, UNCERTAIN, UNKNOWN, EnrollmentError, VisitorResult, choose_frame
 from services.doorbell.recognizer_child import (FAILED as RECOGNIZER_FAILED, UNAVAILABLE as RECOGNIZER_UNAVAILABLE,
                                                 RecognitionError, RecognizerProcess, RecognizerUnavailable)
@@ -179,6 +180,7 @@ class WorkerInterrupted(Exception):
 class DoorbellWorker(Worker):
     name = "doorbell"
     sections = (DOORBELL_SECTION, CAMERA_SECTION, FACES_SECTION)
+    schemas = (FACES_SCHEMA,)
     critical = True
     essential = True
     start_order = 10
@@ -208,6 +210,10 @@ class DoorbellWorker(Worker):
         Entity("button", "open_door", "Open door", command="open_door", icon="mdi:door-open",
                requires=("doorbell.allow_remote_open", "mqtt.allow_dangerous_commands")),
     )
+
+    @classmethod
+    def doctor(cls, config):
+        return checks(config)
 
     def __init__(self, config):
         super().__init__(config)
@@ -240,7 +246,6 @@ class DoorbellWorker(Worker):
         self._enroller: threading.Thread | None = None
         self._enroll_child: EnrollmentChild | None = None
         self._last_visitor: LastVisitor | None = None
-        self._sim_handlers: dict[str, Any] = {}
         self._led_mode: str | None = None
         self.ready = threading.Event()  # set once the button, camera and recognizer are set up
         self.presses = self.rings = self.ignored = self.recognitions = 0
@@ -281,20 +286,19 @@ class DoorbellWorker(Worker):
     # -- run ---------------------------------------------------------------------------------
     def run(self, ctx: WorkerContext) -> None:
         self._ctx = ctx
-        runtime = ctx.services.get("runtime")
-        self.safe_mode = bool(getattr(runtime, "safe_mode", False))
+        self.safe_mode = ctx.safe_mode
         ctx.bus.mark_never_drop(RING)
         try:
             # First, so the simulator banner printed at start-up lists them; each handler
             # copes with a doorbell still being set up.
-            self._register_sim(ctx, runtime)
+            self._register_sim(ctx)
             self._register_commands(ctx)
             # Nobody is at the door as far as this run knows: a restart lost the previous
             # run's timer, which would otherwise leave "Person at door" on for good.
             ctx.states.set("doorbell.person", "OFF")
             self._open_gpio(ctx)
             if not self.safe_mode:
-                self._open_stores(ctx, runtime)
+                self._open_stores(ctx)
                 self._open_camera()
                 self._open_recognizer()
             self._publish_states()
@@ -315,7 +319,7 @@ class DoorbellWorker(Worker):
 
     def _open_gpio(self, ctx: WorkerContext) -> None:
         cfg = self.cfg
-        factory = ctx.services.get("pin_factory") or gpio.pin_factory(cfg.pin_factory)
+        factory = (ctx.sim.pin_factory if ctx.sim is not None else None) or gpio.pin_factory(cfg.pin_factory)
         pins = gpio.DoorbellPins(button=cfg.button_pin, chime=cfg.chime_pin, relay=cfg.relay_pin,
                                  led=cfg.led_pin if cfg.led_pin >= 0 else None, button_pull=cfg.button_pull,
                                  button_active=cfg.button_active, bounce_s=cfg.bounce_s,
@@ -323,10 +327,10 @@ class DoorbellWorker(Worker):
                                  chime_active_high=cfg.chime_active_high)
         self.gpio = gpio.DoorbellGpio(pins, factory, on_press=self._on_press, on_long_press=self._on_long_press)
 
-    def _open_stores(self, ctx: WorkerContext, runtime) -> None:
+    def _open_stores(self, ctx: WorkerContext) -> None:
         if ctx.store is not None:
             self.faces = FaceStore(ctx.store)
-        self.snapshots = self.make_snapshot_folder(Path(runtime.state_dir) if runtime is not None else None)
+        self.snapshots = self.make_snapshot_folder(ctx.state_dir)
 
     def make_snapshot_folder(self, state_dir: Path | None) -> SnapshotFolder | None:
         """Where visitor snapshots are kept (a subclass may hand a test double)."""
@@ -362,10 +366,6 @@ class DoorbellWorker(Worker):
         self._starter.start()
 
     def _close(self, ctx: WorkerContext) -> None:
-        sim = ctx.services.get("sim")
-        for name, handler in self._sim_handlers.items():
-            if sim is not None and sim.get(name) is handler:
-                del sim[name]
         if self.gpio is not None:
             self.gpio.close()  # relay off first
         if self.camera is not None:
@@ -726,20 +726,19 @@ class DoorbellWorker(Worker):
 
     # -- commands (called from other threads: the MQTT link, the intercom) -----------------------
     def _register_commands(self, ctx: WorkerContext) -> None:
-        commands = ctx.services.get("commands")
-        if commands is None:
-            return
+        commands = ctx.commands
         # Both are `dangerous` (the MQTT link also wants [mqtt] allow_dangerous_commands) and
         # each has this device's own switch, off by default.
-        commands.register(Command("open_door", self.open_door, fields={}, optional={"event_id": str, "via": str},
+        commands.register(Command("open_door", self.open_door, fields={}, optional={"event_id": str},
                                   authorized=lambda: bool(self.cfg.allow_remote_open),
                                   refusal="set [doorbell] allow_remote_open = true", dangerous=True))
         commands.register(Command("enroll_last_visitor", self.enroll_last_visitor, fields={"name": str},
                                   authorized=lambda: bool(self.faces_cfg.allow_remote_enroll),
                                   refusal="set [faces] allow_remote_enroll = true", dangerous=True))
 
-    def open_door(self, payload: dict) -> dict:
-        """Pulse the door relay (authorization is checked by the command registry)."""
+    def open_door(self, payload: dict, via: str) -> dict:
+        """Pulse the door relay (authorization is checked by the command registry); `via`
+        (mqtt, sip, cli) is who asked, for the audit record."""
         if self.safe_mode:
             raise CommandRejected("the door relay is held off in safe mode; fix the cause of the failed boots "
                                   "and restart the service", "unauthorized")
@@ -748,7 +747,6 @@ class DoorbellWorker(Worker):
             raise CommandRejected("the doorbell is restarting; try again in a few seconds", "failed")
         seconds = self.cfg.relay_pulse_s
         event_id = payload.get("event_id") or new_event_id()
-        via = payload.get("via") or "remote"
         # The relay first, then the audit record of what really happened: a record written
         # before a pulse that then failed would say the door was opened when it was not.
         try:
@@ -763,7 +761,7 @@ class DoorbellWorker(Worker):
         return {"opened_s": seconds, "event_id": event_id}
 
     def _audit(self, actor: str, action: str, detail: dict, event_id: str) -> None:
-        audit = self._ctx.services.get("audit")
+        audit = self._ctx.audit
         if audit is None:
             return
         try:
@@ -771,7 +769,7 @@ class DoorbellWorker(Worker):
         except StoreUnavailable as exc:
             self._ctx.log.error("%s could not be audited (%s)", action, exc, extra={"event_id": event_id})
 
-    def enroll_last_visitor(self, payload: dict) -> dict:
+    def enroll_last_visitor(self, payload: dict, via: str) -> dict:
         """"This was Alice": enroll the largest face of the last ring's snapshot. The
         encoding runs in a one-shot child (dlib stays out of this process); the outcome is
         a `faces.enrolled` event with the ring's event_id, and an audit record."""
@@ -789,21 +787,20 @@ class DoorbellWorker(Worker):
         if self._enroller is not None and self._enroller.is_alive():
             raise CommandRejected("an enrollment is already running; try again in a moment", "failed")
         self._enroll_child = EnrollmentChild()
-        self._enroller = threading.Thread(target=self._enroll, args=(name, last, self._enroll_child),
+        self._enroller = threading.Thread(target=self._enroll, args=(name, last, self._enroll_child, via),
                                           name="doorbell-enroll", daemon=True)
         self._enroller.start()
         return {"enrolling": name, "event_id": last.event_id}
 
-    def _enroll(self, name: str, last: LastVisitor, child: EnrollmentChild) -> None:
+    def _enroll(self, name: str, last: LastVisitor, child: EnrollmentChild, via: str) -> None:
         ctx = self._ctx
         ok, reason = False, ""
         try:
             encoding = child.encode(last.frame, last.faces[0].box)
             added, _ = self.faces.add(name, [(f"ring:{last.event_id}", encoding)], ctx.clock.wall())
             self.faces.label_snapshot(last.event_id, name)
-            audit = ctx.services.get("audit")
-            if audit is not None:
-                audit.append("remote", "face_enrolled", {"name": name, "source": "ring", "encodings": added},
+            if ctx.audit is not None:
+                ctx.audit.append(via, "face_enrolled", {"name": name, "source": "ring", "encodings": added},
                              last.event_id)
             ok = True
         except (EnrollmentError, RuntimeError, StoreUnavailable, ValueError) as exc:
@@ -812,16 +809,14 @@ class DoorbellWorker(Worker):
         ctx.bus.emit(ENROLLED, {"name": name, "ok": ok, "reason": reason or None}, last.event_id)
 
     # -- simulator ---------------------------------------------------------------------------------
-    def _register_sim(self, ctx: WorkerContext, runtime) -> None:
-        sim = ctx.services.get("sim")
-        if sim is None:
+    def _register_sim(self, ctx: WorkerContext) -> None:
+        if ctx.sim is None:
             return
-        self._sim_handlers = {"press": self._sim_press, "camera": self._sim_camera, "status": self._sim_status}
-        sim.update(self._sim_handlers)
-        if runtime is not None:
-            line = (f"doorbell: button GPIO{self.cfg.button_pin} → chime GPIO{self.cfg.chime_pin}; "
-                    f"`edge sim press`, `edge sim camera show PHOTO`, `edge sim camera fault black`")
-            runtime.announce(line)
+        ctx.register_sim("press", self._sim_press)
+        ctx.register_sim("camera", self._sim_camera)
+        ctx.register_sim("status", self._sim_status)
+        ctx.announce(f"doorbell: button GPIO{self.cfg.button_pin} → chime GPIO{self.cfg.chime_pin}; "
+                     f"`edge sim press`, `edge sim camera show PHOTO`, `edge sim camera fault black`")
 
     def _sim_press(self, args: dict) -> dict:
         hold = float(args.get("hold") or 0.1)

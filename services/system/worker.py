@@ -61,8 +61,7 @@ class SystemWorker(Worker):
     def run(self, ctx: WorkerContext) -> None:
         cfg = ctx.config
         roots = Roots(Path(cfg.sys_root), Path(cfg.proc_root))
-        runtime = ctx.services.get("runtime")
-        disk = Path(cfg.disk_path) if cfg.disk_path else getattr(runtime, "state_dir", Path("/"))
+        disk = Path(cfg.disk_path) if cfg.disk_path else (ctx.state_dir or Path("/"))
         while True:
             ctx.states.set(STATE, read_all(roots, disk))
             if ctx.sleep(cfg.interval_s):

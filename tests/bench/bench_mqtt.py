@@ -33,7 +33,8 @@ import paho.mqtt.client as mqtt
 
 from edge import config as configmod
 from edge.mqtt.link import MqttLink
-from edge.runtime import Runtime, all_sections
+from edge.assembly import all_sections
+from edge.runtime import Runtime
 from edge.testing.mosquitto import Mosquitto
 from edge.testing.notify_socket import NotifyListener
 from edge.testing.ports import free_port

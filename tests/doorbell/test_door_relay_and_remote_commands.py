@@ -36,7 +36,7 @@ def test_allowed_door_opening_is_audited_and_ends_after_the_pulse(make_bell):
     bell = make_bell({"doorbell": {"allow_remote_open": True, "relay_pulse_s": 0.3}, **NO_FACES})
     bell.press()
     ring = bell.wait_event("doorbell.ring")
-    reply = bell.command("open_door", {"event_id": ring.event_id, "via": "sip"})
+    reply = bell.command("open_door", {"event_id": ring.event_id}, via="sip")
     assert reply == {"opened_s": 0.3, "event_id": ring.event_id}
     assert bell.relay.state is True
     opened = bell.wait_event("doorbell.door_opened")
@@ -111,11 +111,11 @@ def test_this_was_barack_enrolls_the_last_visitor_and_the_next_ring_names_him(ma
         bell.command("enroll_last_visitor", {"name": "../../etc/passwd"})
     assert bad_name.value.code == "invalid"
 
-    assert bell.command("enroll_last_visitor", {"name": "Barack"}) == {"enrolling": "Barack",
-                                                                      "event_id": first.event_id}
+    assert bell.command("enroll_last_visitor", {"name": "Barack"}, via="mqtt") == {"enrolling": "Barack",
+                                                                                  "event_id": first.event_id}
     enrolled = bell.wait_event("faces.enrolled", timeout=60)
     assert enrolled.event_id == first.event_id and enrolled.data["ok"], enrolled.data
-    assert ("remote", "face_enrolled", first.event_id) in audit_actions(bell)
+    assert ("mqtt", "face_enrolled", first.event_id) in audit_actions(bell)  # who asked, from the transport
     faces = FaceStore(bell.runtime.store)
     assert "Barack" in faces.snapshot(first.event_id).names  # so `edge faces remove Barack` deletes it
 
@@ -154,7 +154,7 @@ def test_relay_that_cannot_be_switched_is_audited_as_a_failure_not_as_opened(mak
     bell = make_bell({"doorbell": {"allow_remote_open": True}, **NO_FACES})
     bell.worker.gpio.timer.stop()  # as after a failed write: the pulse cannot start
     with pytest.raises(CommandRejected) as failed:
-        bell.command("open_door", {"via": "sip"})
+        bell.command("open_door", via="sip")
     assert failed.value.code == "failed" and "the door was not opened" in str(failed.value)
     actions = [action for _, action, _ in audit_actions(bell)]
     assert actions == ["door_open_failed"]

@@ -14,7 +14,7 @@ import pytest
 from edge import config as configmod
 from edge.entities import shown
 from edge.mqtt.link import MqttLink
-from edge.runtime import all_sections
+from edge.assembly import all_sections
 from edge.testing.tcp_proxy import TcpProxy
 from edge.testing.waiting import wait_for
 from services.doorbell.worker import DoorbellWorker

@@ -13,7 +13,7 @@ from runtime_helpers import EDGE, edge_env, running_edge
 
 from edge.store import DB_NAME, Store
 from edge.testing.waiting import wait_for
-from services.doorbell.faces_store import FaceStore
+from services.doorbell.faces_store import FACES_SCHEMA, FaceStore
 
 
 def edge(env, *args, timeout=120) -> subprocess.CompletedProcess:
@@ -44,7 +44,7 @@ def test_enroll_shows_progress_rejects_photos_without_exactly_one_face_and_list_
     snapshots.mkdir()
     (snapshots / "00000001_20260101T000000Z_ring1.jpg").write_bytes(b"\xff\xd8")
     (snapshots / "00000002_20260101T000100Z_ring2.jpg").write_bytes(b"\xff\xd8")
-    store = Store(tmp_path / "state" / DB_NAME)
+    store = Store(tmp_path / "state" / DB_NAME, schemas=[FACES_SCHEMA])
     FaceStore(store).record_snapshot("ring1", "00000001_20260101T000000Z_ring1.jpg", ["obama"], 1.7e9)
     FaceStore(store).record_snapshot("ring2", "00000002_20260101T000100Z_ring2.jpg", [], 1.7e9)
     store.close()
@@ -124,7 +124,7 @@ def test_remove_keeps_the_index_row_of_a_snapshot_it_could_not_delete_and_says_s
     snapshots.mkdir(parents=True)
     stuck = "00000001_20260101T000000Z_ring1.jpg"
     (snapshots / stuck).write_bytes(b"\xff\xd8")
-    store = Store(state / DB_NAME)
+    store = Store(state / DB_NAME, schemas=[FACES_SCHEMA])
     FaceStore(store).add("alice", [("photo:a", np.random.default_rng(1).normal(size=128))], 1.7e9)
     FaceStore(store).record_snapshot("ring1", stuck, ["alice"], 1.7e9)
     store.close()

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from edge.store import Store
-from services.doorbell.faces_store import FaceStore, check_name
+from services.doorbell.faces_store import FACES_SCHEMA, FaceStore, check_name
 from services.doorbell.snapshots import SANE_WALL, SnapshotFolder, encode_jpeg
 
 NOW = 1_790_000_000.0  # 2026
@@ -109,8 +109,8 @@ def encoding(seed: int) -> np.ndarray:
 
 
 def test_every_writer_bumps_the_version_the_running_doorbell_polls(tmp_path):
-    runtime = FaceStore(Store(tmp_path / "edge.sqlite3"))
-    cli = FaceStore(Store(tmp_path / "edge.sqlite3"))  # another connection, as `edge faces` is
+    runtime = FaceStore(Store(tmp_path / "edge.sqlite3", schemas=[FACES_SCHEMA]))
+    cli = FaceStore(Store(tmp_path / "edge.sqlite3", schemas=[FACES_SCHEMA]))  # another connection, as `edge faces` is
     try:
         start = runtime.version()
         cli.add("alice", [("photo:a", encoding(1))], NOW)
@@ -124,7 +124,7 @@ def test_every_writer_bumps_the_version_the_running_doorbell_polls(tmp_path):
 
 
 def test_encodings_round_trip_and_the_same_photo_is_enrolled_once(tmp_path):
-    faces = FaceStore(Store(tmp_path / "edge.sqlite3"))
+    faces = FaceStore(Store(tmp_path / "edge.sqlite3", schemas=[FACES_SCHEMA]))
     try:
         assert faces.add("alice", [("photo:a", encoding(1)), ("photo:b", encoding(2))], NOW) == (2, 0)
         version = faces.version()
@@ -139,7 +139,7 @@ def test_encodings_round_trip_and_the_same_photo_is_enrolled_once(tmp_path):
 
 
 def test_removing_a_person_returns_their_snapshots_only(tmp_path):
-    faces = FaceStore(Store(tmp_path / "edge.sqlite3"))
+    faces = FaceStore(Store(tmp_path / "edge.sqlite3", schemas=[FACES_SCHEMA]))
     try:
         faces.add("alice", [("photo:a", encoding(1))], NOW)
         faces.add("bob", [("photo:b", encoding(2))], NOW)
@@ -157,7 +157,7 @@ def test_removing_a_person_returns_their_snapshots_only(tmp_path):
 
 
 def test_a_snapshot_file_that_could_not_be_deleted_keeps_its_row(tmp_path):
-    faces = FaceStore(Store(tmp_path / "edge.sqlite3"))
+    faces = FaceStore(Store(tmp_path / "edge.sqlite3", schemas=[FACES_SCHEMA]))
     try:
         faces.add("alice", [("photo:a", encoding(1))], NOW)
         faces.record_snapshot("r1", "1.jpg", ["alice"], NOW)

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from edge.config import load
-from edge.runtime import EXIT_NO_CONFIG, all_sections, worker_classes
+from edge.assembly import all_sections, worker_classes
+from edge.runtime import EXIT_NO_CONFIG
 from edge.testing.requirements import require_program
 from services.system.worker import SystemWorker
 

@@ -13,7 +13,8 @@ import paho.mqtt.client as mqtt
 
 from edge import config as configmod
 from edge.mqtt.link import MqttLink
-from edge.runtime import Runtime, all_sections
+from edge.assembly import all_sections
+from edge.runtime import Runtime
 from edge.testing.waiting import wait_for
 
 NODE = "testnode"

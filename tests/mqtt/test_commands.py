@@ -29,10 +29,9 @@ class DoorStub(Worker):
 
     def run(self, ctx):
         self._stop = threading.Event()
-        registry = ctx.services["commands"]
-        registry.register(Command("open_door", lambda p: self.opened.set() or {"opened": True}, {},
-                                  dangerous=True))
-        registry.register(Command("explode", lambda p: 1 / 0, {}))
+        ctx.commands.register(Command("open_door", lambda p, via: self.opened.set() or {"opened": True}, {},
+                                      dangerous=True))
+        ctx.commands.register(Command("explode", lambda p, via: 1 / 0, {}))
         while not ctx.sleep(0.05):
             if self._stop.is_set():
                 return  # interrupted: return, and the supervisor starts a fresh one
@@ -84,7 +83,7 @@ def test_bad_commands_are_rejected_counted_and_answered_and_the_runtime_keeps_wo
         send(port, "restart_worker", bytes(range(256)))  # binary garbage
         assert reply(rec, "restart_worker", 5)["code"] == "malformed"
 
-        registry = rt.services["commands"]
+        registry = rt.commands
         assert dict(registry.rejected) == {"malformed": 2, "oversized": 1, "invalid": 2, "unknown": 1,
                                            "unauthorized": 1, "failed": 1}
         metrics = generate_latest(rt.metrics).decode()
@@ -110,7 +109,7 @@ def test_dangerous_commands_run_only_when_enabled_in_config(tmp_path, mosquitto,
     with running_runtime(tmp_path / "state", mosquitto.port, classes=(DoorStub, MqttLink),
                          env={"EDGE_MQTT_ALLOW_DANGEROUS_COMMANDS": "true"}) as rt:
         wait_connected(rt)
-        wait_for(lambda: "open_door" in rt.services["commands"].names(), 10, message="the command registered")
+        wait_for(lambda: "open_door" in rt.commands.names(), 10, message="the command registered")
         send(mosquitto.port, "open_door", b"{}")
         assert reply(rec, "open_door") == {"command": "open_door", "ok": True, "result": {"opened": True}}
         assert DoorStub.opened.is_set()
@@ -121,7 +120,7 @@ def test_a_flood_is_refused_as_busy_and_every_refusal_is_answered():
     and still get a reply, and an oversized payload is refused without being copied."""
     registry = CommandRegistry()
     ran = []
-    registry.register(Command("ping", lambda p: ran.append(p) or "pong", {}))
+    registry.register(Command("ping", lambda p, via: ran.append(p) or "pong", {}))
     remote = RemoteCommands(registry, Topics(NODE), allow_dangerous=False)
     offered = [remote.offer("ping", b"{}", None) for _ in range(MAX_QUEUED + 5)]
     assert offered == [True] * MAX_QUEUED + [False] * 5

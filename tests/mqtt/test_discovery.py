@@ -20,7 +20,7 @@ from edge.mqtt.alerts import Alerts
 from edge.mqtt.discovery import Discovery, NodeInfo, node_entities, owned
 from edge.mqtt.link import MqttLink
 from edge.mqtt.topics import Topics
-from edge.runtime import load_config
+from edge.assembly import load_config
 from edge.testing.waiting import wait_for
 from edge.worker import Worker, discover_workers
 from mqtt.ha_documented_options import (AVAILABILITY_MODES, AVAILABILITY_OPTIONS, DEVICE_CLASSES, DEVICE_OPTIONS,

@@ -14,7 +14,7 @@ from edge.mqtt.alerts import Alerts
 from edge.mqtt.connection import BrokerConnection, ConnectionSettings, default_client_id
 from edge.mqtt.link import MqttLink
 from edge.mqtt.topics import Topics
-from edge.runtime import all_sections
+from edge.assembly import all_sections
 from edge.testing.ports import free_port
 from edge.testing.tcp_proxy import TcpProxy
 from edge.testing.waiting import wait_for

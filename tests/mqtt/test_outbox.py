@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from edge.clock import FakeClock
-from edge.mqtt.outbox import KEEP, NORMAL, MemoryOutbox, Outbox, OutboxStore, Outgoing
+from edge.mqtt.outbox import KEEP, NORMAL, OUTBOX_SCHEMA, MemoryOutbox, Outbox, OutboxStore, Outgoing
 from edge.store import Store, StoreUnavailable
 
 
@@ -23,7 +23,7 @@ def clock():
 
 @pytest.fixture
 def store(tmp_path, clock):
-    s = Store(tmp_path / "edge.sqlite3", clock)
+    s = Store(tmp_path / "edge.sqlite3", clock, schemas=[OUTBOX_SCHEMA])
     yield s
     s.close()
 
@@ -102,14 +102,14 @@ def test_a_message_larger_than_the_cap_is_dropped_and_counted(box):
 
 def test_durable_across_a_crash_with_in_flight_rows_released(tmp_path, clock):
     path = tmp_path / "edge.sqlite3"
-    store = Store(path, clock)
+    store = Store(path, clock, schemas=[OUTBOX_SCHEMA])
     box = OutboxStore(store, clock, boot_id="boot-a")
     ids = box.append([msg(i) for i in range(4)])
     box.mark_inflight(ids[:2])
     box.ack([ids[0]])
     store.close()  # the process dies here: t/1 was in flight, unacknowledged
 
-    store = Store(path, clock)
+    store = Store(path, clock, schemas=[OUTBOX_SCHEMA])
     box = OutboxStore(store, clock, boot_id="boot-a")
     assert box.redelivered_at_open == 1
     assert topics(box.peek(10)) == ["t/1", "t/2", "t/3"]
@@ -119,11 +119,11 @@ def test_durable_across_a_crash_with_in_flight_rows_released(tmp_path, clock):
 
 def test_another_boot_restarts_the_ttl_clock_instead_of_trusting_it(tmp_path, clock):
     path = tmp_path / "edge.sqlite3"
-    store = Store(path, clock)
+    store = Store(path, clock, schemas=[OUTBOX_SCHEMA])
     OutboxStore(store, clock, ttl_s=60, boot_id="boot-a").append([msg(1)])
     store.close()
     clock.advance(-500)  # after a reboot the monotonic clock starts again near zero
-    store = Store(path, clock)
+    store = Store(path, clock, schemas=[OUTBOX_SCHEMA])
     box = OutboxStore(store, clock, ttl_s=60, boot_id="boot-b")
     clock.advance(59)
     assert box.expire() == 0
@@ -154,7 +154,7 @@ class RefusingStore(Store):
 
 
 def test_outbox_spills_to_memory_while_the_disk_refuses_and_moves_back_in_order(tmp_path, clock):
-    store = RefusingStore(tmp_path / "edge.sqlite3", clock)
+    store = RefusingStore(tmp_path / "edge.sqlite3", clock, schemas=[OUTBOX_SCHEMA])
     box = Outbox(OutboxStore(store, clock, boot_id="boot-a"), MemoryOutbox(clock))
     box.append([msg(1), msg(2)])
     store.full = True

@@ -14,7 +14,7 @@ from cryptography.x509.oid import NameOID
 
 from edge import config as configmod
 from edge.mqtt.link import MqttLink
-from edge.runtime import all_sections
+from edge.assembly import all_sections
 from edge.testing.mosquitto import Mosquitto
 from edge.testing.ports import free_port
 from edge.testing.requirements import require_program

@@ -13,13 +13,13 @@ import threading
 import pytest
 from runtime_helpers import EDGE, edge_env
 
-from edge.audit import GENESIS, AuditLog, _canonical
+from edge.audit import AUDIT_SCHEMA, GENESIS, AuditLog, _canonical
 from edge.store import Store, StoreUnavailable
 
 
 @pytest.fixture
 def audit(tmp_path):
-    store = Store(tmp_path / "edge.sqlite3")
+    store = Store(tmp_path / "edge.sqlite3", schemas=[AUDIT_SCHEMA])
     log = AuditLog(store, tmp_path / "audit.key", tmp_path / "audit.anchor")
     for n in range(1, 6):
         log.append("mqtt", "door.open", {"n": n}, event_id=f"e{n}")
@@ -108,7 +108,7 @@ def test_crash_between_commit_and_anchor_is_not_tampering(audit, tmp_path):
 def test_edge_audit_verify_command(tmp_path):
     state = tmp_path / "state"
     state.mkdir()
-    store = Store(state / "edge.sqlite3")
+    store = Store(state / "edge.sqlite3", schemas=[AUDIT_SCHEMA])
     log = AuditLog(store, state / "audit.key", state / "audit.anchor")
     log.append("mqtt", "door.open", {})
     log.append("mqtt", "door.open", {})
@@ -126,7 +126,7 @@ def test_genesis_is_fixed():
 
 
 def test_concurrent_appends_from_several_threads_all_succeed_and_verify(tmp_path):
-    store = Store(tmp_path / "edge.sqlite3")
+    store = Store(tmp_path / "edge.sqlite3", schemas=[AUDIT_SCHEMA])
     log = AuditLog(store, tmp_path / "audit.key", tmp_path / "audit.anchor")
     errors, seqs = [], []
     start = threading.Barrier(8)
@@ -156,7 +156,8 @@ def test_concurrent_appends_from_several_threads_all_succeed_and_verify(tmp_path
 
 def test_anchor_that_cannot_be_written_degrades_the_store_and_the_record_still_counts(tmp_path):
     health = []
-    store = Store(tmp_path / "edge.sqlite3", on_health=lambda ok, reason: health.append((ok, reason)))
+    store = Store(tmp_path / "edge.sqlite3", on_health=lambda ok, reason: health.append((ok, reason)),
+                  schemas=[AUDIT_SCHEMA])
     log = AuditLog(store, tmp_path / "audit.key", tmp_path / "gone" / "audit.anchor")  # no such directory
     try:
         assert log.append("mqtt", "door.open", {}) == 1  # no exception: the record is committed
@@ -206,7 +207,7 @@ def test_missing_key_is_reported_as_audit_key_missing_and_never_recreated(audit,
 def test_edge_audit_verify_neither_migrates_the_store_nor_creates_a_key(tmp_path):
     state = tmp_path / "state"
     state.mkdir()
-    store = Store(state / "edge.sqlite3")
+    store = Store(state / "edge.sqlite3", schemas=[AUDIT_SCHEMA])
     AuditLog(store, state / "audit.key", state / "audit.anchor").append("mqtt", "door.open", {})
     # as if written by an older version: only the audit table, no migration bookkeeping
     store.close()

@@ -9,7 +9,7 @@ import pytest
 from runtime_helpers import EDGE, edge_env
 
 from edge.config import ConfigError, load
-from edge.runtime import all_sections, load_config
+from edge.assembly import all_sections, load_config
 from services.system.worker import SystemWorker
 
 SECTIONS = all_sections([SystemWorker])

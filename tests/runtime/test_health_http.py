@@ -89,7 +89,7 @@ def test_sim_routes_exist_only_in_simulation(runtime):
     rt, base = runtime([IdleWorker])
     assert get(base + "/sim/press", method="POST", body=b"{}")[0] == 404
     rt2, base2 = runtime([IdleWorker], sim=True)
-    rt2.sim_commands["echo"] = lambda args: args["text"]
+    rt2.sim_controls.handlers["echo"] = lambda args: args["text"]
     code, body = get(base2 + "/sim/echo", method="POST", body=b'{"text": "hi"}')
     assert code == 200 and json.loads(body)["result"] == "hi"
     assert get(base2 + "/sim/echo", method="POST", body=b"[1]")[0] == 400

@@ -10,7 +10,8 @@ from runtime_helpers import edge_env, make_config, running_edge, spawn_edge
 
 from edge.clock import FakeClock
 from edge.config import ConfigError
-from edge.runtime import EXIT_NO_CONFIG, LAST_GOOD, Runtime, load_config_with_fallback
+from edge.assembly import LAST_GOOD, load_config_with_fallback
+from edge.runtime import EXIT_NO_CONFIG, Runtime
 from edge.safemode import BootCounter
 from edge.testing.waiting import wait_for
 from edge.testing.workers import IdleEssential, IdleWorker

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sqlite3
 import subprocess
@@ -15,7 +16,7 @@ from runtime_helpers import fill_disk, make_config, remount, small_tmpfs
 
 from edge.clock import FakeClock
 from edge.runtime import Runtime
-from edge.store import Store, StoreUnavailable, register_migrations
+from edge.store import Schema, Store, StoreUnavailable
 from edge.testing.waiting import wait_for
 from edge.testing.workers import IdleWorker
 
@@ -48,17 +49,16 @@ def test_kill_9_mid_write_keeps_every_reported_commit(tmp_path):
 
 
 def test_migrations_are_versioned_and_applied_once(tmp_path):
-    register_migrations("test_component", ["CREATE TABLE test_component_things (x INTEGER);"])
-    store = Store(tmp_path / "a.sqlite3")
+    v1 = Schema("test_component", ("CREATE TABLE test_component_things (x INTEGER);",))
+    store = Store(tmp_path / "a.sqlite3", schemas=[v1])
     try:
         rows = store.read("SELECT component, version FROM schema_migrations ORDER BY component")
         assert ("test_component", 1) in [tuple(r) for r in rows]
-        assert store.migrate() == []  # nothing left to apply
+        assert store.migrate([v1]) == []  # nothing left to apply
     finally:
         store.close()
-    register_migrations("test_component", ["CREATE TABLE test_component_things (x INTEGER);",
-                                           "ALTER TABLE test_component_things ADD COLUMN y TEXT;"])
-    store = Store(tmp_path / "a.sqlite3")
+    v2 = Schema("test_component", (*v1.scripts, "ALTER TABLE test_component_things ADD COLUMN y TEXT;"))
+    store = Store(tmp_path / "a.sqlite3", schemas=[v2])
     try:
         cols = [r[1] for r in store.read("PRAGMA table_info(test_component_things)")]
         assert cols == ["x", "y"]
@@ -175,7 +175,20 @@ def test_read_only_state_disk_at_boot_degrades_the_device_but_workers_run(tmp_pa
         rt = Runtime(make_config([IdleWorker], env={"EDGE_HEALTH_PORT": "0"}), [IdleWorker], state)
         rt.start()
         try:
-            assert rt.store is None and rt.services["store"] is None
+            assert rt.store is None and rt.audit is None
             assert_degraded_but_running(rt, f"{state} is read-only: check the SD card and remount it read-write")
         finally:
             rt.stop()
+
+
+def test_a_cli_process_creates_every_components_tables_whatever_it_imported(tmp_path):
+    """Which tables exist does not depend on import order: a fresh process that imports no
+    worker module opens the store through the CLI's one place and finds every component's
+    tables (the doorbell's faces, the MQTT outbox, the audit log)."""
+    code = ("import argparse, json; from edge.cli_device import CliDevice; "
+            "store = CliDevice(argparse.Namespace(sim=True, config=None)).open_store(); "
+            "print(json.dumps(sorted(r[0] for r in store.read('SELECT component FROM schema_migrations'))))")
+    env = {**os.environ, "EDGE_STATE_DIR": str(tmp_path / "state")}
+    env.pop("EDGE_CONFIG", None)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    assert {"audit", "core", "faces", "outbox"} <= set(json.loads(out))

@@ -1,0 +1,185 @@
+"""Assembling a device from its parts: the config schema (the runtime's own sections plus
+every worker's), the worker classes (installed entry points and `[runtime] plugins`), the
+config file with its last known-good fallback, where state and config live, and the store
+schemas. Shared by `edge run` (edge.runtime) and every CLI command (edge.cli_device), so
+both see the same device.
+
+Not responsible for: running anything (edge.runtime), validating values (edge.config).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from importlib import import_module
+from pathlib import Path
+from typing import Mapping
+
+from edge import config as configmod
+from edge.audit import AUDIT_SCHEMA
+from edge.config import Config, ConfigError, Key, Section
+from edge.health_http import SECTION as HEALTH_SECTION
+from edge.safemode import SECTION as SAFE_MODE_SECTION
+from edge.store import Schema
+from edge.supervisor import SECTION as SUPERVISOR_SECTION
+from edge.worker import Worker, discover_workers
+
+log = logging.getLogger("edge.assembly")
+
+LAST_GOOD = "last-good.toml"
+
+
+def _default_node_id() -> str:
+    return "".join(ch if ch.isalnum() or ch in "_-" else "_" for ch in socket.gethostname().lower()) or "edge"
+
+
+def _check_node(config, problems, warnings):
+    node_id = config["node"].id
+    if not node_id or any(not (ch.isalnum() or ch in "_-") for ch in node_id):
+        problems.append(f"[node] id: {node_id!r} may contain only letters, digits, _ and - "
+                        f"(it is part of MQTT topics and Home Assistant ids); for example: id = \"front-door\"")
+
+
+NODE_SECTION = Section("node", (
+    Key("id", str, _default_node_id(), "stable id used in MQTT topics and Home Assistant unique ids",
+        example="front-door"),
+    Key("name", str, "Edge node", "name shown in Home Assistant", example="Front door"),
+), "this device's identity", checks=(_check_node,))
+LOGGING_SECTION = Section("logging", (
+    Key("level", str, "info", "log level", choices=("debug", "info", "warning", "error")),
+), "JSON logs on stdout")
+RUNTIME_SECTION = Section("runtime", (
+    Key("plugins", list, [], "extra worker classes to load, as \"module:Class\"",
+        example=["mycompany.edge_workers:GarageDoor"]),
+), "the runtime itself")
+CORE_SECTIONS = (NODE_SECTION, HEALTH_SECTION, SUPERVISOR_SECTION, SAFE_MODE_SECTION, LOGGING_SECTION,
+                 RUNTIME_SECTION)
+
+
+def state_dir_for(sim: bool, environ: Mapping[str, str] = os.environ) -> Path:
+    """`EDGE_STATE_DIR`, else a user directory in simulation, else /var/lib/edge."""
+    if environ.get("EDGE_STATE_DIR"):
+        return Path(environ["EDGE_STATE_DIR"])
+    if sim:
+        base = environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+        return Path(base) / "edge"
+    return Path("/var/lib/edge")
+
+
+def config_path_for(explicit: str | None, environ: Mapping[str, str] = os.environ) -> Path | None:
+    """`--config`, else `EDGE_CONFIG`, else /etc/edge/edge.toml when it exists, else
+    None (built-in defaults for the profile)."""
+    if explicit:
+        return Path(explicit)
+    if environ.get("EDGE_CONFIG"):
+        return Path(environ["EDGE_CONFIG"])
+    return configmod.DEFAULT_CONFIG_PATH if configmod.DEFAULT_CONFIG_PATH.exists() else None
+
+
+def load_plugin(spec: str, origin: str = "") -> type[Worker]:
+    """The worker class named by a `[runtime] plugins` entry ("module:Class"); a ConfigError
+    that says what is wrong otherwise (never a traceback from `edge run`)."""
+    where = f"[runtime] plugins{origin}"
+    example = configmod._example(RUNTIME_SECTION, RUNTIME_SECTION.key("plugins"))
+    module_name, colon, attr = spec.partition(":") if isinstance(spec, str) else ("", "", "")
+    if not colon or not module_name.strip() or not attr.strip():
+        raise ConfigError([f"{where}: {spec!r} is not \"module:Class\"; for example: {example}"])
+    try:
+        module = import_module(module_name.strip())
+    except ImportError as exc:
+        raise ConfigError([f"{where}: cannot import {module_name!r} ({exc}); for example: {example}"]) from None
+    except Exception as exc:  # the plugin's own code raised while importing: report it, do not crash
+        raise ConfigError([f"{where}: importing {module_name!r} failed ({type(exc).__name__}: {exc}); "
+                           f"fix the module or remove the entry; for example: {example}"]) from None
+    cls = getattr(module, attr.strip(), None)
+    if cls is None:
+        raise ConfigError([f"{where}: module {module_name!r} has no {attr!r}; for example: {example}"])
+    if not (isinstance(cls, type) and issubclass(cls, Worker)):
+        raise ConfigError([f"{where}: {spec!r} is not a worker class (a subclass of edge.worker.Worker); "
+                           f"for example: {example}"])
+    return cls
+
+
+def worker_classes(plugins: list[str] = (), origin: str = "", source: str = "") -> list[type[Worker]]:
+    """Discovered workers plus the plugins; every bad plugin entry is reported at once."""
+    classes, problems = [e.cls for e in discover_workers()], []
+    for spec in plugins:
+        try:
+            classes.append(load_plugin(spec, origin))
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+    if problems:
+        raise ConfigError(problems, source)
+    return classes
+
+
+def all_sections(classes) -> list[Section]:
+    sections = list(CORE_SECTIONS)
+    for cls in classes:
+        sections.extend(s for s in cls.sections if s.name not in {x.name for x in sections})
+    return sections
+
+
+def _plugins_from(path: Path | None, environ: Mapping[str, str]) -> tuple[list[str], str]:
+    """Plugins must be known before the schema is complete, so read them first, leniently
+    (a file that does not parse, or plugins that are not a list, is reported by the full
+    validation). Returns the entries and where they came from, for messages."""
+    if environ.get("EDGE_RUNTIME_PLUGINS"):
+        return ([p.strip() for p in environ["EDGE_RUNTIME_PLUGINS"].split(",") if p.strip()],
+                " (from EDGE_RUNTIME_PLUGINS)")
+    if path is None:
+        return [], ""
+    try:
+        runtime = configmod.parse_toml(path.read_text(), str(path)).get("runtime", {})
+        plugins = runtime.get("plugins", []) if isinstance(runtime, dict) else []
+    except (OSError, ConfigError):
+        return [], ""
+    return (list(plugins) if isinstance(plugins, list) else []), ""
+
+
+def load_config(path: Path | None, sim: bool, environ: Mapping[str, str] = os.environ,
+                classes: list[type[Worker]] | None = None) -> tuple[Config, list[type[Worker]]]:
+    """Raises ConfigError for an invalid config, including a plugin that cannot be loaded."""
+    if classes is None:
+        plugins, origin = _plugins_from(path, environ)
+        classes = worker_classes(plugins, origin, source=str(path or "defaults"))
+    return configmod.load(all_sections(classes), path, environ, sim=sim), classes
+
+
+def load_config_with_fallback(path: Path | None, sim: bool, state_dir: Path,
+                              environ: Mapping[str, str] = os.environ,
+                              classes: list[type[Worker]] | None = None
+                              ) -> tuple[Config, list[type[Worker]], ConfigError | None]:
+    """The config to run on: the given one when valid (then saved as last known-good), else
+    the last known-good with the error returned for loud reporting. Raises ConfigError when
+    neither is usable."""
+    try:
+        config, classes = load_config(path, sim, environ, classes)
+    except ConfigError as error:
+        good = state_dir / LAST_GOOD
+        if not good.exists():
+            raise
+        try:
+            config, classes = load_config(good, sim, environ, classes)
+        except ConfigError:
+            raise error from None
+        return config, classes, error
+    if config.text:
+        try:
+            state_dir.mkdir(parents=True, exist_ok=True)
+            tmp = state_dir / (LAST_GOOD + ".tmp")
+            tmp.write_text(config.text)
+            tmp.replace(state_dir / LAST_GOOD)
+        except OSError as exc:
+            log.warning("cannot save the last known-good config: %s", exc)
+    return config, classes, None
+
+
+def store_schemas(classes) -> list[Schema]:
+    """Every table the device's store holds: the audit log's and each worker's (enabled or
+    not: a worker switched on later finds its tables, and the CLI opens the same store)."""
+    schemas = [AUDIT_SCHEMA]
+    for cls in classes:
+        schemas.extend(s for s in cls.schemas if s not in schemas)
+    return schemas

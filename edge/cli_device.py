@@ -1,0 +1,129 @@
+"""The device a CLI command acts on, found the same way for every command: its config
+(`--config`, `EDGE_CONFIG`, /etc/edge/edge.toml), its state directory (`EDGE_STATE_DIR`,
+the simulator's user directory with `--sim`, /var/lib/edge), its store opened with every
+component's tables (edge.assembly.store_schemas), its audit log, and the running device's
+health endpoint for `edge status` and `edge sim ...`.
+
+Workers' CLI modules (`edge faces`, `edge sim camera`, ...) use this instead of opening
+files themselves, so what `edge run` sees and what the CLI changes are one device.
+
+Not responsible for: argument parsing (edge.cli and the workers' `register` functions).
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import sqlite3
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from edge.assembly import config_path_for, load_config, state_dir_for, store_schemas
+from edge.audit import AuditLog
+from edge.config import Config, ConfigError
+from edge.store import DB_NAME, Store, StoreUnavailable
+from edge.worker import Worker
+
+
+def add_device_args(p: argparse.ArgumentParser) -> None:
+    """The options every command that acts on a device takes."""
+    p.add_argument("--config", metavar="FILE", help="config file (default: $EDGE_CONFIG or /etc/edge/edge.toml)")
+    p.add_argument("--sim", action="store_true", help="simulated hardware (profile `sim`, state in a user directory)")
+
+
+class CliDevice:
+    def __init__(self, args: argparse.Namespace):
+        self.sim = bool(getattr(args, "sim", False))
+        self.config_path = config_path_for(getattr(args, "config", None))
+        self.state_dir = state_dir_for(self.sim)
+        self._loaded: tuple[Config, list[type[Worker]]] | None = None
+
+    # -- config -----------------------------------------------------------------------------
+    def load(self) -> tuple[Config, list[type[Worker]]]:
+        """The config and worker classes; raises ConfigError."""
+        if self._loaded is None:
+            self._loaded = load_config(self.config_path, self.sim)
+        return self._loaded
+
+    @property
+    def config(self) -> Config:
+        """The config, or exit with what is wrong and how to check it."""
+        try:
+            return self.load()[0]
+        except ConfigError as exc:
+            raise SystemExit(f"{exc.source}: invalid configuration ({exc.problems[0]}); "
+                             f"check it with `edge config check`") from None
+
+    # -- the store --------------------------------------------------------------------------
+    def open_store(self) -> Store:
+        """The device's store, migrated to every component's tables (the worker classes come
+        from the installed entry points even when the config is invalid)."""
+        try:
+            classes = self.load()[1]
+        except ConfigError:
+            from edge.assembly import worker_classes
+            classes = worker_classes()
+        try:
+            return Store(self.state_dir / DB_NAME, schemas=store_schemas(classes))
+        except (sqlite3.Error, OSError) as exc:
+            raise SystemExit(f"cannot open the device's store in {self.state_dir} ({exc}); run as the device's "
+                             f"user (sudo -u edge ...), or set EDGE_STATE_DIR to its state directory") from None
+
+    def audit(self, store: Store, action: str, detail: dict) -> None:
+        """Record a change made from the command line, by whom; a failure to audit is said,
+        not hidden (the change itself is already made)."""
+        try:
+            AuditLog(store, self.state_dir / "audit.key", self.state_dir / "audit.anchor").append(
+                f"cli:{getpass.getuser()}", action, detail)
+        except (OSError, StoreUnavailable) as exc:
+            print(f"warning: the change was made but could not be written to the audit log ({exc})",
+                  file=sys.stderr)
+
+    # -- the running device -------------------------------------------------------------------
+    def endpoint(self) -> tuple[str, str | None]:
+        """Base URL and token of the running device's health endpoint."""
+        token = None
+        try:
+            health = self.load()[0]["health"]
+            token = health.secret("token")
+            host = "127.0.0.1" if health.host in ("0.0.0.0", "::", "") else health.host
+            if health.port:
+                return f"http://{host}:{health.port}", token
+        except ConfigError:
+            pass
+        try:
+            return (self.state_dir / "endpoint").read_text().strip(), token
+        except OSError:
+            return "http://127.0.0.1:8790", token
+
+    def request(self, method: str, path: str, body: dict | None = None, timeout: float = 5.0) -> tuple[int, dict]:
+        base, token = self.endpoint()
+        req = urllib.request.Request(base + path, method=method,
+                                     data=json.dumps(body).encode() if body is not None else None,
+                                     headers={"Content-Type": "application/json"})
+        if token:
+            req.add_header("Authorization", f"Bearer {token}")
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as resp:
+                return resp.status, json.loads(resp.read() or b"{}")
+        except urllib.error.HTTPError as exc:
+            try:
+                return exc.code, json.loads(exc.read() or b"{}")
+            except ValueError:
+                return exc.code, {"error": exc.reason}
+        except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
+            raise SystemExit(f"no edge device is running at {base} ({getattr(exc, 'reason', exc)}); "
+                             f"start one with `edge run --sim` (or check [health] host/port in the config)")
+
+    def post_sim(self, command: str, payload: dict) -> int:
+        """Send a simulator command to the running `edge run --sim`; prints its answer."""
+        code, body = self.request("POST", f"/sim/{command}", payload)
+        if code == 200:
+            result = body.get("result")
+            print(json.dumps(result) if not isinstance(result, str) else result)
+            return 0
+        print(f"edge sim {command}: {body.get('error', code)}", file=sys.stderr)
+        return 1
