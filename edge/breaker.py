@@ -3,7 +3,8 @@ serial port, NetBox).
 
 Written by hand on purpose: pybreaker reads the wall clock internally, which jumps on a Pi
 at NTP sync, and we need an injected monotonic clock to test open/half-open timing without
-sleeping. tenacity remains the tool for bounded retries inside a single call.
+sleeping. For bounded retries inside a single call, tenacity is the tool to add when a
+worker first needs one.
 """
 
 from __future__ import annotations

@@ -5,6 +5,8 @@ Pure functions and small value classes over numpy RGB arrays (H×W×3 uint8), bu
 face_recognition (dlib's HOG face detector, 5-point landmarks and ResNet face encoder).
 No I/O, no logging: encodings are biometric data and must not end up in logs.
 
+Naming the faces found (distances, the uncertain band, votes over a burst) is matching.py's.
+
 Not responsible for: running the native library safely (recognizer_child.py runs this
 module in a killable child process), storing known faces, cameras.
 
@@ -39,7 +41,6 @@ import sys
 import threading
 import time
 import warnings
-from collections import Counter
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Mapping, Sequence
@@ -48,6 +49,8 @@ import cv2
 import numpy as np
 
 from hardware.images import sharpness
+from services.doorbell.matching import (DEFAULT_MIN_VOTES, DEFAULT_TOLERANCE, DEFAULT_UNCERTAIN_MARGIN, KNOWN,
+                                        UNCERTAIN, UNKNOWN, Match, match, vote)
 
 Box = tuple[int, int, int, int]
 
@@ -63,12 +66,6 @@ DEFAULT_MIN_FACE_PX = 60
 # Encoding costs a ResNet forward pass per face (about 100 ms on x86 with dlib-bin, which is
 # built without BLAS; more on a Pi), so only the largest faces are encoded.
 DEFAULT_MAX_FACES = 4
-# dlib's operating point for its face encoder: "When using a distance threshold of 0.6, the
-# dlib model obtains an accuracy of 99.38% on the standard LFW face recognition benchmark"
-# (dlib examples/dnn_face_recognition_ex.cpp); face_recognition's default too.
-DEFAULT_TOLERANCE = 0.6
-# Distances in [tolerance - margin, tolerance) are "uncertain": never announced as a name.
-DEFAULT_UNCERTAIN_MARGIN = 0.05
 # "small" = 5-point landmarks, the alignment dlib's own face-recognition example uses with
 # this encoder (dlib examples/dnn_face_recognition_ex.cpp). On our photos it keeps accuracy
 # with wider margins than "large" (bench --compare-models) and fits in 0.6 ms, not 2.3 ms.
@@ -76,10 +73,6 @@ DEFAULT_MODEL = "small"
 # Encode faces in at most this many frames of a burst (best first): two agreeing frames are
 # what the vote needs, a third one breaks a tie, more only cost another encoding each.
 DEFAULT_MAX_ENCODED_FRAMES = 3
-# Minimum number of frames that must name the same person before it is announced.
-DEFAULT_MIN_VOTES = 2
-
-KNOWN, UNKNOWN, UNCERTAIN = "known", "unknown", "uncertain"
 
 FACE_LIBRARY = "face_recognition"
 INSTALL_HINT = ("pip install 'setuptools<81' face_recognition_models dlib-bin, then "
@@ -118,22 +111,6 @@ def _face_library() -> ModuleType:
     # Imported on first use, not at module import: the parent process imports this module
     # for its result types and must not load dlib (that is the child's job).
     return sys.modules.get(FACE_LIBRARY) or load_face_library()
-
-
-@dataclass(frozen=True)
-class Match:
-    """How one face encoding compares with the enrolled people.
-
-    `name` is set only when status is "known". `candidate` is the nearest enrolled person
-    whatever the status (for votes and diagnostics, never to announce). `distance` is the
-    distance to the candidate (None when nobody is enrolled). `confidence` (0..1) is how sure
-    we are of the status: of the name when known/uncertain, of "not enrolled" when unknown."""
-
-    name: str | None
-    status: str
-    distance: float | None
-    confidence: float
-    candidate: str | None = None
 
 
 @dataclass(frozen=True)
@@ -325,80 +302,6 @@ def encode_single_face(image: np.ndarray, *, label: str = "the photo",
     if len(boxes) > 1:
         raise EnrollmentError(f"{len(boxes)} faces found in {label}; use a photo with exactly one face")
     return encode_faces(image, boxes, model=model)[0]
-
-
-# -- matching and voting ----------------------------------------------------------------------
-
-def distance_to_confidence(distance: float, tolerance: float = DEFAULT_TOLERANCE) -> float:
-    """Map a face distance to a 0..1 match score that is 0.5 at the tolerance and rises
-    steeply below it. The mapping proposed by face_recognition's author (wiki page
-    "Calculating Accuracy as a Percentage", A. Geitgey, 2019)."""
-    if distance > tolerance:
-        return max(0.0, (1.0 - distance) / ((1.0 - tolerance) * 2.0))
-    linear = 1.0 - distance / (tolerance * 2.0)
-    return min(1.0, linear + (1.0 - linear) * math.pow((linear - 0.5) * 2.0, 0.2))
-
-
-def match(encoding: np.ndarray, known: Mapping[str, Sequence[np.ndarray]], *,
-          tolerance: float = DEFAULT_TOLERANCE,
-          uncertain_margin: float = DEFAULT_UNCERTAIN_MARGIN) -> Match:
-    """Compare one encoding with every enrolled person (each may have several encodings).
-
-    known: distance < tolerance - margin. uncertain: distance in the margin just under the
-    tolerance, or a second enrolled person is within the margin of the best one (two
-    lookalikes: naming either would be a guess). unknown: nobody within the tolerance."""
-    best: list[tuple[float, str]] = []
-    for name, encodings in known.items():
-        if len(encodings):
-            distances = np.linalg.norm(np.asarray(encodings, dtype=np.float64) - encoding, axis=1)
-            best.append((float(distances.min()), name))
-    if not best:
-        return Match(None, UNKNOWN, None, 1.0)
-    best.sort()
-    distance, name = best[0]
-    if distance >= tolerance:
-        return Match(None, UNKNOWN, distance, 1.0 - distance_to_confidence(distance, tolerance), name)
-    confidence = distance_to_confidence(distance, tolerance)
-    runner_up = best[1][0] if len(best) > 1 else math.inf
-    if distance >= tolerance - uncertain_margin or runner_up - distance < uncertain_margin:
-        return Match(None, UNCERTAIN, distance, confidence, name)
-    return Match(name, KNOWN, distance, confidence, name)
-
-
-def vote(per_frame_matches: Sequence[Match], *, min_votes: int = DEFAULT_MIN_VOTES,
-         burst_frames: int | None = None) -> Match:
-    """Combine one face's matches over the frames of a burst into one verdict.
-
-    `burst_frames` is how many frames the burst had (default: one per match). A face is
-    often matched in fewer of them (not found, or not encoded), and those frames still
-    count: a name is announced only when it is "known" (not merely uncertain) in at least
-    `min_votes` frames, or in a majority of the burst when it is shorter than that (one
-    frame of one, two of two), and in more frames than any other name. Anything else
-    with a known or uncertain frame is "uncertain"; otherwise "unknown". So one
-    borderline frame, or the one frame of five where the face was tracked, never
-    announces a name; a single photo (a burst of one) still can."""
-    if not per_frame_matches:
-        raise ValueError("vote needs at least one frame's match")
-    frames = len(per_frame_matches) if burst_frames is None else burst_frames
-    if frames < len(per_frame_matches):
-        raise ValueError(f"{len(per_frame_matches)} matches cannot come from a burst of {frames} frames")
-    known_votes = Counter(m.name for m in per_frame_matches if m.status == KNOWN)
-    ranked = known_votes.most_common(2)
-    needed = min(min_votes, frames // 2 + 1)
-    if ranked and ranked[0][1] >= needed and (len(ranked) == 1 or ranked[0][1] > ranked[1][1]):
-        name, _ = ranked[0]
-        distances = [m.distance for m in per_frame_matches if m.status == KNOWN and m.name == name]
-        distance = float(np.median(distances))
-        confidence = float(np.median([m.confidence for m in per_frame_matches
-                                      if m.status == KNOWN and m.name == name]))
-        return Match(name, KNOWN, distance, confidence, name)
-    hesitant = [m for m in per_frame_matches if m.status in (KNOWN, UNCERTAIN)]
-    pool, status = (hesitant, UNCERTAIN) if hesitant else (list(per_frame_matches), UNKNOWN)
-    candidate = Counter(m.candidate for m in pool).most_common(1)[0][0]
-    distances = [m.distance for m in pool if m.candidate == candidate and m.distance is not None]
-    distance = float(np.median(distances)) if distances else None
-    confidence = float(np.median([m.confidence for m in pool if m.candidate == candidate]))
-    return Match(None, status, distance, confidence, candidate)
 
 
 # -- bursts --------------------------------------------------------------------------------
