@@ -131,9 +131,9 @@ def _plugins_from(path: Path | None, environ: Mapping[str, str]) -> tuple[list[s
     if path is None:
         return [], ""
     try:
-        runtime = configmod.parse_toml(path.read_text(), str(path)).get("runtime", {})
+        runtime = configmod.parse_toml(configmod.read_config_text(path), str(path)).get("runtime", {})
         plugins = runtime.get("plugins", []) if isinstance(runtime, dict) else []
-    except (OSError, ConfigError):
+    except ConfigError:
         return [], ""
     return (list(plugins) if isinstance(plugins, list) else []), ""
 

@@ -105,6 +105,8 @@ class CommandRegistry:
             payload = json.loads(raw.decode("utf-8")) if raw.strip() else {}
         except (UnicodeDecodeError, ValueError) as exc:
             raise self.reject(f"payload is not JSON ({exc})", "malformed") from None
+        except RecursionError:  # json's parser recurses per nesting level: 4 KiB of "[" is too deep
+            raise self.reject("payload is nested too deeply", "malformed") from None
         return command, self._check(command, payload, allow_dangerous, dangerous_hint)
 
     def _check(self, command: Command, payload: Any, allow_dangerous: bool, dangerous_hint: str) -> dict:

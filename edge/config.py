@@ -273,6 +273,23 @@ def build(sections: Iterable[Section], data: Mapping[str, Any], env: Mapping[str
     return config
 
 
+def read_config_text(path: Path) -> str:
+    """The file's text; a ConfigError (never a traceback) when it cannot be read or is not
+    UTF-8 (TOML files are UTF-8), so an undecodable file is an invalid config like any
+    other: the last known-good one at boot, exit 78 from `edge config check`."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError([f"cannot read the config file ({exc.strerror}); create it from "
+                           f"image/edge.example.toml or pass --config FILE"], str(path)) from None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[:exc.start].count(b"\n") + 1
+        raise ConfigError([f"not UTF-8 text: byte 0x{raw[exc.start]:02x} on line {line} cannot be decoded; "
+                           f"save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)"], str(path)) from None
+
+
 def parse_toml(text: str, source: str) -> dict[str, Any]:
     try:
         return tomllib.loads(text)
@@ -288,11 +305,7 @@ def load(sections: Iterable[Section], path: Path | None, env: Mapping[str, str] 
     text = ""
     data: dict[str, Any] = {}
     if path is not None:
-        try:
-            text = path.read_text()
-        except OSError as exc:
-            raise ConfigError([f"cannot read the config file ({exc.strerror}); create it from "
-                               f"image/edge.example.toml or pass --config FILE"], str(path)) from None
+        text = read_config_text(path)
         data = parse_toml(text, str(path))
     profile = "sim" if sim else data.get("profile") or "pi"
     if profile not in PROFILES:

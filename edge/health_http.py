@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from edge.config import Key, Section, is_loopback
+from edge.config import EXAMPLE_SECRETS, Key, Section, is_loopback
 from edge.health import FAILED
 
 log = logging.getLogger("edge.health_http")
@@ -33,11 +33,19 @@ SECTION = Section("health", (
     lambda config, problems, warnings: _check_exposure(config, warnings),))
 
 
+# A bearer token shorter than this can be guessed by trying (16 random bytes, hex: 32).
+MIN_TOKEN_CHARS = 16
+
+
 def _check_exposure(config, warnings: list[str]) -> None:
     cfg = config["health"]
-    if not is_loopback(cfg.host) and not cfg.secret("token"):
+    token = cfg.secret("token")
+    if not is_loopback(cfg.host) and not token:
         warnings.append(f"[health] host = {cfg.host!r} exposes health and metrics to the network without a "
                         f"token; set token_file = \"/etc/edge/health-token\" or host = \"127.0.0.1\"")
+    if token and len(token) < MIN_TOKEN_CHARS and token.lower() not in EXAMPLE_SECRETS:  # that one is warned of
+        warnings.append(f"[health] the token is {len(token)} characters long, short enough to guess; use at least "
+                        f"{MIN_TOKEN_CHARS}, for example: openssl rand -hex 16 > /etc/edge/health-token")
 
 MAX_BODY = 64 * 1024
 

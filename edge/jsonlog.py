@@ -1,6 +1,10 @@
 """JSON-lines logging to stdout (journald keeps it): time, level, worker, component,
 event_id and message. The worker and event_id come from context variables that the
-supervisor and the event handlers set, so call sites stay plain `log.info(...)`."""
+supervisor and the event handlers set, so call sites stay plain `log.info(...)`.
+
+Repeated warnings and errors are rate-limited (`RepeatLimiter`): a flood of the same
+refusal must not write megabytes to an SD card; what was held back is counted on the next
+line of that kind that passes."""
 
 from __future__ import annotations
 
@@ -8,7 +12,10 @@ import contextvars
 import json
 import logging
 import sys
+import threading
 import time
+from collections import OrderedDict
+from typing import Callable
 
 current_worker: contextvars.ContextVar[str | None] = contextvars.ContextVar("worker", default=None)
 current_event_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("event_id", default=None)
@@ -34,9 +41,45 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, default=str)
 
 
+class RepeatLimiter(logging.Filter):
+    """Lets at most `burst` warnings or errors with the same message template from the same
+    logger through per `window_s` seconds (monotonic time); the rest are dropped and
+    counted, and the first such line after the window carries `suppressed` (how many were
+    held back). Info and debug lines pass untouched. Remembers at most `max_keys` kinds."""
+
+    def __init__(self, burst: int = 5, window_s: float = 60.0, max_keys: int = 1000,
+                 clock: Callable[[], float] = time.monotonic):
+        super().__init__()
+        self.burst, self.window_s, self.max_keys, self._clock = burst, window_s, max_keys, clock
+        self._seen: OrderedDict[tuple[str, str], list] = OrderedDict()  # key → [window start, passed, held back]
+        self._lock = threading.Lock()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING:
+            return True
+        key = (record.name, str(record.msg))
+        now = self._clock()
+        with self._lock:
+            entry = self._seen.get(key)
+            if entry is None or now - entry[0] >= self.window_s:
+                held_back = entry[2] if entry else 0
+                entry = self._seen[key] = [now, 0, 0]
+                if held_back:
+                    record.suppressed = held_back
+            self._seen.move_to_end(key)
+            while len(self._seen) > self.max_keys:
+                self._seen.popitem(last=False)
+            if entry[1] < self.burst:
+                entry[1] += 1
+                return True
+            entry[2] += 1
+            return False
+
+
 def setup(level: str = "info", stream=None) -> None:
     handler = logging.StreamHandler(stream or sys.stdout)
     handler.setFormatter(JsonFormatter())
+    handler.addFilter(RepeatLimiter())
     root = logging.getLogger()
     for h in list(root.handlers):
         if getattr(h, "_edge", False):

@@ -56,3 +56,39 @@ def test_log_lines_are_json_with_worker_component_and_event_id():
     assert line["worker"] == "doorbell" and line["component"] == "edge.worker.doorbell"
     assert line["event_id"] == "abc123" and line["level"] == "info" and line["msg"] == "ring"
     assert line["time"].endswith("Z")
+
+
+def test_a_flood_of_the_same_warning_is_rate_limited_and_counted():
+    now = [0.0]
+    limiter = jsonlog.RepeatLimiter(burst=5, window_s=60, clock=lambda: now[0])
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(jsonlog.JsonFormatter())
+    handler.addFilter(limiter)
+    log = logging.getLogger("test.flood")
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    try:
+        for n in range(5000):
+            log.warning("command rejected (%s): %s", "malformed", n)
+        log.info("an info line always passes")
+        now[0] = 61.0
+        log.warning("command rejected (%s): %s", "malformed", "after the window")
+    finally:
+        log.removeHandler(handler)
+        log.propagate = True
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert len(lines) == 7  # 5 warnings, the info line, and the first one after the window
+    assert lines[-1]["suppressed"] == 4995 and lines[-1]["msg"].endswith("after the window")
+
+
+def test_jsonlog_setup_rate_limits_repeated_warnings():
+    stream = io.StringIO()
+    jsonlog.setup("info", stream)
+    try:
+        for n in range(100):
+            logging.getLogger("edge.commands").warning("command rejected (%s): %s", "invalid", n)
+    finally:
+        jsonlog.setup("warning")
+    assert len(stream.getvalue().splitlines()) == 5

@@ -95,3 +95,11 @@ def test_the_context_removes_what_a_run_registered_when_it_ends():
     assert (ctx.commands.names(), sim.names()) == (["ping"], ["poke"])
     ctx.close()
     assert (ctx.commands.names(), sim.names()) == ([], [])
+
+
+def test_json_nested_too_deeply_is_malformed_not_a_failure():
+    registry = CommandRegistry()
+    registry.register(Command("ping", lambda payload, via: "pong", {}))
+    with pytest.raises(CommandRejected) as deep:
+        registry.execute("ping", b"[" * 2000 + b"]" * 2000)  # within the 4 KiB limit
+    assert deep.value.code == "malformed" and registry.rejected == {"malformed": 1}

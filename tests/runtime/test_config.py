@@ -103,6 +103,15 @@ def test_insecure_settings_warn(tmp_path):
     assert config.warnings == ["[health] token: this is a well-known example password; set a strong one"]
 
 
+def test_a_short_health_token_draws_a_warning(tmp_path):
+    short = tmp_path / "token"
+    short.write_text("x")
+    config = load(SECTIONS, None, {"EDGE_HEALTH_TOKEN_FILE": str(short)}, sim=True)
+    assert any("the token is 1 characters long, short enough to guess" in w for w in config.warnings)
+    short.write_text("3f9c0a7d1e5b42c88a6e0f1d2c3b4a59")
+    assert load(SECTIONS, None, {"EDGE_HEALTH_TOKEN_FILE": str(short)}, sim=True).warnings == []
+
+
 def test_profile_defaults_differ_for_sim_and_pi():
     from edge.config import Key, Section, build
     section = Section("camera", (Key("backend", str, "picamera2", profiles={"sim": "fake"}),))

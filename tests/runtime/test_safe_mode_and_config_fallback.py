@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import signal
+import subprocess
 import threading
 
 import pytest
-from runtime_helpers import edge_env, make_config, running_edge, spawn_edge
+from runtime_helpers import EDGE, edge_env, make_config, running_edge, spawn_edge
 
 from edge.clock import FakeClock
 from edge.config import ConfigError
@@ -113,13 +114,18 @@ BAD_PLUGIN_MESSAGE = ("[runtime] plugins: cannot import 'nosuch.module' (No modu
                       "for example: plugins = [\"mycompany.edge_workers:GarageDoor\"]")
 
 
+NOT_UTF8 = '[node]\nname = "Caf\xe9"\n'.encode("latin-1")  # saved by an editor in Latin-1
+NOT_UTF8_MESSAGE = "not UTF-8 text: byte 0xe9 on line 2 cannot be decoded; save the file as UTF-8"
+
+
 @pytest.mark.parametrize("text, message", [
     ("[supervisor]\nmax_restarts = 'many'\n", "[supervisor] max_restarts: expected a whole number"),
     (BAD_PLUGIN, BAD_PLUGIN_MESSAGE),
-], ids=["bad_value", "bad_plugin"])
+    (NOT_UTF8, NOT_UTF8_MESSAGE),
+], ids=["bad_value", "bad_plugin", "not_utf8"])
 def test_edge_run_without_usable_config_exits_with_distinct_code(tmp_path, text, message):
     bad = tmp_path / "edge.toml"
-    bad.write_text(text)
+    bad.write_bytes(text if isinstance(text, bytes) else text.encode())
     proc = spawn_edge(["run", "--sim", "--config", str(bad)], edge_env(tmp_path / "state"))
     try:
         out, _ = proc.communicate(timeout=30)
@@ -144,6 +150,20 @@ def test_edge_run_on_last_good_config_still_starts(tmp_path):
         out, _ = proc.communicate(timeout=10)
         assert proc.returncode == 0
         assert b"running on the last known-good config" in out
+
+
+def test_a_config_that_is_not_utf8_falls_back_to_last_good_and_fails_config_check_with_78(tmp_path):
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / LAST_GOOD).write_text('[node]\nid = "front-door"\n')
+    bad = tmp_path / "edge.toml"
+    bad.write_bytes(NOT_UTF8)
+    config, _, error = load_config_with_fallback(bad, True, state, {}, CLASSES)
+    assert config["node"].id == "front-door" and NOT_UTF8_MESSAGE in error.problems[0]
+    check = subprocess.run([EDGE, "config", "check", "--config", str(bad)], env=edge_env(state),
+                           capture_output=True, text=True)
+    assert check.returncode == EXIT_NO_CONFIG and "Traceback" not in check.stderr
+    assert NOT_UTF8_MESSAGE in check.stderr
 
 
 def test_config_with_a_bad_plugin_falls_back_to_last_good(tmp_path):
