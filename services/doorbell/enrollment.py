@@ -4,31 +4,34 @@ Two callers:
 - `edge faces enroll` (a short-lived CLI process): `encode_photo` loads dlib in-process,
   which is fine there.
 - "this was Alice" from Home Assistant (`enroll_last_visitor`): the runtime must not load
-  dlib (native code stays in child processes), so `encode_face_in_child` encodes the
-  visitor's face from the last snapshot in a one-shot child at low CPU priority, with a
-  timeout, killed if it overruns.
+  dlib (native code stays in child processes), so `EnrollmentChild` encodes the
+  visitor's face from the last snapshot in a one-shot child (edge.child) at low CPU
+  priority, with a timeout, killed if it overruns.
 
-Encodings travel between the processes as raw bytes on a pipe, never through a log.
+Encodings travel between the processes as raw bytes on a socket, never through a log.
 """
 
 from __future__ import annotations
 
+import argparse
 import hashlib
-import os
+import logging
 import pickle
-import subprocess
+import socket
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 
+from edge.child import SupervisedChild, python_command
 from hardware.camera import load_rgb
-from services.doorbell.child_command import child_command
 from services.doorbell.faces_store import ENCODING_SIZE
 from services.doorbell.recognition import (EnrollmentError, RecognitionUnavailable, encode_faces,
                                            encode_single_face)
 
-EXIT_REJECTED = 3
+# The encoder exits as soon as it has sent its reply; this bounds a wait for that.
+_EXIT_GRACE_S = 5.0
 
 
 def photo_source(path: Path) -> str:
@@ -47,58 +50,93 @@ def encode_photo(path: Path, *, min_face_px: int) -> np.ndarray:
 
 
 class EnrollmentChild:
-    """One encoding in a child process; `kill()` from another thread ends it."""
+    """One encoding in a child process (through edge.child, at lower CPU and IO priority,
+    its output in `log`); `kill()` from another thread ends it.
 
-    def __init__(self, python: str = sys.executable, niceness: int = 10):
+    The request (frame and box) and the reply (a pickled dict: "encoding" bytes, or why
+    not) travel over a socketpair, each ended by closing the writing side."""
+
+    def __init__(self, python: str = sys.executable, niceness: int = 10, log: logging.Logger | None = None):
         self.python = python
         self.niceness = niceness
-        self._proc: subprocess.Popen | None = None
+        self._child = SupervisedChild("face-encoder", log or logging.getLogger("edge.worker.doorbell.encoder"),
+                                      niceness=niceness)
         self._killed = False
 
     def encode(self, frame: np.ndarray, box: tuple[int, int, int, int], timeout_s: float = 60.0) -> np.ndarray:
         """The encoding of the face at `box` in `frame`. Raises EnrollmentError when the
         child finds no face there, RuntimeError when it fails or overruns."""
-        request = pickle.dumps({"frame": np.ascontiguousarray(frame), "box": tuple(int(v) for v in box),
-                                "nice": self.niceness})
-        self._proc = subprocess.Popen(child_command(self.python, "services.doorbell.enrollment", "_child_main"),
-                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                      start_new_session=True)
-        if self._killed:
-            self._proc.kill()
-        try:
-            out, err = self._proc.communicate(request, timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            self._proc.kill()
-            self._proc.communicate()
-            raise RuntimeError(f"encoding the face did not finish within {timeout_s:.0f} s and was stopped") from None
-        code = self._proc.returncode
-        if code == EXIT_REJECTED:
-            raise EnrollmentError(err.decode(errors="replace").strip())
-        if code != 0 or len(out) != ENCODING_SIZE * 8:
-            reason = "stopped" if self._killed else f"exit code {code}: {err.decode(errors='replace').strip()[-300:]}"
+        request = pickle.dumps({"frame": np.ascontiguousarray(frame), "box": tuple(int(v) for v in box)})
+        deadline = time.monotonic() + timeout_s
+        ours, theirs = socket.socketpair()
+        with ours:
+            try:
+                self._child.start(python_command(self.python, "services.doorbell.enrollment", "_child_main")
+                                  + ["--fd", str(theirs.fileno())], pass_fds=(theirs.fileno(),))
+            except OSError as exc:  # out of processes or file descriptors, no such interpreter
+                raise RuntimeError(f"cannot start the face encoder: {exc}") from exc
+            finally:
+                theirs.close()
+            if self._killed:
+                self._child.kill("stopped")
+            try:
+                reply = _exchange(ours, request, deadline)
+            except TimeoutError:
+                self._child.stop(timeout_s=1.0)
+                raise RuntimeError(f"encoding the face did not finish within {timeout_s:.0f} s and was stopped") from None
+            except OSError:
+                reply = b""  # the child died mid-request (killed, crashed): its exit says why
+        ended = self._child.wait(_EXIT_GRACE_S) or self._child.stop(timeout_s=1.0)
+        if ended.returncode != 0 or not reply:
+            last_line = self._child.health().last_stderr
+            reason = "stopped" if self._killed else f"{ended}" + (f": {last_line}" if last_line else "")
             raise RuntimeError(f"the face encoder failed ({reason})")
-        return np.frombuffer(out, dtype="<f8").copy()
+        answer = pickle.loads(reply)
+        if "rejected" in answer:
+            raise EnrollmentError(answer["rejected"])
+        encoding = np.frombuffer(answer.get("encoding", b""), dtype="<f8")
+        if len(encoding) != ENCODING_SIZE:
+            raise RuntimeError(f"the face encoder failed ({answer.get('error') or 'no encoding in its reply'})")
+        return encoding.copy()
 
     def kill(self) -> None:
         self._killed = True
-        proc = self._proc
-        if proc is not None and proc.poll() is None:
-            proc.kill()
+        self._child.kill("stopped by the doorbell")
+
+
+def _exchange(sock: socket.socket, request: bytes, deadline: float) -> bytes:
+    """Send the whole request, then read the whole reply, by `deadline` (TimeoutError)."""
+    sock.settimeout(max(0.001, deadline - time.monotonic()))  # for the whole sendall (Python >= 3.5)
+    sock.sendall(request)
+    sock.shutdown(socket.SHUT_WR)
+    return _read_to_end(sock, deadline)
+
+
+def _read_to_end(sock: socket.socket, deadline: float | None = None) -> bytes:
+    chunks = []
+    while True:
+        if deadline is not None:
+            sock.settimeout(max(0.001, deadline - time.monotonic()))
+        chunk = sock.recv(1 << 20)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
 
 
 def _child_main() -> int:
-    request = pickle.loads(sys.stdin.buffer.read())
-    os.nice(request["nice"])
-    try:
-        encodings = encode_faces(request["frame"], [request["box"]])
-    except RecognitionUnavailable as exc:
-        print(exc, file=sys.stderr)
-        return 2
-    except RuntimeError as exc:  # dlib rejects the image
-        print(f"the face could not be encoded: {exc}", file=sys.stderr)
-        return EXIT_REJECTED
-    if not encodings:
-        print("no face could be encoded at the visitor's position in the snapshot", file=sys.stderr)
-        return EXIT_REJECTED
-    sys.stdout.buffer.write(np.asarray(encodings[0], dtype="<f8").tobytes())
+    parser = argparse.ArgumentParser(description="One-shot face encoder child of the doorbell worker")
+    parser.add_argument("--fd", type=int, required=True, help="socket inherited from the parent")
+    args = parser.parse_args()
+    with socket.socket(fileno=args.fd) as sock:
+        request = pickle.loads(_read_to_end(sock))
+        try:
+            encodings = encode_faces(request["frame"], [request["box"]])
+        except RecognitionUnavailable as exc:
+            reply = {"error": str(exc)}
+        except RuntimeError as exc:  # dlib rejects the image
+            reply = {"rejected": f"the face could not be encoded: {exc}"}
+        else:
+            reply = ({"encoding": np.asarray(encodings[0], dtype="<f8").tobytes()} if encodings else
+                     {"rejected": "no face could be encoded at the visitor's position in the snapshot"})
+        sock.sendall(pickle.dumps(reply))
     return 0

@@ -2,11 +2,14 @@
 
 dlib is native code: a hang or a crash in it must not freeze the runtime, and its CPU work
 must not hold the parent's GIL against the button path. So `RecognizerProcess` starts a
-child Python process (this module's `main`) at lower CPU priority (nice 10), hands it
-bursts of frames and waits for the answer with a timeout; a child that dies or overruns is
-killed and a new one started at once, so the next ring finds the models already loaded.
+child Python process (this module's `main`) through the runtime's child helper
+(edge.child: lower CPU and IO priority, its output in the doorbell's log, no orphan if the
+runtime dies), hands it bursts of frames and waits for the answer with a timeout; a child
+that dies or overruns is killed and a new one started at once, so the next ring finds the
+models already loaded (if it keeps failing, the helper's backoff spaces the restarts).
 
-Not responsible for: the recognition itself (recognition.py), cameras, storing faces.
+Not responsible for: the recognition itself (recognition.py), cameras, storing faces,
+signals and reaping (edge.child).
 
 Wire protocol, over a Unix socketpair:
 - messages are length-prefixed pickles (8-byte big-endian length, then the pickle), both
@@ -19,9 +22,7 @@ Wire protocol, over a Unix socketpair:
   pickled through the socket (measured on the CI machine), and the request message stays
   a few hundred bytes, so sending it never blocks on a child that stopped reading.
 
-The child is a plain subprocess (not multiprocessing): no re-import of the parent's
-__main__, no multiprocessing resource-tracker process left behind, and its command line
-carries the parent's -W options so it treats warnings exactly as the parent does.
+The child is a plain `python -c` (edge.child.python_command), not multiprocessing.
 """
 
 from __future__ import annotations
@@ -29,13 +30,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import inspect
+import logging
 import mmap
 import os
 import pickle
 import select
 import socket
 import struct
-import subprocess
 import sys
 import tempfile
 import threading
@@ -44,8 +45,10 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from edge.child import READY as CHILD_READY, STARTING as CHILD_STARTING
+from edge.child import Backoff, ChildHealth, ChildNotReady, SupervisedChild, python_command
+from edge.clock import SYSTEM_CLOCK, Clock
 from services.doorbell import recognition
-from services.doorbell.child_command import child_command
 from services.doorbell.recognition import VisitorResult
 
 _HEADER = struct.Struct(">Q")
@@ -68,6 +71,10 @@ class RecognizerUnavailable(RuntimeError):
 
 class RecognitionError(RuntimeError):
     """The child is healthy but could not process this request (e.g. malformed frames)."""
+
+
+class _NoFaceLibrary(Exception):
+    """The child's start-up message: it cannot import the face library (the reason says why)."""
 
 
 # -- framing (both sides) ---------------------------------------------------------------------
@@ -164,16 +171,18 @@ class RecognizerProcess:
     `start()` launches the child and waits until it has loaded the face models (or found it
     cannot); `recognize()` starts it lazily if needed. On a timeout or a dead child the call
     raises RecognizerUnavailable, the child is killed and a new one is launched right away
-    without waiting for it. A missing face library is not retried until `start()` is called
+    without waiting for it (after a growing delay if it keeps failing). A missing face library is not retried until `start()` is called
     again. One request at a time; safe to call from several threads.
 
     `options` are keyword arguments for recognition.recognize_burst (tolerance,
     min_face_px, ...). `face_library` names the module to import (tests point it at a
-    broken one); `test_hooks` lets the child honour the "hang" request."""
+    broken one); `test_hooks` lets the child honour the "hang" request. The child's output
+    goes to `log`; `clock` drives the restart backoff."""
 
     def __init__(self, *, options: Mapping[str, object] | None = None, start_timeout_s: float = 60.0,
                  niceness: int = 10, face_library: str = recognition.FACE_LIBRARY,
-                 test_hooks: bool = False, python: str = sys.executable):
+                 test_hooks: bool = False, python: str = sys.executable, log: logging.Logger | None = None,
+                 clock: Clock = SYSTEM_CLOCK):
         self.options = dict(options or {})
         # Fail at construction, not on the first ring, when the config names a bad option.
         inspect.signature(recognition.recognize_burst).bind([], {}, **self.options)
@@ -183,7 +192,10 @@ class RecognizerProcess:
         self.test_hooks = test_hooks
         self.python = python
         self._lock = threading.Lock()
-        self._proc: subprocess.Popen | None = None
+        # The first restart is at once, so the next ring finds the models loaded; a child that
+        # keeps failing within a minute of its start waits 1 s, then 2 s, ... up to a minute.
+        self._child = SupervisedChild("recognizer", log or logging.getLogger("edge.worker.doorbell.recognizer"),
+                                      clock=clock, niceness=niceness, backoff=Backoff(max_s=60.0))
         self._sock: socket.socket | None = None
         self._frames = _SharedFrames()
         self._frames_sent = False  # whether the current child has the current buffer
@@ -209,8 +221,8 @@ class RecognizerProcess:
         never queued behind the load."""
         with self._lock:
             self._stopping = False
-            if self._state in (NEW, STOPPED, UNAVAILABLE, FAILED) or not self._child_alive():
-                self._reap()
+            if self._state in (NEW, STOPPED, UNAVAILABLE, FAILED) or not self._child.running:
+                self._close_child()
                 try:
                     self._spawn()
                 except OSError as exc:
@@ -275,24 +287,28 @@ class RecognizerProcess:
 
     def kill(self) -> None:
         """SIGKILL the child (for tests and the watchdog); the next call notices and restarts."""
-        proc = self._proc
-        if proc is not None and proc.poll() is None:
-            proc.kill()
+        self._child.kill("killed by the doorbell")
 
     def stop(self, timeout_s: float = 5.0) -> None:
-        """Shut the child down cleanly (kill it if it does not exit in time) and release
-        everything; no process is left behind. A request in progress fails at once."""
+        """Shut the child down (SIGTERM, then SIGKILL after `timeout_s`) and release
+        everything; no process is left behind. A request in progress fails at once, and so
+        does a start: a child still loading the models is terminated at once, since it
+        cannot read a "stop" request before it has loaded them (dlib takes seconds)."""
         self._stopping = True
+        if self._child.state == CHILD_STARTING:
+            self._child.stop(timeout_s)  # no lock needed: start() then sees the socket close
         if not self._lock.acquire(timeout=0.5):
             self.kill()  # a request is in progress: end it, its caller gets RecognizerUnavailable
             self._lock.acquire()
         try:
-            if self._sock is not None and self._child_alive():
+            grace_s = 0.0
+            if self._sock is not None and self._child.state == CHILD_READY:
                 try:
                     self._post({"op": "stop"})
+                    grace_s = timeout_s  # it exits on its own when it reads the request
                 except OSError:
-                    pass  # already gone: nothing to ask, the wait below reaps it
-            self._reap(grace_s=timeout_s)
+                    pass  # already gone: nothing to ask, the stop below reaps it
+            self._close_child(timeout_s, exit_grace_s=grace_s)
             self._frames.close()
             self._frames_sent = False
             self._state, self._reason = STOPPED, "stopped"
@@ -311,8 +327,12 @@ class RecognizerProcess:
 
     @property
     def pid(self) -> int | None:
-        proc = self._proc
-        return proc.pid if proc is not None and proc.poll() is None else None
+        return self._child.pid
+
+    def child_health(self) -> ChildHealth:
+        """The child process as the runtime's helper sees it: pid, starts, last exit (code
+        or signal), state and reason; `.as_dict()` for a health report."""
+        return self._child.health()
 
     @property
     def busy(self) -> bool:
@@ -330,7 +350,7 @@ class RecognizerProcess:
                         self._wait_ready(time.monotonic())
                     except RecognizerUnavailable:
                         pass  # still starting, or failed: the state and reason say which
-                elif self._state == READY and not self._child_alive():
+                elif self._state == READY and not self._child.running:
                     self._fail("recognizer process died while idle", respawn=True)
             finally:
                 self._lock.release()
@@ -365,22 +385,16 @@ class RecognizerProcess:
         finally:
             self._lock.release()
 
-    def _child_alive(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
-
     def _spawn(self) -> None:
         """Launch a child. OSError (out of processes or file descriptors, no such
         interpreter) leaves nothing behind: both ends of the socket are closed."""
         parent_sock, child_sock = socket.socketpair()
-        command = child_command(self.python, "services.doorbell.recognizer_child", "main") + [
-            "--fd", str(child_sock.fileno()), "--face-library", self.face_library, "--nice", str(self.niceness)]
+        command = python_command(self.python, "services.doorbell.recognizer_child", "main") + [
+            "--fd", str(child_sock.fileno()), "--face-library", self.face_library]
         if self.test_hooks:
             command.append("--test-hooks")
         try:
-            # A session of its own: Ctrl-C in a terminal goes to the runtime, which stops
-            # the child in order, instead of interrupting dlib mid-call.
-            self._proc = subprocess.Popen(command, pass_fds=(child_sock.fileno(),),
-                                          stdin=subprocess.DEVNULL, start_new_session=True)
+            self._child.start(command, pass_fds=(child_sock.fileno(),))
         except BaseException:
             parent_sock.close()
             raise
@@ -391,29 +405,28 @@ class RecognizerProcess:
         self._frames_sent = False
         self._state, self._reason = STARTING, "recognizer is starting (loading the face models)"
 
-    def _reap(self, grace_s: float = 0.0) -> None:
-        """Make sure the child is gone (killed after `grace_s`) and waited for."""
-        proc, self._proc = self._proc, None
-        if proc is not None:
-            try:
-                proc.wait(timeout=grace_s)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+    def _close_child(self, timeout_s: float = 0.0, exit_grace_s: float = 0.0) -> None:
+        """Make sure the child is gone (SIGTERM, SIGKILL after `timeout_s`; see
+        SupervisedChild.stop) and waited for, and its socket closed."""
+        self._child.stop(timeout_s, exit_grace_s=exit_grace_s)
         if self._sock is not None:
             self._sock.close()
             self._sock = None
 
     def _fail(self, reason: str, *, respawn: bool) -> RecognizerUnavailable:
-        """Kill and reap the child, record why, start a new one unless stopping."""
-        exit_code = self._proc.poll() if self._proc is not None else None
-        if exit_code is not None:
-            reason = f"{reason} (exit code {exit_code})"
-        if self._proc is not None and exit_code is None:
-            self._proc.kill()
-        self._reap(grace_s=1.0)
+        """Kill and reap the child, record why, start a new one unless stopping (or the
+        backoff says to wait: then the next request after that time starts it)."""
+        ended = self._child.poll()
+        if ended is not None:
+            reason = f"{reason} ({ended})"
+        else:
+            self._child.kill(reason)
+        self._close_child(timeout_s=1.0)
         self._state, self._reason = FAILED, reason
         if respawn and not self._stopping:
+            if not self._child.may_start():
+                self._reason = f"{reason}; restarting in {self._child.health().next_start_in_s:.0f} s"
+                return RecognizerUnavailable(self._reason)
             self.restarts += 1
             try:
                 self._spawn()
@@ -421,6 +434,17 @@ class RecognizerProcess:
             except OSError as exc:  # out of processes or file descriptors: retried next call
                 reason = self._reason = f"{reason}; restart failed: {exc}"
         return RecognizerUnavailable(reason)
+
+    def _startup_message(self, timeout_s: float) -> bool:
+        """The readiness check for SupervisedChild.wait_ready: reads the child's start-up
+        message if it comes within `timeout_s`; True for "ready"."""
+        try:
+            message = _recv(self._sock, time.monotonic() + timeout_s)
+        except TimeoutError:
+            return False
+        if message.get("op") == "unavailable":
+            raise _NoFaceLibrary(message["reason"])
+        return True
 
     def _wait_ready(self, deadline: float) -> None:
         """Consume the child's start-up message; raises RecognizerUnavailable if it is not
@@ -431,21 +455,23 @@ class RecognizerProcess:
             return
         hard_deadline = self._spawned_at + self.start_timeout_s
         try:
-            message = _recv(self._sock, min(deadline, hard_deadline))
-        except TimeoutError:
+            self._child.wait_ready(min(deadline, hard_deadline) - time.monotonic(), check=self._startup_message)
+        except ChildNotReady as exc:
+            if exc.exit is not None:
+                raise self._fail("recognizer process exited during start-up", respawn=False) from None
             if time.monotonic() >= hard_deadline:
                 raise self._fail(f"recognizer did not start within {self.start_timeout_s:.0f} s",
                                  respawn=False) from None
             raise RecognizerUnavailable(f"recognition unavailable (starting): {self._reason}") from None
         except (EOFError, OSError):
             raise self._fail("recognizer process exited during start-up", respawn=False) from None
+        except _NoFaceLibrary as exc:
+            self._close_child(timeout_s=5.0)
+            self._state, self._reason = UNAVAILABLE, str(exc)
+            raise RecognizerUnavailable(self._reason) from None
         except Exception as exc:  # an unreadable start-up message: the child is broken
             raise self._fail(f"recognizer sent an unreadable start-up message ({type(exc).__name__}: {exc})",
                              respawn=False) from None
-        if message.get("op") == "unavailable":
-            self._reap(grace_s=5.0)
-            self._state, self._reason = UNAVAILABLE, message["reason"]
-            raise RecognizerUnavailable(self._reason)
         self._state, self._reason = READY, None
         if self._known:
             self._push_known()
@@ -457,8 +483,12 @@ class RecognizerProcess:
             raise RecognizerUnavailable("recognizer is stopped; call start()")
         if self._state == UNAVAILABLE:
             raise RecognizerUnavailable(self._reason)
-        if self._state in (NEW, FAILED) or (self._state == READY and not self._child_alive()):
-            self._reap()
+        if self._state == READY and not self._child.running:
+            self._fail("recognizer process died while idle", respawn=True)  # restarts it, or says when
+        if self._state == FAILED and not self._child.may_start():
+            raise RecognizerUnavailable(self._reason)
+        if self._state in (NEW, FAILED):
+            self._close_child()
             try:
                 self._spawn()
             except OSError as exc:  # out of processes or file descriptors: tried again next ring
@@ -563,11 +593,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Face recognition child of the doorbell worker")
     parser.add_argument("--fd", type=int, required=True, help="socket inherited from the parent")
     parser.add_argument("--face-library", default=recognition.FACE_LIBRARY)
-    parser.add_argument("--nice", type=int, default=10)
     parser.add_argument("--test-hooks", action="store_true")
     args = parser.parse_args(argv)
-    # Lower priority first, so even loading the models yields the CPU to the button path.
-    os.nice(args.nice)
+    # Already at lower priority (edge.child), so even loading the models yields the CPU to
+    # the button path.
     with socket.socket(fileno=args.fd) as sock:
         try:
             recognition.load_face_library(args.face_library)

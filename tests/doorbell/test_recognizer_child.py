@@ -4,6 +4,7 @@ timeouts, never on sleeps."""
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -111,6 +112,8 @@ def test_sigkill_mid_recognition_fails_promptly_and_the_next_call_restarts(make_
     assert recognizer.recognize(empty_porch, timeout_s=START_S).faces == ()
     assert recognizer.pid not in (None, first_pid)
     assert recognizer.restarts == 1
+    health = recognizer.child_health()  # what the doorbell's health shows
+    assert (health.pid, health.starts, health.last_exit) == (recognizer.pid, 2, "killed by SIGKILL")
 
 
 def test_hung_child_times_out_is_killed_and_restarted(make_recognizer, empty_porch):
@@ -251,10 +254,36 @@ def test_a_ring_while_the_models_load_is_answered_within_its_timeout_not_after_t
         assert time.monotonic() - started < 1.0  # the worker loop is not held up either
         assert starter.is_alive()  # still loading
     finally:
-        recognizer.kill()  # no point waiting out stop()'s grace for a child that is asleep
         recognizer.stop()
         starter.join(PROMPT_S)
     assert not starter.is_alive()
+
+
+def test_stop_while_the_face_library_is_still_importing_is_prompt(make_recognizer, tmp_path, monkeypatch,
+                                                                   caplog):
+    # Issue 15: a child still importing dlib cannot read a "stop" request, so stop() must
+    # not wait out its grace for it. This library says so on stdout (which reaches the
+    # doorbell's log), then takes ten seconds to import.
+    (tmp_path / "imports_for_ten_seconds.py").write_text(
+        "print('importing the face models', flush=True)\nimport time\ntime.sleep(10)\n")
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    caplog.set_level(logging.INFO, logger="edge.worker.doorbell.recognizer")
+    recognizer = make_recognizer(face_library="imports_for_ten_seconds")
+    starter = threading.Thread(target=recognizer.start, name="test-recognizer-start")
+    starter.start()
+    try:
+        wait_for(lambda: "importing the face models" in caplog.text, PROMPT_S, message="the import to begin")
+        pid = recognizer.pid
+        assert recognizer.state == "starting" and pid is not None
+        started = time.monotonic()
+        recognizer.stop()
+        assert time.monotonic() - started < 1.5  # not the 5 s grace, nor the 10 s import
+    finally:
+        recognizer.stop()
+        starter.join(PROMPT_S)
+    assert not starter.is_alive() and recognizer.state == "stopped"
+    assert recognizer.pid is None and _gone(pid)
+    assert recognizer.child_health().last_exit == "killed by SIGTERM"
 
 
 def test_a_child_that_cannot_be_launched_leaves_no_socket_behind(make_recognizer, tmp_path):
