@@ -1,0 +1,133 @@
+"""The doorbell's commands, what may change the world from outside: "open_door" (pulse the
+door relay) and "enroll_last_visitor" ("this was Alice": enroll the largest face of the
+last ring's picture). Both are `dangerous` (the MQTT link also wants [mqtt]
+allow_dangerous_commands), each has this device's own switch, off by default, and both
+leave an audit record. They are called from other threads (the MQTT link, the intercom, the
+CLI) through `ctx.commands`, with `(payload, via)`; `via` says who asked.
+
+`DoorbellCommands` holds the worker, whose GPIO, face store and last ring's picture change
+over a run, and owns the enrollment thread and its one-shot child (dlib stays out of this
+process); the worker's close() calls `close()`.
+
+Not responsible for: validating payloads and checking the switches (edge/commands.py does,
+from the declarations here), the relay pulse's timer (hardware/gpio.py), the encoding
+(enrollment.py).
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING
+
+from edge.bus import new_event_id
+from edge.commands import Command, CommandRejected
+from edge.store import StoreUnavailable
+from edge.worker import WorkerContext
+from hardware import gpio
+from services.doorbell.enrollment import EnrollmentChild
+from services.doorbell.faces_store import check_name
+from services.doorbell.recognition import EnrollmentError
+from services.doorbell.visitor import LastVisitor
+
+if TYPE_CHECKING:
+    from services.doorbell.worker import DoorbellWorker
+
+DOOR_OPENED, ENROLLED = "doorbell.door_opened", "faces.enrolled"
+
+
+class DoorbellCommands:
+    def __init__(self, worker: "DoorbellWorker"):
+        self._worker = worker
+        self._ctx: WorkerContext | None = None
+        self._enroller: threading.Thread | None = None
+        self._enroll_child: EnrollmentChild | None = None
+
+    def register(self, ctx: WorkerContext) -> None:
+        self._ctx = ctx
+        worker = self._worker
+        ctx.commands.register(Command("open_door", self.open_door, fields={}, optional={"event_id": str},
+                                      authorized=lambda: bool(worker.cfg.allow_remote_open),
+                                      refusal="set [doorbell] allow_remote_open = true", dangerous=True))
+        ctx.commands.register(Command("enroll_last_visitor", self.enroll_last_visitor, fields={"name": str},
+                                      authorized=lambda: bool(worker.faces_cfg.allow_remote_enroll),
+                                      refusal="set [faces] allow_remote_enroll = true", dangerous=True))
+
+    def close(self) -> None:
+        """End a running enrollment (its child first, so the thread returns)."""
+        if self._enroll_child is not None:
+            self._enroll_child.kill()
+        if self._enroller is not None:
+            self._enroller.join(10)
+
+    def open_door(self, payload: dict, via: str) -> dict:
+        """Pulse the door relay (authorization is checked by the command registry); `via`
+        (mqtt, sip, cli) is who asked, for the audit record."""
+        worker, ctx = self._worker, self._ctx
+        if worker.safe_mode:
+            raise CommandRejected("the door relay is held off in safe mode; fix the cause of the failed boots "
+                                  "and restart the service", "unauthorized")
+        doorbell = worker.gpio
+        if doorbell is None or ctx.stopping.is_set():
+            raise CommandRejected("the doorbell is restarting; try again in a few seconds", "failed")
+        seconds = worker.cfg.relay_pulse_s
+        event_id = payload.get("event_id") or new_event_id()
+        # The relay first, then the audit record of what really happened: a record written
+        # before a pulse that then failed would say the door was opened when it was not.
+        try:
+            doorbell.pulse_relay(seconds)
+        except gpio.GpioError as exc:
+            self._audit(via, "door_open_failed", {"seconds": seconds, "reason": str(exc)}, event_id)
+            ctx.log.error("door relay failed: %s", exc, extra={"event_id": event_id})
+            raise CommandRejected(f"the door was not opened: {exc}", "failed") from None
+        self._audit(via, "door_opened", {"seconds": seconds}, event_id)
+        ctx.bus.emit(DOOR_OPENED, {"seconds": seconds, "via": via}, event_id)
+        ctx.log.info("door opened for %.1f s (%s)", seconds, via, extra={"event_id": event_id})
+        return {"opened_s": seconds, "event_id": event_id}
+
+    def _audit(self, actor: str, action: str, detail: dict, event_id: str) -> None:
+        audit = self._ctx.audit
+        if audit is None:
+            return
+        try:
+            audit.append(actor, action, detail, event_id)
+        except StoreUnavailable as exc:
+            self._ctx.log.error("%s could not be audited (%s)", action, exc, extra={"event_id": event_id})
+
+    def enroll_last_visitor(self, payload: dict, via: str) -> dict:
+        """"This was Alice": enroll the largest face of the last ring's snapshot. The
+        encoding runs in a one-shot child (dlib stays out of this process); the outcome is
+        a `faces.enrolled` event with the ring's event_id, and an audit record."""
+        try:
+            name = check_name(payload["name"])
+        except ValueError as exc:
+            raise CommandRejected(str(exc), "invalid") from None
+        last = self._worker.last_visitor
+        if last is None:
+            raise CommandRejected("no visitor snapshot since the doorbell started; ring first", "invalid")
+        if not last.faces:
+            raise CommandRejected(f"the snapshot of the last ring ({last.event_id}) shows no face", "invalid")
+        if self._worker.faces is None:
+            raise CommandRejected("known faces cannot be saved: the store is unavailable", "failed")
+        if self._enroller is not None and self._enroller.is_alive():
+            raise CommandRejected("an enrollment is already running; try again in a moment", "failed")
+        self._enroll_child = EnrollmentChild()
+        self._enroller = threading.Thread(target=self._enroll, args=(name, last, self._enroll_child, via),
+                                          name="doorbell-enroll", daemon=True)
+        self._enroller.start()
+        return {"enrolling": name, "event_id": last.event_id}
+
+    def _enroll(self, name: str, last: LastVisitor, child: EnrollmentChild, via: str) -> None:
+        ctx, faces = self._ctx, self._worker.faces
+        ok, reason = False, ""
+        try:
+            encoding = child.encode(last.frame, last.faces[0].box)
+            added, _ = faces.add(name, [(f"ring:{last.event_id}", encoding)], ctx.clock.wall())
+            faces.label_snapshot(last.event_id, name)
+            if ctx.audit is not None:
+                ctx.audit.append(via, "face_enrolled", {"name": name, "source": "ring", "encodings": added},
+                                 last.event_id)
+            ok = True
+        except (EnrollmentError, RuntimeError, StoreUnavailable, ValueError) as exc:
+            reason = str(exc)
+            ctx.log.warning("enrollment from the last ring failed: %s", reason, extra={"event_id": last.event_id})
+        ctx.bus.emit(ENROLLED, {"name": name, "ok": ok, "reason": reason or None}, last.event_id)
