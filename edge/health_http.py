@@ -12,13 +12,14 @@ import hmac
 import json
 import logging
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any, Callable
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from edge.config import EXAMPLE_SECRETS, Key, Section, is_loopback
 from edge.health import FAILED
+from edge.http_guard import GuardedHTTPServer
 
 log = logging.getLogger("edge.health_http")
 
@@ -48,6 +49,7 @@ def _check_exposure(config, warnings: list[str]) -> None:
                         f"{MIN_TOKEN_CHARS}, for example: openssl rand -hex 16 > /etc/edge/health-token")
 
 MAX_BODY = 64 * 1024
+REQUEST_TIMEOUT_S = 2.0
 
 
 class HealthServer:
@@ -61,6 +63,8 @@ class HealthServer:
         server = self
 
         class Handler(BaseHTTPRequestHandler):
+            timeout = REQUEST_TIMEOUT_S  # per read: a client that stalls mid-request is dropped
+
             def log_message(self, fmt, *args):  # the JSON logger, not stderr
                 log.debug(fmt, *args)
 
@@ -116,7 +120,13 @@ class HealthServer:
                     self._json(404, {"error": f"unknown simulator command {name!r}; "
                                               f"known: {', '.join(sorted(server.sim_commands))}"})
                     return
-                length = int(self.headers.get("Content-Length") or 0)
+                try:
+                    length = int(self.headers.get("Content-Length") or 0)
+                except ValueError:
+                    length = -1
+                if length < 0:
+                    self._json(400, {"ok": False, "error": "Content-Length must be a whole number of bytes"})
+                    return
                 if length > MAX_BODY:
                     self._json(413, {"error": "request body too large"})
                     return
@@ -128,8 +138,7 @@ class HealthServer:
                 except (ValueError, KeyError, TypeError, OSError) as exc:
                     self._json(400, {"ok": False, "error": str(exc)})
 
-        self._httpd = ThreadingHTTPServer((host, port), Handler)
-        self._httpd.daemon_threads = True
+        self._httpd = GuardedHTTPServer((host, port), Handler)
         self.address = self._httpd.server_address[:2]
         self._thread: threading.Thread | None = None
 
@@ -138,12 +147,11 @@ class HealthServer:
         return self.address[1]
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.2},
-                                        name="health-http", daemon=True)
+        self._thread = threading.Thread(target=self._httpd.serve, name="health-http", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
+        self._httpd.stop()
         if self._thread:
             self._thread.join(5)
+        self._httpd.close()

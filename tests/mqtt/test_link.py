@@ -7,6 +7,7 @@ import json
 import socket
 import threading
 import time
+import urllib.request
 
 import paho.mqtt.client as mqtt
 from prometheus_client import generate_latest
@@ -251,3 +252,20 @@ def test_a_link_restart_loses_no_events(tmp_path, mosquitto, recorders):
         arrived = [json.loads(p)["event_id"] for _, _, p, _ in rec.of()]
         assert list(dict.fromkeys(arrived)) == ids
         assert runner.crashes == 0
+
+
+def test_the_link_reconnects_after_a_broker_restart_while_2000_idle_connections_hold_the_health_port(tmp_path,
+                                                                                                   mosquitto):
+    with running_runtime(tmp_path / "state", mosquitto.port) as rt:
+        wait_connected(rt)
+        idle = [socket.create_connection(("127.0.0.1", rt.server.port), timeout=5) for _ in range(2000)]
+        try:
+            mosquitto.stop()
+            wait_for(lambda: not link_of(rt).connected, 10, message="the link to notice the broker is gone")
+            mosquitto.start()
+            wait_connected(rt, timeout=20)
+            with urllib.request.urlopen(f"http://127.0.0.1:{rt.server.port}/health", timeout=5) as answer:
+                assert answer.status == 200
+        finally:
+            for conn in idle:
+                conn.close()

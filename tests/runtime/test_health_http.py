@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import socket
+import threading
 import urllib.error
 import urllib.request
 
@@ -104,3 +107,42 @@ def test_overall_state_rules():
     h.set("worker.a", "HUNG", critical=True)
     assert h.overall() == "FAILED"
     assert h.summary() == "FAILED: breaker.mqtt degraded, worker.a hung"
+
+
+def raw_request(port: int, data: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
+        conn.sendall(data)
+        return b"".join(iter(lambda: conn.recv(4096), b""))
+
+
+@pytest.mark.parametrize("length", ["abc", "-5"])
+def test_a_bad_content_length_is_answered_400(runtime, length):
+    rt, _ = runtime([IdleWorker], sim=True)
+    rt.sim_controls.handlers["echo"] = lambda args: args
+    answer = raw_request(rt.server.port, f"POST /sim/echo HTTP/1.0\r\nContent-Length: {length}\r\n\r\n".encode())
+    assert answer.startswith(b"HTTP/1.0 400") and b"Content-Length must be a whole number" in answer
+
+
+def test_thousands_of_idle_connections_cost_no_threads_and_health_still_answers(runtime):
+    rt, base = runtime([IdleWorker])
+    threads_before = threading.active_count()
+    idle = []
+    try:
+        for _ in range(2000):
+            idle.append(socket.create_connection(("127.0.0.1", rt.server.port), timeout=5))
+        code, _ = get(base + "/health")  # urlopen's own 5 s timeout bounds this
+        assert code == 200
+        assert threading.active_count() <= threads_before + 2  # no thread per idle connection
+        assert len(os.listdir("/proc/self/fd")) < 2000 + 400  # the server keeps at most 256 waiting
+        assert rt.server._httpd.refused >= 2000 - 256
+    finally:
+        for conn in idle:
+            conn.close()
+
+
+def test_an_idle_connection_is_closed_after_the_idle_timeout(runtime):
+    rt, _ = runtime([IdleWorker])
+    rt.server._httpd.idle_timeout_s = 0.2
+    with socket.create_connection(("127.0.0.1", rt.server.port), timeout=5) as conn:
+        assert conn.recv(1) == b""  # closed by the server, not by our 5 s timeout
+    assert rt.server._httpd.expired == 1
