@@ -148,14 +148,15 @@ class TestDevice:
 
 
 @contextlib.contextmanager
-def test_devices(root: Path, factory: Callable[..., TestDevice] = TestDevice) -> Iterator[Callable[..., Any]]:
+def test_devices(root: Path, factory: Callable[..., TestDevice] = TestDevice,
+                 prefix: str = "device") -> Iterator[Callable[..., Any]]:
     """`make(...)` starts a device (`factory`'s arguments after the state directory) in its
-    own state directory under `root`; every one started is stopped on the way out (the body
-    of a pytest fixture)."""
+    own state directory under `root` (`<prefix>0`, `<prefix>1`, ...); every one started is
+    stopped on the way out (the body of a pytest fixture)."""
     started: list[TestDevice] = []
 
     def make(*args, **kwargs):
-        device = factory(Path(root) / f"device{len(started)}", *args, **kwargs)
+        device = factory(Path(root) / f"{prefix}{len(started)}", *args, **kwargs)
         started.append(device)
         return device.start()
 

@@ -50,7 +50,7 @@ import numpy as np
 
 from hardware.images import sharpness
 from services.doorbell.matching import (DEFAULT_MIN_VOTES, DEFAULT_TOLERANCE, DEFAULT_UNCERTAIN_MARGIN, KNOWN,
-                                        UNCERTAIN, UNKNOWN, Match, match, vote)
+                                        Match, match, vote)
 
 Box = tuple[int, int, int, int]
 

@@ -109,7 +109,8 @@ class DoorbellSimControls:
                 "plugged": getattr(camera, "plugged", None), "fault": getattr(camera, "fault", None),
                 "showing": str(camera.source) if getattr(camera, "source", None) else None},
             "recognition": None if recognizer is None else {"available": recognizer.available,
-                                                            "reason": recognizer.reason, "pid": recognizer.pid},
+                                                            "reason": recognizer.reason, "pid": recognizer.pid,
+                                                            "child": recognizer.child_health().as_dict()},
             "rings": counts.rings, "presses": counts.presses, "ignored": counts.ignored,
             "last_visitor": self._ctx.states.get("doorbell.last_visitor"),
         }

@@ -107,8 +107,9 @@ class SimulatedDoorbell(TestDevice):
 @contextlib.contextmanager
 def doorbells(root: Path) -> Iterator[Callable[..., SimulatedDoorbell]]:
     """`make(config, **options)` starts a SimulatedDoorbell in its own state directory
-    under `root`; every one started is stopped on the way out (a pytest fixture's body)."""
-    with test_devices(root, SimulatedDoorbell) as make:
+    under `root` (bell0, bell1, ...); every one started is stopped on the way out (a pytest
+    fixture's body)."""
+    with test_devices(root, SimulatedDoorbell, prefix="bell") as make:
         yield make
 
 

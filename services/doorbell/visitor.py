@@ -18,7 +18,8 @@ from datetime import datetime, timezone
 
 import numpy as np
 
-from services.doorbell.recognition import KNOWN, UNCERTAIN, UNKNOWN, VisitorResult
+from services.doorbell.matching import KNOWN, UNCERTAIN, UNKNOWN
+from services.doorbell.recognition import VisitorResult
 
 # Results of a ring's visitor event, and the "Last visitor" sensor's text for each.
 FACES, NO_FACE, CAMERA_UNAVAILABLE, CAMERA_OFF = "faces", "no_face", "camera_unavailable", "camera_off"

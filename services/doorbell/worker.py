@@ -49,7 +49,8 @@ from hardware.camera import BurstInterrupted, CameraError, burst_fault, capture_
 from services.doorbell.commands import DOOR_OPENED, ENROLLED, DoorbellCommands  # noqa: F401
 from services.doorbell.doctor import checks
 from services.doorbell.faces_store import FACES_SCHEMA, FaceStore
-from services.doorbell.recognition import KNOWN, VisitorResult, choose_frame
+from services.doorbell.matching import KNOWN
+from services.doorbell.recognition import VisitorResult, choose_frame
 from services.doorbell.recognizer_child import (FAILED as RECOGNIZER_FAILED, UNAVAILABLE as RECOGNIZER_UNAVAILABLE,
                                                 RecognitionError, RecognizerProcess, RecognizerUnavailable)
 from services.doorbell.sections import CAMERA_SECTION, DOORBELL_SECTION, FACES_SECTION
@@ -261,7 +262,8 @@ class DoorbellWorker(Worker):
 
     def make_recognizer(self, options: dict) -> RecognizerProcess:
         """The recognition child's handle (a subclass may point it at another library)."""
-        return RecognizerProcess(options=options, start_timeout_s=60.0)
+        return RecognizerProcess(options=options, start_timeout_s=60.0, log=self._ctx.log.getChild("recognizer"),
+                                 clock=self._ctx.clock)
 
     def _open_recognizer(self) -> None:
         if not self.faces_cfg.enabled:
@@ -312,7 +314,10 @@ class DoorbellWorker(Worker):
             problems.append(f"camera unavailable ({camera.error or 'not open'})")
         recognizer = self.recognizer
         if recognizer is not None and recognizer.state in (RECOGNIZER_UNAVAILABLE, RECOGNIZER_FAILED):
-            problems.append(f"face recognition unavailable ({recognizer.reason})")
+            child = recognizer.child_health()
+            last = f"; recognizer process started {child.starts} time(s), last {child.last_exit}" \
+                if child.last_exit else ""
+            problems.append(f"face recognition unavailable ({recognizer.reason}{last})")
         if self._guard is not None:
             problems += self._guard.problems()
         if problems:
