@@ -86,11 +86,17 @@ def test_invalid_config_falls_back_to_last_good(tmp_path):
     assert error is not None and "[node] id" in error.problems[0]
 
 
-def test_invalid_config_is_reported_loudly_in_health(tmp_path):
+def with_last_good(tmp_path):
+    """A state directory whose last known-good config names the node "front-door", and the
+    path of a config file still to be written."""
     state = tmp_path / "state"
-    (state).mkdir()
+    state.mkdir()
     (state / LAST_GOOD).write_text('[node]\nid = "front-door"\n')
-    bad = tmp_path / "edge.toml"
+    return state, tmp_path / "edge.toml"
+
+
+def test_invalid_config_is_reported_loudly_in_health(tmp_path):
+    state, bad = with_last_good(tmp_path)
     bad.write_text('[nod]\nid = "x"\n')
     config, classes, error = load_config_with_fallback(bad, True, state, {"EDGE_HEALTH_PORT": "0"}, CLASSES)
     rt = Runtime(config, classes, state, config_error=error)
@@ -139,10 +145,7 @@ def test_edge_run_without_usable_config_exits_with_distinct_code(tmp_path, text,
 
 
 def test_edge_run_on_last_good_config_still_starts(tmp_path):
-    state = tmp_path / "state"
-    state.mkdir()
-    (state / LAST_GOOD).write_text('[node]\nid = "front-door"\n')
-    bad = tmp_path / "edge.toml"
+    state, bad = with_last_good(tmp_path)
     bad.write_text("[supervisor]\nmax_restarts = 'many'\n")
     with running_edge(tmp_path, edge_env(state), args=("run", "--sim", "--config", str(bad))) as (proc, listener):
         assert "config degraded" in listener.wait_for("READY=1")
@@ -153,10 +156,7 @@ def test_edge_run_on_last_good_config_still_starts(tmp_path):
 
 
 def test_a_config_that_is_not_utf8_falls_back_to_last_good_and_fails_config_check_with_78(tmp_path):
-    state = tmp_path / "state"
-    state.mkdir()
-    (state / LAST_GOOD).write_text('[node]\nid = "front-door"\n')
-    bad = tmp_path / "edge.toml"
+    state, bad = with_last_good(tmp_path)
     bad.write_bytes(NOT_UTF8)
     config, _, error = load_config_with_fallback(bad, True, state, {}, CLASSES)
     assert config["node"].id == "front-door" and NOT_UTF8_MESSAGE in error.problems[0]
@@ -167,10 +167,7 @@ def test_a_config_that_is_not_utf8_falls_back_to_last_good_and_fails_config_chec
 
 
 def test_config_with_a_bad_plugin_falls_back_to_last_good(tmp_path):
-    state = tmp_path / "state"
-    state.mkdir()
-    (state / LAST_GOOD).write_text('[node]\nid = "front-door"\n')
-    bad = tmp_path / "edge.toml"
+    state, bad = with_last_good(tmp_path)
     bad.write_text(BAD_PLUGIN)
     config, classes, error = load_config_with_fallback(bad, True, state, {})
     assert config["node"].id == "front-door" and config["runtime"].plugins == []
