@@ -151,9 +151,10 @@ def load_config_with_fallback(path: Path | None, sim: bool, state_dir: Path,
                               environ: Mapping[str, str] = os.environ,
                               classes: list[type[Worker]] | None = None
                               ) -> tuple[Config, list[type[Worker]], ConfigError | None]:
-    """The config to run on: the given one when valid (then saved as last known-good), else
-    the last known-good with the error returned for loud reporting. Raises ConfigError when
-    neither is usable."""
+    """The config to run on: the given one when valid, else the last known-good with the
+    error returned for loud reporting. Raises ConfigError when neither is usable. A valid
+    config becomes last known-good only after a healthy boot (`save_last_good`, called by
+    the runtime): a config that validates but makes a worker crash-loop is not "good"."""
     try:
         config, classes = load_config(path, sim, environ, classes)
     except ConfigError as error:
@@ -165,15 +166,19 @@ def load_config_with_fallback(path: Path | None, sim: bool, state_dir: Path,
         except ConfigError:
             raise error from None
         return config, classes, error
-    if config.text:
-        try:
-            state_dir.mkdir(parents=True, exist_ok=True)
-            tmp = state_dir / (LAST_GOOD + ".tmp")
-            tmp.write_text(config.text)
-            tmp.replace(state_dir / LAST_GOOD)
-        except OSError as exc:
-            log.warning("cannot save the last known-good config: %s", exc)
     return config, classes, None
+
+
+def save_last_good(config: Config, state_dir: Path) -> None:
+    """Keep `config`'s file text as the last known-good (after a healthy boot on it)."""
+    if not config.text:
+        return
+    try:
+        tmp = state_dir / (LAST_GOOD + ".tmp")
+        tmp.write_text(config.text)
+        tmp.replace(state_dir / LAST_GOOD)
+    except OSError as exc:
+        log.warning("cannot save the last known-good config: %s", exc)
 
 
 def store_schemas(classes) -> list[Schema]:

@@ -53,6 +53,25 @@ def cmd_doctor(args) -> int:
     return run_doctor(CliDevice(args), as_json=args.json)
 
 
+def cmd_safe_mode_clear(args) -> int:
+    """Forget the failed boots, so the next start is a normal one."""
+    from edge.safemode import BootCounter
+
+    device = CliDevice(args)
+    counter = BootCounter(device.state_dir / "boot-count")
+    failed, cause = counter.read(), counter.cause()
+    try:
+        counter.clear()
+    except OSError as exc:
+        print(f"cannot clear the boot counter in {device.state_dir} ({exc.strerror}); run as the device's user "
+              f"(sudo -u edge ...) or set EDGE_STATE_DIR", file=sys.stderr)
+        return 1
+    why = f" (the last ended by {cause['worker']}: {cause['reason']})" if cause else ""
+    print(f"cleared {failed} failed boot(s){why} in {device.state_dir}; restart the service to leave safe mode "
+          f"(sudo systemctl restart edge)")
+    return 0
+
+
 def cmd_audit_verify(args) -> int:
     """Read-only: opens the store without migrating it and never creates a key, so
     checking a log cannot change it (or the evidence). The state directory comes from
@@ -112,6 +131,12 @@ def build_parser() -> argparse.ArgumentParser:
     a = asub.add_parser("verify", help="check the audit log's hash chain and anchor")
     add_device_args(a)
     a.set_defaults(func=cmd_audit_verify)
+
+    p = sub.add_parser("safe-mode", help="safe mode after repeated failed boots")
+    ssub = p.add_subparsers(dest="safe_mode_command", required=True)
+    c = ssub.add_parser("clear", help="forget the failed boots; the next start is a normal one")
+    add_device_args(c)
+    c.set_defaults(func=cmd_safe_mode_clear)
 
     p = sub.add_parser("doctor", help="check an installed device: config, hardware, broker, disk, clock")
     add_device_args(p)

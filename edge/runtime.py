@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from edge import __version__, jsonlog
-from edge.assembly import config_path_for, load_config_with_fallback, state_dir_for, store_schemas
+from edge.assembly import config_path_for, load_config_with_fallback, save_last_good, state_dir_for, store_schemas
 from edge.audit import AuditLog
 from edge.breaker import BreakerBoard
 from edge.bus import EventBus
@@ -104,10 +104,13 @@ class Runtime:
             failed_boots = 0
             log.error("cannot update the boot counter (%s); safe mode detection is off", exc)
         self.safe_mode = failed_boots >= sm.boot_threshold
+        cause = self.boot_counter.cause() if self.safe_mode else None
         if self.safe_mode:
-            log.error("%d quick failed boots in a row: SAFE MODE, starting only essential workers "
-                      "(fix the cause, then restart the service)", failed_boots)
-            self.health.set("safe_mode", DEGRADED, f"{failed_boots} failed boots in a row; only essential workers run")
+            why = f"; the last was ended by {cause['worker']}: {cause['reason']}" if cause else ""
+            log.error("%d quick failed boots in a row%s: SAFE MODE, starting only essential workers "
+                      "(fix the cause, then restart the service or run `edge safe-mode clear`)", failed_boots, why)
+            self.health.set("safe_mode", DEGRADED, f"{failed_boots} failed boots in a row{why}; only essential "
+                                                   f"workers run; fix the cause and restart the service")
         if self.config_error:
             for problem in self.config_error.problems:
                 log.error("invalid config %s: %s; running on the last known-good config",
@@ -124,7 +127,7 @@ class Runtime:
         for cls in self.classes:
             if not cls.enabled(self.config):
                 continue
-            if self.safe_mode and not cls.essential:
+            if self.safe_mode and not self._runs_in_safe_mode(cls, cause):
                 continue
             if cls.bus_patterns_from_boot:  # a worker started late (the MQTT link) still hears everything
                 boot_subscription(cls, self.lasting, self.bus)
@@ -137,6 +140,14 @@ class Runtime:
         self.notifier.ready(self.health.summary())
         log.info("edge %s started: %s%s", __version__, ", ".join(r.name for r in self.supervisor.runners) or "no workers",
                  " (SAFE MODE)" if self.safe_mode else "")
+
+    @staticmethod
+    def _runs_in_safe_mode(cls: type[Worker], cause: dict | None) -> bool:
+        """Essential workers run in safe mode (the button path, and the MQTT link so Home
+        Assistant sees rings and the reason), except a non-critical one that itself ended
+        the failed boots."""
+        blamed = cause is not None and cause.get("worker") == cls.name
+        return cls.essential and (cls.critical or not blamed)
 
     def announce(self, line: str) -> None:
         """A line for the person at the terminal (stderr: stdout is the JSON log); shown in
@@ -221,6 +232,11 @@ class Runtime:
 
     def _escalate(self, name: str) -> None:
         log.critical("critical worker %s failed: exiting with %d so systemd restarts the service", name, EXIT_CRITICAL)
+        runner = self.supervisor.runner(name) if self.supervisor else None
+        try:
+            self.boot_counter.blame(name, runner.reason if runner else "failed")
+        except OSError as exc:
+            log.error("cannot record the cause of this failed boot: %s", exc)
         self.exit_code = EXIT_CRITICAL
         self._stop.set()
 
@@ -289,6 +305,8 @@ class Runtime:
             self._healthy_since = now
         elif now - self._healthy_since >= self.config["safe_mode"].healthy_after_s:
             self._clear_boot_counter()
+            if self._boot_cleared and not self.safe_mode and not self.config_error:
+                save_last_good(self.config, self.state_dir)  # it ran well: now it is known-good
 
     def _clear_boot_counter(self) -> None:
         try:
@@ -307,8 +325,10 @@ class Runtime:
             self.server.stop()
         if self.store:
             self.store.close()
-        if self.exit_code in (EXIT_OK, EXIT_RESTART) and not self.safe_mode:
-            self._clear_boot_counter()  # a clean stop is not a failed boot
+        if self.exit_code in (EXIT_OK, EXIT_RESTART):
+            # A clean stop is not a failed boot; in safe mode it is the way out: the person
+            # fixed the cause and restarted the service (if not, the boots fail again).
+            self._clear_boot_counter()
         log.info("stopped (exit code %d)", self.exit_code)
 
 

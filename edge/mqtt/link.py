@@ -70,6 +70,9 @@ class MqttLink(Worker):
     name = "mqtt"
     sections = (SECTION, alertsmod.SECTION)
     schemas = (OUTBOX_SCHEMA,)
+    # Runs in safe mode too (unless it ended the failed boots itself), so Home Assistant
+    # still sees rings and why the device is in safe mode.
+    essential = True
     start_order = 90
     heartbeat_timeout_s = 30.0
     entities = (connectivity("mqtt", "MQTT broker"),)

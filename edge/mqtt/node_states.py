@@ -32,8 +32,10 @@ class NodeReport:
         """Refresh the node's state-board values (unchanged values publish nothing: the
         board keeps the latest and ignores repeats); returns worker → availability."""
         rt = self.runtime
+        safe_mode = rt.health.get("safe_mode") if rt.safe_mode else None
         self.states.set("node", {"state": rt.health.overall(), "summary": rt.health.summary(),
-                                 "version": self.version, "safe_mode": bool(getattr(rt, "safe_mode", False))})
+                                 "version": self.version, "safe_mode": rt.safe_mode,
+                                 "safe_mode_reason": safe_mode.reason if safe_mode else None})
         self.states.set("node.update", {"installed_version": self.version, "latest_version": self.version,
                                         "title": "Edge runtime"})
         availability = {}

@@ -139,3 +139,16 @@ def test_doorbell_event_entities_and_the_open_door_condition():
 
     assert open_door_shown(True, True)
     assert not open_door_shown(True, False) and not open_door_shown(False, True)
+
+
+def test_in_safe_mode_rings_still_reach_home_assistant_with_the_reason(make_bell, mosquitto, subscriber):
+    bell = make_bell(config(mosquitto.port), classes=(DoorbellWorker, MqttLink), failed_boots=3)
+    assert bell.runtime.safe_mode
+    assert sorted(r.name for r in bell.runtime.supervisor.runners) == ["doorbell", "mqtt"]
+    wait_for(lambda: bell.runtime.supervisor.runner("mqtt").worker.connected, timeout=15,
+             message="the MQTT link to connect in safe mode")
+    bell.press()
+    ring = subscriber.wait("doorbell.ring")
+    assert ring["event_id"] == bell.events("doorbell.ring")[0].event_id
+    node = wait_for(lambda: bell.runtime.states.get("node"), timeout=10, message="the node state")
+    assert node["safe_mode"] is True and "3 failed boots in a row" in node["safe_mode_reason"]

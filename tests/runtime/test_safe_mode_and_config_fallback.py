@@ -11,11 +11,11 @@ from runtime_helpers import EDGE, edge_env, make_config, running_edge, spawn_edg
 
 from edge.clock import FakeClock
 from edge.config import ConfigError
-from edge.assembly import LAST_GOOD, load_config_with_fallback
+from edge.assembly import LAST_GOOD, load_config_with_fallback, save_last_good
 from edge.runtime import EXIT_NO_CONFIG, Runtime
 from edge.safemode import BootCounter
 from edge.testing.waiting import wait_for
-from edge.testing.workers import IdleEssential, IdleWorker
+from edge.testing.workers import CrashingCritical, IdleEssential, IdleWorker
 from edge.worker import Worker
 
 CLASSES = [IdleEssential, IdleWorker]
@@ -78,7 +78,10 @@ def test_invalid_config_falls_back_to_last_good(tmp_path):
     good = tmp_path / "edge.toml"
     good.write_text('[node]\nid = "front-door"\n')
     config, _, error = load_config_with_fallback(good, True, state, {}, CLASSES)
-    assert error is None and (state / LAST_GOOD).read_text() == good.read_text()
+    assert error is None
+    state.mkdir()
+    save_last_good(config, state)  # what the runtime does after a healthy boot on it
+    assert (state / LAST_GOOD).read_text() == good.read_text()
 
     good.write_text('[node]\nid = "front door!"\n')  # a person edits it badly
     config, _, error = load_config_with_fallback(good, True, state, {}, CLASSES)
@@ -216,5 +219,80 @@ def test_slow_critical_crash_loop_does_not_clear_the_boot_counter(tmp_path):
         clock.advance(30)
         rt._track_good_boot(clock.monotonic())  # a whole minute without one
         assert rt.boot_counter.read() == 0
+    finally:
+        rt.stop()
+
+
+def test_a_clean_stop_in_safe_mode_leaves_safe_mode(tmp_path):
+    state = tmp_path / "state"
+    state.mkdir()
+    BootCounter(state / "boot-count")._write(3)
+    rt = start_runtime(state)
+    assert rt.safe_mode
+    rt.stop()  # the person fixed the cause and restarted the service
+    assert BootCounter(state / "boot-count").read() == 0
+    rt = start_runtime(state)
+    try:
+        assert not rt.safe_mode
+    finally:
+        rt.stop()
+
+
+def test_safe_mode_leaves_out_the_non_critical_worker_that_ended_the_boots_and_says_so(tmp_path):
+    state = tmp_path / "state"
+    state.mkdir()
+    counter = BootCounter(state / "boot-count")
+    counter._write(3)
+    counter.blame("idle_essential", "crashed: ValueError('bad')")
+    rt = start_runtime(state)
+    try:
+        assert rt.safe_mode and [r.name for r in rt.supervisor.runners] == []
+        reason = rt.health.get("safe_mode").reason
+        assert "ended by idle_essential: crashed: ValueError('bad')" in reason
+    finally:
+        rt.stop()
+
+
+def test_a_critical_worker_that_fails_the_boot_is_recorded_as_its_cause(tmp_path):
+    state = tmp_path / "state"
+    rt = Runtime(make_config([CrashingCritical], env={"EDGE_HEALTH_PORT": "0", "EDGE_SUPERVISOR_MAX_RESTARTS": "1",
+                                                     "EDGE_SUPERVISOR_BACKOFF_INITIAL_S": "0.01"}),
+                 [CrashingCritical], state)
+    rt.start()
+    try:
+        wait_for(lambda: rt.exit_code == 70, 10, message="the critical worker to fail")
+    finally:
+        rt.stop()
+    assert BootCounter(state / "boot-count").cause()["worker"] == "critical_crasher"
+
+
+def test_edge_safe_mode_clear_resets_the_counter_and_says_where(tmp_path):
+    state = tmp_path / "state"
+    state.mkdir()
+    BootCounter(state / "boot-count")._write(4)
+    BootCounter(state / "boot-count").blame("doorbell", "5 restarts within 60s")
+    result = subprocess.run([EDGE, "safe-mode", "clear"], env=edge_env(state), capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert f"cleared 4 failed boot(s) (the last ended by doorbell: 5 restarts within 60s) in {state}" in result.stdout
+    assert BootCounter(state / "boot-count").read() == 0 and BootCounter(state / "boot-count").cause() is None
+
+
+def test_a_config_becomes_last_good_only_after_a_healthy_boot(tmp_path):
+    clock = FakeClock()
+    state = tmp_path / "state"
+    path = tmp_path / "edge.toml"
+    path.write_text('[node]\nid = "front-door"\n[health]\nport = 0\n')
+    config, classes, error = load_config_with_fallback(path, True, state, {}, CLASSES)
+    assert error is None and not (state / LAST_GOOD).exists()  # valid is not yet good
+    rt = Runtime(config, classes, state, clock=clock)
+    rt.start()
+    try:
+        rt._track_good_boot(clock.monotonic())
+        clock.advance(59)
+        rt._track_good_boot(clock.monotonic())
+        assert not (state / LAST_GOOD).exists()
+        clock.advance(1)
+        rt._track_good_boot(clock.monotonic())
+        assert (state / LAST_GOOD).read_text() == path.read_text()
     finally:
         rt.stop()
