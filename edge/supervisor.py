@@ -187,37 +187,46 @@ class WorkerRunner:
             if crash is None and self.worker.restart in (TRANSIENT, TEMPORARY):
                 self._set(STOPPED, "finished")
                 return
+            # Decide first, then change the state and count the crash in one step under the
+            # lock, and only then log: an observer never sees the new count with the old state.
+            now = clock.monotonic()
+            why = f"{how}: {crash!r}" if crash is not None else "returned"
+            delay, exceeded = None, False
+            if crash is not None and self.worker.restart == TEMPORARY:
+                state, reason = FAILED, f"{how} ({crash!r}); temporary workers are not restarted"
+            else:
+                if now - started > policy.within_s:
+                    attempt = 0  # it ran well for a whole window: start the backoff afresh
+                self._restart_times.append(now)
+                while self._restart_times and now - self._restart_times[0] > policy.within_s:
+                    self._restart_times.popleft()
+                exceeded = len(self._restart_times) > policy.max_restarts
+                if exceeded:
+                    state, reason = FAILED, (f"{why}; {len(self._restart_times)} restarts within "
+                                             f"{policy.within_s:g}s, giving up")
+                else:
+                    delay = policy.backoff.delay(attempt, self._rng)
+                    attempt += 1
+                    self.delays.append(delay)
+                    state, reason = DEGRADED, f"{why}; restarting in {delay:.1f}s"
+            with self._lock:
+                # backing_off first: a watchdog tick between the two must not see a stale
+                # heartbeat on a worker that is not running and call it HUNG
+                self.backing_off = delay is not None
+                self._set(state, reason)
+                if crash is not None:
+                    self.crashes += 1
             if crash is not None:
-                self.crashes += 1
                 # health() failures were logged with their traceback when they happened
                 log.error("worker %s %s: %r", self.name, how, crash,
                           exc_info=None if how == "health() raised" else crash, extra={"worker": self.name})
-                if self.worker.restart == TEMPORARY:
-                    self._set(FAILED, f"{how} ({crash!r}); temporary workers are not restarted")
-                    return
-            now = clock.monotonic()
-            if now - started > policy.within_s:
-                attempt = 0  # it ran well for a whole window: start the backoff afresh
-            self._restart_times.append(now)
-            while self._restart_times and now - self._restart_times[0] > policy.within_s:
-                self._restart_times.popleft()
-            why = f"{how}: {crash!r}" if crash is not None else "returned"
-            if len(self._restart_times) > policy.max_restarts:
-                self._set(FAILED, f"{why}; {len(self._restart_times)} restarts within "
-                                  f"{policy.within_s:g}s, giving up")
+            if exceeded:
                 log.error("worker %s FAILED after %d restarts in %gs", self.name, len(self._restart_times),
                           policy.within_s, extra={"worker": self.name})
                 if self.critical:
                     self._sup.escalate(self.name)
+            if delay is None:
                 return
-            delay = policy.backoff.delay(attempt, self._rng)
-            attempt += 1
-            self.delays.append(delay)
-            with self._lock:
-                # backing_off first: a watchdog tick between the two must not see a stale
-                # heartbeat on a worker that is not running and call it HUNG
-                self.backing_off = True
-                self._set(DEGRADED, f"{why}; restarting in {delay:.1f}s")
             stop = self.stop_event.wait(delay)
             with self._lock:
                 self.backing_off = False

@@ -140,6 +140,33 @@ def test_hung_worker_is_marked_hung_within_twice_its_timeout_and_freed_from_recv
         sup.stop()
 
 
+def test_a_crash_changes_the_state_and_the_count_together_before_it_is_logged():
+    # Issue 15: the crash was counted, its traceback logged, and only then DEGRADED set, so
+    # an observer could see the new count with the old state (6 failures in 14 under emulation).
+    sup, health = supervise(CrashingWorker, policy=Policy(max_restarts=3, within_s=60, backoff=Backoff(
+        initial=5.0, jitter=0.0), stop_timeout_s=2.0))
+    at_log, at_degraded = [], []
+
+    class Snapshot(logging.Handler):
+        def emit(self, record):
+            if "crasher crashed" in record.getMessage():
+                runner = sup.runner("crasher")
+                at_log.append((runner.crashes, runner.state))
+
+    health.listeners.append(lambda c: c.name == "worker.crasher" and c.state == DEGRADED
+                            and at_degraded.append(sup.runner("crasher").crashes))
+    handler = Snapshot(logging.ERROR)
+    logging.getLogger("edge.supervisor").addHandler(handler)
+    sup.start()
+    try:
+        wait_for(lambda: at_log, timeout=5, message="the crash logged")
+        assert at_log == [(1, DEGRADED)]  # counted and DEGRADED by the time anyone reads the log
+        assert at_degraded == [0]  # the state first, then the count, in one step under the lock
+    finally:
+        logging.getLogger("edge.supervisor").removeHandler(handler)
+        sup.stop()
+
+
 class Stalls(Worker):
     """Heartbeats only when the test says so; counts its interrupt hook's calls."""
 
@@ -374,6 +401,8 @@ def test_stop_has_one_deadline_for_all_workers_not_one_each():
     assert policy.stop_timeout_s <= took < 1.5 * policy.stop_timeout_s + 0.3
     assert [r.worker.interrupts for r in sup.runners] == [1, 1, 1]
     assert all(not r.thread.is_alive() for r in sup.runners)
+
+
 def test_workers_start_in_order_and_are_asked_to_stop_in_reverse():
     events = []
 
