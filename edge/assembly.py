@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Mapping
 
 from edge import config as configmod
-from edge.audit import AUDIT_SCHEMA
+from edge.audit import AUDIT_SCHEMA, SECTION as AUDIT_SECTION
 from edge.config import Config, ConfigError, Key, Section
 from edge.health_http import SECTION as HEALTH_SECTION
 from edge.safemode import SECTION as SAFE_MODE_SECTION
@@ -54,7 +54,7 @@ RUNTIME_SECTION = Section("runtime", (
         example=["mycompany.edge_workers:GarageDoor"]),
 ), "the runtime itself")
 CORE_SECTIONS = (NODE_SECTION, HEALTH_SECTION, SUPERVISOR_SECTION, SAFE_MODE_SECTION, LOGGING_SECTION,
-                 RUNTIME_SECTION)
+                 RUNTIME_SECTION, AUDIT_SECTION)
 
 
 def state_dir_for(sim: bool, environ: Mapping[str, str] = os.environ) -> Path:

@@ -75,13 +75,14 @@ def cmd_safe_mode_clear(args) -> int:
 def cmd_audit_verify(args) -> int:
     """Read-only: opens the store without migrating it and never creates a key, so
     checking a log cannot change it (or the evidence). The state directory comes from
-    EDGE_STATE_DIR / --sim, as for `edge run`; --config does not move it."""
+    EDGE_STATE_DIR / --sim, as for `edge run`; the key from the config's [audit] key_file."""
     import sqlite3
 
     from edge.audit import AuditLog
     from edge.store import DB_NAME, Store, StoreUnavailable
 
-    state_dir = CliDevice(args).state_dir
+    device = CliDevice(args)
+    state_dir = device.state_dir
     if not (state_dir / DB_NAME).exists():
         print(f"no store at {state_dir / DB_NAME}; set EDGE_STATE_DIR to the device's state directory",
               file=sys.stderr)
@@ -92,7 +93,7 @@ def cmd_audit_verify(args) -> int:
         print(f"cannot open the store {state_dir / DB_NAME} read-only: {exc}", file=sys.stderr)
         return 2
     try:
-        report = AuditLog(store, state_dir / "audit.key", state_dir / "audit.anchor", create_key=False).verify()
+        report = AuditLog(store, device.key_path(), state_dir / "audit.anchor", create_key=False).verify()
     except sqlite3.Error as exc:
         print(f"cannot read the audit log in {state_dir / DB_NAME}: {exc}", file=sys.stderr)
         return 2

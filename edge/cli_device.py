@@ -22,7 +22,7 @@ import urllib.request
 from pathlib import Path
 
 from edge.assembly import config_path_for, load_config, state_dir_for, store_schemas
-from edge.audit import AuditLog
+from edge.audit import AuditLog, key_path_for
 from edge.config import Config, ConfigError
 from edge.store import DB_NAME, Store, StoreUnavailable
 from edge.worker import Worker
@@ -76,11 +76,19 @@ class CliDevice:
         """Record a change made from the command line, by whom; a failure to audit is said,
         not hidden (the change itself is already made)."""
         try:
-            AuditLog(store, self.state_dir / "audit.key", self.state_dir / "audit.anchor").append(
+            AuditLog(store, self.key_path(), self.state_dir / "audit.anchor").append(
                 f"cli:{getpass.getuser()}", action, detail)
         except (OSError, StoreUnavailable) as exc:
             print(f"warning: the change was made but could not be written to the audit log ({exc})",
                   file=sys.stderr)
+
+    def key_path(self) -> Path:
+        """The audit key: `[audit] key_file` of the device's config (beside the database
+        when unset, or when the config cannot be read)."""
+        try:
+            return key_path_for(self.load()[0], self.state_dir)
+        except ConfigError:
+            return self.state_dir / "audit.key"
 
     # -- the running device -------------------------------------------------------------------
     def endpoint(self) -> tuple[str, str | None]:

@@ -31,7 +31,7 @@ from typing import Any, Mapping
 
 from edge import __version__, jsonlog
 from edge.assembly import config_path_for, load_config_with_fallback, save_last_good, state_dir_for, store_schemas
-from edge.audit import AuditLog
+from edge.audit import AuditLog, key_path_for
 from edge.breaker import BreakerBoard
 from edge.bus import EventBus
 from edge.commands import CommandRegistry
@@ -190,7 +190,8 @@ class Runtime:
             self.store = None
         if self.store is not None:
             try:
-                self.audit = AuditLog(self.store, self.state_dir / "audit.key", self.state_dir / "audit.anchor")
+                self.audit = AuditLog(self.store, key_path_for(self.config, self.state_dir),
+                                      self.state_dir / "audit.anchor")
             except (OSError, StoreUnavailable) as exc:
                 # e.g. the key is missing while records exist: a new key would make every
                 # record look edited, so run without auditing and say so

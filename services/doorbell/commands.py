@@ -71,8 +71,9 @@ class DoorbellCommands:
             raise CommandRejected("the doorbell is restarting; try again in a few seconds", "failed")
         seconds = worker.cfg.relay_pulse_s
         event_id = payload.get("event_id") or new_event_id()
-        # The relay first, then the audit record of what really happened: a record written
-        # before a pulse that then failed would say the door was opened when it was not.
+        # Fail closed: no record of who asked, no opening. Then the relay, then the record
+        # of what really happened (a pulse that failed is recorded as such).
+        self._audit_or_refuse(via, "door_open_requested", {"seconds": seconds}, event_id, "the door stays shut")
         try:
             doorbell.pulse_relay(seconds)
         except gpio.GpioError as exc:
@@ -83,6 +84,17 @@ class DoorbellCommands:
         ctx.bus.emit(DOOR_OPENED, {"seconds": seconds, "via": via}, event_id)
         ctx.log.info("door opened for %.1f s (%s)", seconds, via, extra={"event_id": event_id})
         return {"opened_s": seconds, "event_id": event_id}
+
+    def _audit_or_refuse(self, actor: str, action: str, detail: dict, event_id: str, consequence: str) -> None:
+        """Write the audit record of a request, or refuse it (CommandRejected) with why."""
+        audit = self._ctx.audit
+        try:
+            if audit is None:
+                raise StoreUnavailable("the audit log is unavailable (`edge status` says why)")
+            audit.append(actor, action, detail, event_id)
+        except StoreUnavailable as exc:
+            self._ctx.log.error("%s refused: it cannot be audited (%s)", action, exc, extra={"event_id": event_id})
+            raise CommandRejected(f"refused because it cannot be audited ({exc}); {consequence}", "failed") from None
 
     def _audit(self, actor: str, action: str, detail: dict, event_id: str) -> None:
         audit = self._ctx.audit
@@ -110,6 +122,7 @@ class DoorbellCommands:
             raise CommandRejected("known faces cannot be saved: the store is unavailable", "failed")
         if self._enroller is not None and self._enroller.is_alive():
             raise CommandRejected("an enrollment is already running; try again in a moment", "failed")
+        self._audit_or_refuse(via, "face_enroll_requested", {"name": name}, last.event_id, "nobody was enrolled")
         self._enroll_child = EnrollmentChild()
         self._enroller = threading.Thread(target=self._enroll, args=(name, last, self._enroll_child, via),
                                           name="doorbell-enroll", daemon=True)

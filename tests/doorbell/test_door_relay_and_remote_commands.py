@@ -41,7 +41,7 @@ def test_allowed_door_opening_is_audited_and_ends_after_the_pulse(make_bell):
     assert bell.relay.state is True
     opened = bell.wait_event("doorbell.door_opened")
     assert opened.event_id == ring.event_id and opened.data["via"] == "sip"
-    assert audit_actions(bell) == [("sip", "door_opened", ring.event_id)]
+    assert audit_actions(bell) == [("sip", "door_open_requested", ring.event_id), ("sip", "door_opened", ring.event_id)]
     wait_for(lambda: bell.relay.state is False, timeout=5, message="the door to lock again")
     [opened] = on_seconds(bell.relay)
     assert 0.3 <= opened < 0.9  # never early; late only by scheduling
@@ -157,6 +157,18 @@ def test_relay_that_cannot_be_switched_is_audited_as_a_failure_not_as_opened(mak
         bell.command("open_door", via="sip")
     assert failed.value.code == "failed" and "the door was not opened" in str(failed.value)
     actions = [action for _, action, _ in audit_actions(bell)]
-    assert actions == ["door_open_failed"]
+    assert actions == ["door_open_requested", "door_open_failed"]
     assert bell.events("doorbell.door_opened") == []
     assert not any(state.state for state in bell.relay.states)
+
+
+def test_a_remote_door_opening_that_cannot_be_audited_is_refused(make_bell):
+    bell = make_bell({"doorbell": {"allow_remote_open": True}, **NO_FACES})
+    bell.runtime.audit._anchor.unlink()  # as after a wipe: the log cannot be trusted
+    bell.runtime.audit._head = None      # ... found by a runtime that has just started
+    with pytest.raises(CommandRejected) as refused:
+        bell.command("open_door", via="sip")
+    assert refused.value.code == "failed" and "cannot be audited" in str(refused.value)
+    assert "the door stays shut" in str(refused.value)
+    assert not any(state.state for state in bell.relay.states)
+    assert bell.events("doorbell.door_opened") == []

@@ -6,12 +6,13 @@ import contextlib
 import hashlib
 import hmac
 import json
+import signal
 import sqlite3
 import subprocess
 import threading
 
 import pytest
-from runtime_helpers import EDGE, edge_env
+from runtime_helpers import EDGE, edge_env, running_edge
 
 from edge.audit import AUDIT_SCHEMA, GENESIS, AuditLog, _canonical
 from edge.store import Store, StoreUnavailable
@@ -231,3 +232,80 @@ def test_edge_audit_verify_neither_migrates_the_store_nor_creates_a_key(tmp_path
     assert missing.returncode == 1
     assert "CANNOT VERIFY: audit key missing" in missing.stdout and "1 records: FAILED" in missing.stdout
     assert not (state / "audit.key").exists() and tables() == before
+
+
+def test_a_wiped_log_rows_and_anchor_gone_fails_verify(audit):
+    log, store = audit
+    sql(store, "DELETE FROM audit")
+    log._anchor.unlink()
+    report = log.verify()
+    assert not report.ok and report.records == 0
+    assert report.problems == [f"anchor file {log._anchor} is missing although the key exists: the log was wiped "
+                               f"or its anchor deleted"]
+
+
+def test_a_dropped_audit_table_fails_verify(audit):
+    log, store = audit
+    sql(store, "DROP TABLE audit")
+    report = log.verify()
+    assert not report.ok and "the audit table is gone (it was dropped)" in report.problems
+
+
+def test_an_empty_new_log_verifies_from_its_genesis_anchor(tmp_path):
+    store = Store(tmp_path / "edge.sqlite3", schemas=[AUDIT_SCHEMA])
+    try:
+        log = AuditLog(store, tmp_path / "audit.key", tmp_path / "audit.anchor")
+        assert json.loads((tmp_path / "audit.anchor").read_text())["seq"] == 0
+        assert log.verify().ok
+    finally:
+        store.close()
+
+
+def test_deleting_every_row_but_the_anchor_stays_detected_after_new_records(audit):
+    log, store = audit
+    sql(store, "DELETE FROM audit")
+    for _ in range(8):  # the anchor was at 5: new records chain on from it, never from genesis
+        log.append("mqtt", "door.open", {})
+    report = log.verify()
+    assert not report.ok
+    assert "record 6: expected sequence number 1 (a record was deleted, inserted or reordered)" in report.problems
+
+
+def test_a_device_that_finds_the_key_but_no_anchor_refuses_to_audit(audit, tmp_path):
+    log, store = audit
+    sql(store, "DELETE FROM audit")
+    log._anchor.unlink()
+    device = AuditLog(store, tmp_path / "audit.key", log._anchor)  # the next start of the runtime
+    with pytest.raises(StoreUnavailable, match="the log was wiped or its anchor deleted"):
+        device.append("mqtt", "door_opened", {})
+    assert device.records() == [] and not store.healthy
+
+
+def test_an_anchor_written_before_count_and_first_were_kept_still_verifies(audit):
+    log, _ = audit
+    seq, mac = 5, log.records()[-1]["mac"]
+    legacy = hmac.new(log._key, b"edge-audit-anchor-v1\0" + json.dumps([seq, mac], separators=(",", ":")).encode(),
+                      hashlib.sha256).hexdigest()
+    log._anchor.write_text(json.dumps({"seq": seq, "mac": mac, "anchor_mac": legacy}))
+    assert log.verify().ok
+    log.append("mqtt", "door.open", {})
+    assert log.verify().ok
+
+
+def test_the_key_can_live_outside_the_state_directory(tmp_path):
+    """[audit] key_file: the runtime and `edge audit verify` use the key there (e.g. under the
+    root-owned /etc/edge, out of reach of whoever can write the database)."""
+    state, etc = tmp_path / "state", tmp_path / "etc"
+    etc.mkdir()
+    config = tmp_path / "edge.toml"
+    config.write_text(f'[audit]\nkey_file = "{etc / "audit.key"}"\n[health]\nport = 0\n')
+    env = edge_env(state, EDGE_CONFIG=config)
+    with running_edge(tmp_path, env) as (proc, _):
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=10)
+    assert (etc / "audit.key").exists() and not (state / "audit.key").exists()
+    store = Store(state / "edge.sqlite3", schemas=[AUDIT_SCHEMA])
+    AuditLog(store, etc / "audit.key", state / "audit.anchor").append("cli", "door.open", {})
+    store.close()
+    ok = subprocess.run([EDGE, "audit", "verify"], env=env, capture_output=True, text=True)
+    assert ok.returncode == 0 and "1 records: ok" in ok.stdout, ok.stdout + ok.stderr

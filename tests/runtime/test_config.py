@@ -24,7 +24,7 @@ def problems_of(tmp_path, text, env=None):
 
 
 @pytest.mark.parametrize("text, message", [
-    ("[dorbell]\nenabled = true\n", "[dorbell]: unknown section; known sections: health, logging, node, "
+    ("[dorbell]\nenabled = true\n", "[dorbell]: unknown section; known sections: audit, health, logging, node, "
                                     "runtime, safe_mode, supervisor, system"),
     ("[helth]\nport = 1\n", "[helth]: unknown section; did you mean [health]?"),
     ("[health]\nprot = 8790\n", "[health] prot: unknown key (did you mean port?); for example: port = 8790"),
