@@ -41,6 +41,7 @@ from edge.health import DEGRADED, FAILED, HUNG, OK, STARTING, HealthRegistry
 from edge.health_http import HealthServer
 from edge.metrics import make_registry
 from edge.notify import SystemdNotifier, watchdog_interval
+from edge.restart_requests import RestartRequests
 from edge.states import StateBoard
 from edge.safemode import BootCounter
 from edge.store import Store, StoreUnavailable, DB_NAME
@@ -80,6 +81,7 @@ class Runtime:
         self.sim_controls = SimulatorControls(pin_factory) if sim else None
         self.commands = CommandRegistry()
         self.lasting = Lasting()  # objects that outlive worker restarts; closed at stop()
+        self.restart_requests = RestartRequests.from_config(config["supervisor"], clock)
         self.metrics = make_registry(self)
         self.boot_counter = BootCounter(self.state_dir / "boot-count")
         self.banner_lines: list[str] = []  # workers add what a person should know (e.g. the embedded broker)
@@ -217,12 +219,13 @@ class Runtime:
             pass
         log.info("health endpoint on http://%s:%d/health", *self.server.address)
 
-    def _context(self, worker: Worker, stopping: threading.Event, heartbeat) -> WorkerContext:
+    def _context(self, worker: Worker, stopping: threading.Event, heartbeat,
+                 shutdown: threading.Event | None = None) -> WorkerContext:
         own = worker.sections[0].name if worker.sections else None
         return WorkerContext(worker, stopping=stopping, clock=self.clock, bus=self.bus, store=self.store,
                              breakers=self.breakers, health=self.health, metrics=self.metrics, states=self.states,
                              config=self.config[own] if own else None, on_heartbeat=heartbeat,
-                             state_dir=self.state_dir, safe_mode=self.safe_mode, node=self.config["node"],
+                             shutdown=shutdown, state_dir=self.state_dir, safe_mode=self.safe_mode, node=self.config["node"],
                              commands=self.commands, audit=self.audit, sim=self.sim_controls,
                              lasting=self.lasting, announce=self.announce, runtime=self)
 

@@ -37,6 +37,11 @@ SECTION = Section("supervisor", (
     Key("backoff_max_s", float, 30.0, "longest restart delay", min=0),
     Key("stop_timeout_s", float, 5.0, "how long the workers get to stop on SIGTERM (all at once; then "
         "their interrupt hooks and half that again)", min=0.1),
+    Key("requested_restarts", int, 3, "restarts of one worker a command (Home Assistant's button) may ask for "
+        "within requested_restarts_window_s; more are refused", min=0),
+    Key("requested_restarts_window_s", float, 600.0, "the window of requested_restarts", min=1),
+    Key("runtime_restart_min_uptime_s", float, 300.0, "a command may restart the whole runtime only after it "
+        "has run this long, so no storm of commands reaches systemd's start limit (10 starts in 600 s)", min=0),
 ), "restart policy and stop timeouts for every worker")
 
 
@@ -105,6 +110,7 @@ class WorkerRunner:
         # ends this attempt itself (its health() raised).
         self._attempt = threading.Event()
         self._health_crash: BaseException | None = None
+        self._restart_requested = False
         self.worker = self._build()
         self.name = self.worker.name
 
@@ -137,6 +143,15 @@ class WorkerRunner:
             self.stop_event.set()
             self._attempt.set()
 
+    def request_restart(self) -> bool:
+        with self._lock:
+            if not self.running or self.stop_event.is_set():
+                return False
+            self._restart_requested = True
+            self._attempt.set()  # ctx.stopping: leave run(); ctx.shutdown stays clear (not for good)
+        self._interrupt()
+        return True
+
     def _set(self, state: str, reason: str = "") -> None:
         with self._lock:
             self.state, self.reason = state, reason
@@ -156,7 +171,7 @@ class WorkerRunner:
         crash: BaseException | None = None
         ctx = None
         try:
-            ctx = self._sup.make_context(worker, self._attempt, self.heartbeat)
+            ctx = self._sup.make_context(worker, self._attempt, self.heartbeat, shutdown=self.stop_event)
             worker.run(ctx)
         except BaseException as exc:  # a worker's SystemExit or KeyboardInterrupt is a crash too
             crash = exc
@@ -184,6 +199,19 @@ class WorkerRunner:
             crash, how = self._run_once()
             if self.stop_event.is_set():
                 break
+            with self._lock:
+                requested, self._restart_requested = self._restart_requested, False
+            if requested:
+                # Asked for (a Home Assistant button): not a crash, not counted toward the
+                # restart intensity, no backoff. Commands are rate-limited before they get here.
+                log.info("worker %s restarting on request", self.name, extra={"worker": self.name})
+                with self._lock:
+                    self._set(DEGRADED, "restarting on request")
+                self.restarts += 1
+                worker = self._build()
+                with self._lock:
+                    self.worker = worker
+                continue
             if crash is None and self.worker.restart in (TRANSIENT, TEMPORARY):
                 self._set(STOPPED, "finished")
                 return
@@ -288,7 +316,7 @@ class WorkerRunner:
 
 class Supervisor:
     def __init__(self, factories: list[Callable[[], Worker]],
-                 make_context: Callable[[Worker, threading.Event, Callable[[], None]], WorkerContext],
+                 make_context: Callable[..., WorkerContext],  # (worker, stopping, heartbeat, shutdown=)
                  health: HealthRegistry, clock: Clock = SYSTEM_CLOCK, policy: Policy = Policy(),
                  on_escalate: Callable[[str], None] | None = None):
         self.clock = clock
@@ -310,10 +338,11 @@ class Supervisor:
     def runner(self, name: str) -> WorkerRunner:
         return next(r for r in self.runners if r.name == name)
 
-    def restart(self, name: str) -> None:
-        """Ask a worker to restart (e.g. from a Home Assistant button): interrupt it; the
-        runner's restart policy then brings it back as after a crash."""
-        self.runner(name)._interrupt()
+    def restart(self, name: str) -> bool:
+        """Ask a worker to restart (a Home Assistant button): interrupt it; it comes back at
+        once, and the restart counts as neither a crash nor toward the restart intensity.
+        False when it is not running now (backing off, failed, stopped)."""
+        return self.runner(name).request_restart()
 
     def escalate(self, name: str) -> None:
         self.escalated = name

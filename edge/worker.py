@@ -130,7 +130,9 @@ class WorkerContext:
     """Everything a worker may use from the runtime; one per run attempt. Every attribute is
     named and typed here (no lookups by string):
 
-    - `stopping`, `heartbeat()`, `sleep()`: the run's lifecycle; `clock`: the runtime's clock
+    - `stopping`, `heartbeat()`, `sleep()`: the run's lifecycle (`stopping` is set when this
+      run should end: the runtime stops, or a restart was asked for; `shutdown` only when the
+      runtime stops the worker for good); `clock`: the runtime's clock
     - `bus`, `states` (periodic values, in memory, latest wins), `store` (None without a
       disk), `breakers`, `health`, `metrics`, `log`, `config` (the worker's own section)
     - `state_dir`, `safe_mode`, `node` (the [node] section: id and name)
@@ -149,13 +151,15 @@ class WorkerContext:
     def __init__(self, worker: Worker, *, stopping: threading.Event, clock: Clock, bus: "EventBus",
                  store: "Store | None", breakers: "BreakerBoard", health: "HealthRegistry",
                  metrics: Any, states: "StateBoard", config: "SectionValues | None",
-                 on_heartbeat: Callable[[], None], state_dir: Path | None = None, safe_mode: bool = False,
+                 on_heartbeat: Callable[[], None], shutdown: threading.Event | None = None,
+                 state_dir: Path | None = None, safe_mode: bool = False,
                  node: "SectionValues | None" = None, commands: "CommandRegistry | None" = None,
                  audit: "AuditLog | None" = None, sim: SimulatorControls | None = None,
                  lasting: Lasting | None = None, announce: Callable[[str], None] | None = None,
                  runtime: "Runtime | None" = None):
         self.worker = worker
         self.stopping = stopping
+        self.shutdown = shutdown if shutdown is not None else stopping
         self.clock = clock
         self.bus = bus
         self.store = store

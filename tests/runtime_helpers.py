@@ -30,10 +30,10 @@ def make_config(classes=(), data=None, env=None, sim=True):
 def context_factory(health: HealthRegistry, clock, sim=None):
     bus, breakers, states = EventBus(clock), BreakerBoard(clock), StateBoard()
 
-    def make(worker, stopping: threading.Event, heartbeat):
+    def make(worker, stopping: threading.Event, heartbeat, shutdown=None):
         return WorkerContext(worker, stopping=stopping, clock=clock, bus=bus, store=None, breakers=breakers,
                              health=health, metrics=None, states=states, config=None, on_heartbeat=heartbeat,
-                             sim=sim)
+                             shutdown=shutdown, sim=sim)
     return make
 
 

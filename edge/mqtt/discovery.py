@@ -70,9 +70,10 @@ class Declared:
     owner: str | None
 
 
-def node_entities(workers: list[str]) -> list[Declared]:
+def node_entities(workers: list[str], not_restartable: frozenset[str] = frozenset()) -> list[Declared]:
     """What the node shows about itself and each worker: device status, firmware version,
-    restart buttons, and per worker a problem sensor (reason as attribute) and a restart
+    restart buttons (none for `not_restartable` workers: the button path is never restarted
+    on request), and per worker a problem sensor (reason as attribute) and a restart
     counter."""
     out = [
         Declared(Entity("sensor", "status", "Status", state="node", value_template="{{ value_json.state }}",
@@ -94,10 +95,12 @@ def node_entities(workers: list[str]) -> list[Declared]:
             Declared(Entity("sensor", f"{w}_restarts", f"{label} restarts", state=f"worker.{w}",
                             value_template="{{ value_json.restarts }}", state_class="total_increasing",
                             entity_category="diagnostic", icon="mdi:restart"), None),
-            Declared(Entity("button", f"{w}_restart", f"Restart {label if w in WORKER_LABELS else label.lower()}",
-                            command="restart_worker", device_class="restart", entity_category="config",
-                            options={"payload_press": json.dumps({"worker": w})}), None),
         ]
+        if w not in not_restartable:
+            out.append(
+                Declared(Entity("button", f"{w}_restart", f"Restart {label if w in WORKER_LABELS else label.lower()}",
+                                command="restart_worker", device_class="restart", entity_category="config",
+                                options={"payload_press": json.dumps({"worker": w})}), None))
     return out
 
 

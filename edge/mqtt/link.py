@@ -41,7 +41,7 @@ from edge.mqtt.forwarding import EventForwarder, to_json
 from edge.mqtt.metrics import counters_for
 from edge.mqtt.node_states import ONLINE, NodeReport
 from edge.mqtt.outbox import OUTBOX_SCHEMA, Outbox
-from edge.mqtt.remote_commands import RemoteCommands, register_node_commands
+from edge.mqtt.remote_commands import RemoteCommands, is_button_path, register_node_commands
 from edge.mqtt.settings import SECTION
 from edge.mqtt.topics import Topics
 from edge.worker import Worker, WorkerContext, boot_subscription
@@ -155,7 +155,7 @@ class MqttLink(Worker):
             self._loop(ctx, cfg, ingest)
 
     def _finish(self, ctx: WorkerContext) -> None:
-        final = ctx.stopping.is_set()
+        final = ctx.shutdown.is_set()  # not a restart on request: the runtime stops
         if self.conn is not None:
             # On the way out of the runtime say so; a link restart just reconnects.
             self.conn.stop(last_words=(self.topics.status, "offline") if final else None)
@@ -254,7 +254,7 @@ class MqttLink(Worker):
         config = self.runtime.config
         enabled = [c for c in self.runtime.classes if c.enabled(config)]
         names = [c.name for c in enabled]
-        declared = node_entities(names)
+        declared = node_entities(names, frozenset(c.name for c in enabled if is_button_path(c)))
         for cls in enabled:
             declared += owned([e for e in cls.entities if shown(e, config)], cls.name)
         if alertsmod.SOURCE_WORKER in names:

@@ -32,18 +32,28 @@ DANGEROUS_HINT = "set [mqtt] allow_dangerous_commands = true to accept it over M
 Publish = Callable[[str, bytes, Properties | None], None]
 
 
+def is_button_path(worker) -> bool:
+    """The doorbell's kind of worker: essential (runs in safe mode) and critical."""
+    return bool(worker.essential and worker.critical)
+
+
 def register_node_commands(commands: WorkerCommands, runtime: Any) -> None:
     """restart_worker {"worker": name} and restart_runtime {} (Home Assistant's buttons)."""
 
     def restart_worker(payload: dict, via: str) -> dict:
-        names = [r.name for r in runtime.supervisor.runners] if runtime.supervisor else []
-        if payload["worker"] not in names:
+        runners = {r.name: r for r in runtime.supervisor.runners} if runtime.supervisor else {}
+        runner = runners.get(payload["worker"])
+        if runner is None:
             raise CommandRejected(f"restart_worker: no running worker {payload['worker']!r}; "
-                                  f"known: {', '.join(names)}", "invalid")
-        runtime.supervisor.restart(payload["worker"])
-        return {"restarting": payload["worker"]}
+                                  f"known: {', '.join(runners)}", "invalid")
+        runtime.restart_requests.allow_worker(runner.name, button_path=is_button_path(runner.worker))
+        if not runtime.supervisor.restart(runner.name):
+            raise CommandRejected(f"restart_worker: {runner.name} is not running now ({runner.state}: "
+                                  f"{runner.reason}); it is restarted by its own policy", "failed")
+        return {"restarting": runner.name}
 
     def restart_runtime(payload: dict, via: str) -> dict:
+        runtime.restart_requests.allow_runtime()
         runtime.request_restart()
         return {"restarting": "runtime"}
 

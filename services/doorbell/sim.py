@@ -97,7 +97,8 @@ class DoorbellSimControls:
         doorbell = worker.gpio
         gpio_state = {}
         if doorbell is not None:
-            gpio_state = {"chime": bool(doorbell.chime.value), "relay": bool(doorbell.relay.value),
+            gpio_state = {"button": bool(doorbell.button.is_pressed), "chime": bool(doorbell.chime.value),
+                          "relay": bool(doorbell.relay.value),
                           "led": bool(doorbell.led.value) if doorbell.led is not None else None}
         camera, reopening = worker.camera, worker.camera_reopening
         recognizer = worker.recognizer
