@@ -44,7 +44,7 @@ from edge.notify import SystemdNotifier, watchdog_interval
 from edge.restart_requests import RestartRequests
 from edge.states import StateBoard
 from edge.safemode import BootCounter
-from edge.store import Store, StoreUnavailable, DB_NAME
+from edge.store import DB_NAME, RUNTIME_BUSY_TIMEOUT_S, Store, StoreUnavailable
 from edge.supervisor import Policy, Supervisor
 from edge.worker import Lasting, SimulatorControls, Worker, WorkerContext, boot_subscription
 
@@ -180,7 +180,7 @@ class Runtime:
     def _open_store(self) -> None:
         try:
             self.store = Store(self.state_dir / DB_NAME, self.clock, on_health=self._store_health,
-                               schemas=store_schemas(self.classes))
+                               schemas=store_schemas(self.classes), busy_timeout_s=RUNTIME_BUSY_TIMEOUT_S)
             self.health.set("store", OK, "ok")
         except (OSError, sqlite3.Error, StoreUnavailable) as exc:
             # The doorbell must ring without a store: degrade, never stop.
@@ -280,6 +280,8 @@ class Runtime:
                 self.notifier.watchdog()
                 last_ping = now
             self._track_good_boot(now)
+            if self.store is not None and self.store.pending_events:
+                self.store.flush_pending()  # rings kept in memory while the store was locked or full
             summary = self.health.summary()
             if summary != self._last_status:
                 self._last_status = summary

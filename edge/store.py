@@ -15,13 +15,18 @@ is negligible and it buys "a ring that was acknowledged is on disk". Periodic st
 kept in memory and never reach this file, which keeps an idle device's SD card quiet.
 
 A full or read-only disk raises `StoreUnavailable`; the store marks itself degraded and the
-caller (the ring path above all) carries on without it.
+caller (the ring path above all) carries on without it. So does a store locked by another
+process (a backup tool, the sqlite3 shell holding BEGIN EXCLUSIVE): the runtime opens the
+store with a short busy timeout, so a write gives up after a fraction of a second instead
+of holding every caller behind it for ten; events that could not be recorded wait in memory
+(`record_event`, counted in health) and are written, in order, once the store takes writes.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+from collections import deque
 import sqlite3
 import threading
 import time
@@ -32,6 +37,11 @@ from typing import Any, Callable, Iterable, Iterator
 from edge.clock import SYSTEM_CLOCK, Clock
 
 DB_NAME = "edge.sqlite3"
+# How long a write waits for another process's lock: the CLI can wait; the runtime must not
+# hold a ring behind a backup tool (edge.runtime passes RUNTIME_BUSY_TIMEOUT_S).
+DEFAULT_BUSY_TIMEOUT_S = 10.0
+RUNTIME_BUSY_TIMEOUT_S = 0.2
+MAX_PENDING_EVENTS = 10_000
 
 
 class StoreUnavailable(Exception):
@@ -73,7 +83,7 @@ class Store:
 
     def __init__(self, path: Path, clock: Clock = SYSTEM_CLOCK,
                  on_health: Callable[[bool, str], None] | None = None, readonly: bool = False,
-                 schemas: Iterable[Schema] = ()):
+                 schemas: Iterable[Schema] = (), busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S):
         self.path = Path(path)
         self._clock = clock
         self._on_health = on_health
@@ -86,6 +96,9 @@ class Store:
         # monotonic clock for values this process wrote; the stored wall expiry only matters
         # across restarts, where nothing better exists.
         self._mono_expiry: dict[str, float] = {}
+        # Events that could not be written yet (the store locked or the disk full), oldest first.
+        self._pending: deque[tuple[str, str, dict, float]] = deque()
+        self.pending_dropped = 0
         if readonly:
             if not self.path.exists():
                 raise StoreUnavailable(f"no store at {self.path}")
@@ -93,7 +106,8 @@ class Store:
         else:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             target = str(self.path)
-        self._conn = sqlite3.connect(target, uri=readonly, check_same_thread=False, isolation_level=None, timeout=10)
+        self._conn = sqlite3.connect(target, uri=readonly, check_same_thread=False, isolation_level=None,
+                                     timeout=busy_timeout_s)
         self._conn.row_factory = sqlite3.Row
         if not readonly:
             self._conn.execute("PRAGMA journal_mode=WAL")
@@ -128,7 +142,10 @@ class Store:
 
     def _degrade(self, exc: sqlite3.Error) -> StoreUnavailable:
         message = str(exc)
-        if "full" in message:
+        if "locked" in message or "busy" in message:
+            reason = ("the store is locked by another process (a backup tool or an sqlite3 shell?); "
+                      "events wait in memory until it lets go")
+        elif "full" in message:
             reason = "state disk is full: free space under the state directory"
         elif "readonly" in message or "read-only" in message:
             reason = "state disk is read-only: check the SD card and remount read-write"
@@ -142,6 +159,8 @@ class Store:
         for callers that must."""
         with self._lock:
             self.failed_writes += 1
+            if self._pending:
+                reason += f"; {len(self._pending)} event(s) wait in memory to be recorded"
             changed = self.healthy or reason != self.reason
             self.healthy, self.reason = False, reason
         if changed and self._on_health:
@@ -156,6 +175,8 @@ class Store:
             yield
 
     def _recovered(self) -> None:
+        if self._pending:
+            return  # not well until what waits in memory is written (flush_pending)
         if not self.healthy:
             self.healthy, self.reason = True, ""
             if self._on_health:
@@ -221,10 +242,48 @@ class Store:
 
     # -- events ----------------------------------------------------------------------------
     def record_event(self, event_id: str, kind: str, data: dict, ts_wall: float | None = None) -> int:
+        """Write an event now; its row id, or StoreUnavailable (see `keep_event`)."""
         ts = self._clock.wall() if ts_wall is None else ts_wall
         return self.write(lambda c: c.execute(
             "INSERT INTO events(event_id, kind, ts_wall, data) VALUES (?, ?, ?, ?)",
             (event_id, kind, ts, json.dumps(data, separators=(",", ":")))).lastrowid)
+
+    def keep_event(self, event_id: str, kind: str, data: dict, ts_wall: float | None = None) -> None:
+        """Record an event that must not be lost (a ring): written now, or, when the store
+        cannot take it (locked, full, read-only), kept in memory (at most MAX_PENDING_EVENTS;
+        beyond, the oldest is dropped and counted) and written, in order, by the next
+        `flush_pending` that works (the runtime calls it every tick). Never raises."""
+        ts = self._clock.wall() if ts_wall is None else ts_wall
+        with self._lock:
+            if len(self._pending) >= MAX_PENDING_EVENTS:
+                self._pending.popleft()
+                self.pending_dropped += 1
+            self._pending.append((event_id, kind, data, ts))
+        self.flush_pending()
+
+    def flush_pending(self) -> int:
+        """Write the events waiting in memory; returns how many are still waiting."""
+        with self._lock:
+            if not self._pending:
+                return 0
+            batch = list(self._pending)
+
+            def insert(c: sqlite3.Connection) -> None:
+                c.executemany("INSERT INTO events(event_id, kind, ts_wall, data) VALUES (?, ?, ?, ?)",
+                              [(e, k, ts, json.dumps(d, separators=(",", ":"))) for e, k, d, ts in batch])
+            try:
+                self.write(insert)
+            except StoreUnavailable:  # degraded by write(), the waiting events counted in the reason
+                return len(self._pending)
+            for _ in batch:
+                self._pending.popleft()
+            self._recovered()
+            return 0
+
+    @property
+    def pending_events(self) -> int:
+        with self._lock:
+            return len(self._pending)
 
     def recent_events(self, kind: str | None = None, limit: int = 50) -> list[dict]:
         if kind:

@@ -455,12 +455,8 @@ class DoorbellWorker(Worker):
 
     def _record(self, event_id: str, kind: str, data: dict, ts_wall: float | None) -> None:
         store = self._ctx.store
-        if store is None:
-            return
-        try:
-            store.record_event(event_id, kind, data, ts_wall)
-        except StoreUnavailable as exc:  # a full disk never stops the doorbell
-            self._ctx.log.warning("%s not recorded: %s", kind, exc)
+        if store is not None:  # a locked or full disk never stops the doorbell: the record waits in memory
+            store.keep_event(event_id, kind, data, ts_wall)
 
     # -- housekeeping between rings --------------------------------------------------------------
     def _maintain(self) -> None:

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import queue
+import subprocess
+import sys
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -15,6 +17,7 @@ from edge import config as configmod
 from edge.entities import shown
 from edge.mqtt.link import MqttLink
 from edge.assembly import all_sections
+from edge.store import DB_NAME
 from edge.testing.tcp_proxy import TcpProxy
 from edge.testing.waiting import wait_for
 from services.doorbell.worker import DoorbellWorker
@@ -152,3 +155,41 @@ def test_in_safe_mode_rings_still_reach_home_assistant_with_the_reason(make_bell
     assert ring["event_id"] == bell.events("doorbell.ring")[0].event_id
     node = wait_for(lambda: bell.runtime.states.get("node"), timeout=10, message="the node state")
     assert node["safe_mode"] is True and "3 failed boots in a row" in node["safe_mode_reason"]
+
+
+# Another process (a backup tool, the sqlite3 shell) holding the store's write lock until killed.
+LOCK_HOLDER = """
+import sqlite3, sys, time
+conn = sqlite3.connect(sys.argv[1], isolation_level=None)
+conn.execute("BEGIN EXCLUSIVE")
+print("locked", flush=True)
+time.sleep(600)
+"""
+
+
+def test_an_outside_lock_on_the_store_delays_no_ring_and_loses_none(make_bell, mosquitto, subscriber):
+    bell = make_bell(config(mosquitto.port), classes=(DoorbellWorker, MqttLink))
+    wait_for(lambda: bell.runtime.supervisor.runner("mqtt").worker.connected, timeout=15,
+             message="the MQTT link to connect")
+    holder = subprocess.Popen([sys.executable, "-c", LOCK_HOLDER, str(bell.state_dir / DB_NAME)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        rang = []
+        for n in range(5):
+            bell.press()
+            ring = subscriber.wait("doorbell.ring", timeout=5)  # a 10 s busy wait once held it 20-70 s
+            rang.append(ring["event_id"])
+            bell.wait_event("doorbell.visitor", lambda e, i=ring["event_id"]: e.event_id == i)
+        assert holder.poll() is None  # the lock was held all along
+        assert rang == [e.event_id for e in bell.events("doorbell.ring")]
+        store = bell.runtime.health.get("store")
+        assert store.state == "DEGRADED" and "locked by another process" in store.reason
+        assert "event(s) wait in memory" in store.reason
+        assert bell.runtime.supervisor.runner("mqtt").state != "HUNG"
+    finally:
+        holder.kill()
+        holder.wait()
+    recorded = lambda: {e["event_id"] for e in bell.runtime.store.recent_events("doorbell.ring")}  # noqa: E731
+    wait_for(lambda: set(rang) <= recorded(), 10, message="every ring in the store once the lock is gone")
+    wait_for(lambda: bell.runtime.health.get("store").state == "OK", 10, message="the store healthy again")

@@ -192,3 +192,22 @@ def test_a_cli_process_creates_every_components_tables_whatever_it_imported(tmp_
     env.pop("EDGE_CONFIG", None)
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
     assert {"audit", "core", "faces", "outbox"} <= set(json.loads(out))
+
+
+def test_kept_events_wait_in_memory_while_the_disk_is_full_and_are_written_in_order(tmp_path):
+    health = []
+    store = Store(tmp_path / "full.sqlite3", on_health=lambda ok, reason: health.append((ok, reason)))
+    try:
+        pages = store.read("PRAGMA page_count")[0][0]
+        store.read(f"PRAGMA max_page_count = {pages}")
+        for n in range(50):
+            store.keep_event(f"ring{n}", "doorbell.ring", {"pad": "x" * 4000})  # never raises
+        waiting = store.pending_events
+        assert waiting > 0 and not store.healthy
+        assert f"{waiting} event(s) wait in memory to be recorded" in health[-1][1]
+        store.read("PRAGMA max_page_count = 1000000")
+        assert store.flush_pending() == 0
+        ids = [e["event_id"] for e in reversed(store.recent_events("doorbell.ring", limit=100))]
+        assert ids == [f"ring{n}" for n in range(50)] and store.healthy
+    finally:
+        store.close()
