@@ -44,13 +44,14 @@ from edge.notify import SystemdNotifier, watchdog_interval
 from edge.restart_requests import RestartRequests
 from edge.states import StateBoard
 from edge.safemode import BootCounter
-from edge.store import DB_NAME, RUNTIME_BUSY_TIMEOUT_S, Store, StoreUnavailable
+from edge.store import DB_NAME, RUNTIME_BUSY_TIMEOUT_S, Store, StoreUnavailable, disk_problem
 from edge.supervisor import Policy, Supervisor
 from edge.worker import Lasting, SimulatorControls, Worker, WorkerContext, boot_subscription
 
 log = logging.getLogger("edge.runtime")
 
 EXIT_OK, EXIT_ERROR, EXIT_CRITICAL, EXIT_RESTART, EXIT_NO_CONFIG = 0, 1, 70, 75, 78
+STORE_RETRY_S = 10.0  # a store that failed to open is tried again this often
 
 
 class Runtime:
@@ -78,6 +79,8 @@ class Runtime:
         self.supervisor: Supervisor | None = None
         self.server: HealthServer | None = None
         self.safe_mode = False
+        self._store_problem: str | None = None
+        self._store_retry_at = 0.0
         self.sim_controls = SimulatorControls(pin_factory) if sim else None
         self.commands = CommandRegistry()
         self.lasting = Lasting()  # objects that outlive worker restarts; closed at stop()
@@ -179,15 +182,19 @@ class Runtime:
 
     def _open_store(self) -> None:
         try:
+            self.state_dir.mkdir(parents=True, exist_ok=True)
             self.store = Store(self.state_dir / DB_NAME, self.clock, on_health=self._store_health,
                                schemas=store_schemas(self.classes), busy_timeout_s=RUNTIME_BUSY_TIMEOUT_S)
             self.health.set("store", OK, "ok")
         except (OSError, sqlite3.Error, StoreUnavailable) as exc:
-            # The doorbell must ring without a store: degrade, never stop.
-            reason = f"store unavailable: {exc}"
+            # The doorbell must ring without a store: degrade, never stop; tried again every
+            # STORE_RETRY_S (retry_store), and workers see it through ctx.store once it opens.
+            reason = f"store unavailable: {disk_problem(self.state_dir) or exc}"
             if self.state_dir.is_dir() and not os.access(self.state_dir, os.W_OK):
                 reason += f"; {self.state_dir} is read-only: check the SD card and remount it read-write"
-            log.error("%s: running without persistence", reason)
+            if reason != self._store_problem:
+                log.error("%s: running without persistence (tried again every %g s)", reason, STORE_RETRY_S)
+            self._store_problem = reason
             self.health.set("store", DEGRADED, reason)
             self.store = None
         if self.store is not None:
@@ -200,6 +207,17 @@ class Runtime:
                 log.error("audit log unavailable (%s): door openings are not audited", exc)
                 self.health.set("audit", DEGRADED, f"audit log unavailable: {exc}")
                 self.audit = None
+
+    def retry_store(self, now: float) -> None:
+        """A store that could not be opened at boot (full or read-only disk) is tried again,
+        so the device recovers when space or write access returns, without a restart."""
+        if self.store is not None or now < self._store_retry_at:
+            return
+        self._store_retry_at = now + STORE_RETRY_S
+        self._open_store()
+        if self.store is not None:
+            self._store_problem = None
+            log.info("the store is back: events are written to %s again", self.store.path)
 
     def _start_server(self) -> None:
         cfg = self.config["health"]
@@ -222,11 +240,11 @@ class Runtime:
     def _context(self, worker: Worker, stopping: threading.Event, heartbeat,
                  shutdown: threading.Event | None = None) -> WorkerContext:
         own = worker.sections[0].name if worker.sections else None
-        return WorkerContext(worker, stopping=stopping, clock=self.clock, bus=self.bus, store=self.store,
+        return WorkerContext(worker, stopping=stopping, clock=self.clock, bus=self.bus, store=lambda: self.store,
                              breakers=self.breakers, health=self.health, metrics=self.metrics, states=self.states,
                              config=self.config[own] if own else None, on_heartbeat=heartbeat,
                              shutdown=shutdown, state_dir=self.state_dir, safe_mode=self.safe_mode, node=self.config["node"],
-                             commands=self.commands, audit=self.audit, sim=self.sim_controls,
+                             commands=self.commands, audit=lambda: self.audit, sim=self.sim_controls,
                              lasting=self.lasting, announce=self.announce, runtime=self)
 
     def _breaker_changed(self, breaker) -> None:
@@ -280,6 +298,7 @@ class Runtime:
                 self.notifier.watchdog()
                 last_ping = now
             self._track_good_boot(now)
+            self.retry_store(now)
             if self.store is not None and self.store.pending_events:
                 self.store.flush_pending()  # rings kept in memory while the store was locked or full
             summary = self.health.summary()

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shutil
 from collections import deque
 import sqlite3
 import threading
@@ -42,6 +43,22 @@ DB_NAME = "edge.sqlite3"
 DEFAULT_BUSY_TIMEOUT_S = 10.0
 RUNTIME_BUSY_TIMEOUT_S = 0.2
 MAX_PENDING_EVENTS = 10_000
+
+
+# Less free space than this under the state directory is a full disk: SQLite then often says
+# only "disk I/O error" (it fails to grow the WAL or its shared-memory file).
+FULL_DISK_BYTES = 1 << 20
+
+
+def disk_problem(directory: Path) -> str | None:
+    """"state disk is full: ..." when `directory`'s filesystem has (almost) no space left."""
+    try:
+        free = shutil.disk_usage(directory).free
+    except OSError:
+        return None
+    if free < FULL_DISK_BYTES:
+        return f"state disk is full ({free // 1024} KiB free): free space under {directory}"
+    return None
 
 
 class StoreUnavailable(Exception):
@@ -142,7 +159,10 @@ class Store:
 
     def _degrade(self, exc: sqlite3.Error) -> StoreUnavailable:
         message = str(exc)
-        if "locked" in message or "busy" in message:
+        full = disk_problem(self.path.parent)
+        if full and ("full" in message or "I/O" in message):
+            reason = "state disk is full: free space under the state directory"
+        elif "locked" in message or "busy" in message:
             reason = ("the store is locked by another process (a backup tool or an sqlite3 shell?); "
                       "events wait in memory until it lets go")
         elif "full" in message:

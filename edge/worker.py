@@ -149,12 +149,13 @@ class WorkerContext:
     bound to its dead self."""
 
     def __init__(self, worker: Worker, *, stopping: threading.Event, clock: Clock, bus: "EventBus",
-                 store: "Store | None", breakers: "BreakerBoard", health: "HealthRegistry",
+                 store: "Store | Callable[[], Store | None] | None", breakers: "BreakerBoard", health: "HealthRegistry",
                  metrics: Any, states: "StateBoard", config: "SectionValues | None",
                  on_heartbeat: Callable[[], None], shutdown: threading.Event | None = None,
                  state_dir: Path | None = None, safe_mode: bool = False,
                  node: "SectionValues | None" = None, commands: "CommandRegistry | None" = None,
-                 audit: "AuditLog | None" = None, sim: SimulatorControls | None = None,
+                 audit: "AuditLog | Callable[[], AuditLog | None] | None" = None,
+                 sim: SimulatorControls | None = None,
                  lasting: Lasting | None = None, announce: Callable[[str], None] | None = None,
                  runtime: "Runtime | None" = None):
         self.worker = worker
@@ -162,7 +163,7 @@ class WorkerContext:
         self.shutdown = shutdown if shutdown is not None else stopping
         self.clock = clock
         self.bus = bus
-        self.store = store
+        self._store = store
         self.breakers = breakers
         self.health = health
         self.metrics = metrics
@@ -171,7 +172,7 @@ class WorkerContext:
         self.state_dir = state_dir
         self.safe_mode = safe_mode
         self.node = node
-        self.audit = audit
+        self._audit = audit
         self.sim = sim
         self.lasting = lasting if lasting is not None else Lasting()
         self.runtime = runtime
@@ -180,6 +181,16 @@ class WorkerContext:
         self._announce = announce
         self._on_heartbeat = on_heartbeat
         self._sim_registered: dict[str, Callable[[dict], object]] = {}
+
+    @property
+    def store(self) -> "Store | None":
+        """The store as it is now: None while the disk refuses it (the runtime retries, and
+        this turns into the store once it opens, without a restart)."""
+        return self._store() if callable(self._store) else self._store
+
+    @property
+    def audit(self) -> "AuditLog | None":
+        return self._audit() if callable(self._audit) else self._audit
 
     def heartbeat(self) -> None:
         self._on_heartbeat()

@@ -194,6 +194,8 @@ class MqttLink(Worker):
                 self.events.changed.set()  # refresh the cached counts now and then
                 next_report = now + REPORT_EVERY_S
             self._maybe_rebirth(now)
+            if self.outbox.durable is None and ctx.store is not None:  # the store opened late
+                self.outbox.attach(ctx.store, clock, cfg.outbox_max_bytes, cfg.outbox_ttl_s)
             if now >= next_expire:
                 if self.outbox.expire():
                     self.events.changed.set()

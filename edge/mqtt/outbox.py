@@ -437,6 +437,18 @@ class Outbox:
             log.error("outbox cannot use the store (%s): events are kept in memory only", exc)
             return cls(None, memory)
 
+    def attach(self, store: Store, clock: Clock, max_bytes: int, ttl_s: float) -> bool:
+        """Use a store that opened late (the disk was full or read-only at boot): what waits
+        in memory moves to disk, in order, with the next append. True when attached."""
+        try:
+            self.durable = OutboxStore(store, clock, max_bytes, ttl_s)
+        except (StoreUnavailable, sqlite3.Error) as exc:
+            log.error("outbox still cannot use the store (%s)", exc)
+            return False
+        self.spilling, self.spill_reason = bool(self.memory.pending()), "the store opened late"
+        log.warning("the store is back: the outbox keeps events on disk again")
+        return True
+
     @property
     def degraded(self) -> str | None:
         """Why events are not durable right now, or None."""

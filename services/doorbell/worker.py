@@ -138,7 +138,8 @@ class DoorbellWorker(Worker):
         self._cond = threading.Condition()
         self._pending: Press | None = None
         self._last_ring_mono: float | None = None
-        self._press_event_id: str | None = None  # the ring of the press in progress (for long press)
+        self._press_event_id: str | None = None
+        self._long_pressed_id: str | None = None  # the press whose long press was announced  # the ring of the press in progress (for long press)
         self._interrupted = False
         self._faces_version: int | None = None
         self._person_until: float | None = None
@@ -171,6 +172,10 @@ class DoorbellWorker(Worker):
                 coalesced = waiting.coalesced + [waiting.event_id] if waiting else []
                 self._pending = Press(event.event_id, event.ts_wall, event.ts_mono, coalesced)
                 self._cond.notify()
+            # On disk before the press is answered (a kill -9 right after must not lose the
+            # ring), yet after the chime and the event, so neither waits for the disk. A store
+            # that cannot take it now (locked, full) keeps it in memory.
+            self._record(event.event_id, RING, {"coalesced": coalesced}, event.ts_wall)
         except Exception:  # an exception here would end in gpiozero's thread, unseen
             ctx.log.exception("the button handler failed")
 
@@ -179,6 +184,11 @@ class DoorbellWorker(Worker):
         try:
             with self._cond:
                 event_id = self._press_event_id or new_event_id()
+                # One long press per press: gpiozero's hold thread can fire twice for two quick
+                # presses (it wakes for the first while the second is already held).
+                if event_id == self._long_pressed_id:
+                    return
+                self._long_pressed_id = event_id
             ctx.bus.emit(LONG_PRESS, {"event_type": "long_press", "held_s": self.cfg.long_press_s}, event_id)
         except Exception:
             ctx.log.exception("the long-press handler failed")
@@ -347,7 +357,6 @@ class DoorbellWorker(Worker):
             self._person_until = ctx.clock.monotonic() + self.cfg.person_clear_s
             step("person state", ctx.states.set, "doorbell.person", "ON")
             step("state publishing", self._publish_states)
-            step("ring record", self._record, press.event_id, RING, {"coalesced": press.coalesced}, press.ts_wall)
             step("faces reload", self._reload_faces)
             frames, camera_problem = step("camera", self._burst, default=([], None))
             ctx.heartbeat()
@@ -463,6 +472,8 @@ class DoorbellWorker(Worker):
         """Between rings; each step through the StepGuard, so none can end run()."""
         now = self._ctx.clock.monotonic()
         step = self._guard.run
+        if self.faces is None and not self.safe_mode and self._ctx.store is not None:  # it opened late
+            step("known faces", self._open_stores, self._ctx)
         step("faces reload", self._reload_faces)
         if self.camera_reopening is not None and not self.camera_reopening.is_open:
             step("camera", self.camera_reopening.probe_when_due)  # at most once a second

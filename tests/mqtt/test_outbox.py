@@ -178,3 +178,14 @@ def test_no_store_at_all_keeps_events_in_memory_and_says_so(clock):
     box.append([msg(1)])
     assert topics(box.peek(5)) == ["t/1"]
     assert "no store" in box.degraded
+
+
+def test_a_store_that_opens_late_takes_the_events_waiting_in_memory_in_order(store, clock):
+    outbox = Outbox.open(None, clock, max_bytes=10_000, ttl_s=60)  # no store at boot
+    outbox.append([msg(i) for i in range(3)])
+    assert outbox.degraded.startswith("no store")
+    assert outbox.attach(store, clock, max_bytes=10_000, ttl_s=60)
+    outbox.append([msg(3)])
+    assert outbox.degraded is None and outbox.memory.pending() == 0
+    assert topics(outbox.peek(10)) == ["t/0", "t/1", "t/2", "t/3"]
+    assert [r.source for r in outbox.peek(10)] == ["disk"] * 4

@@ -211,3 +211,34 @@ def test_kept_events_wait_in_memory_while_the_disk_is_full_and_are_written_in_or
         assert ids == [f"ring{n}" for n in range(50)] and store.healthy
     finally:
         store.close()
+
+
+class StoreWatcher(IdleWorker):
+    """Remembers the store its context shows while it runs."""
+
+    name = "idle"
+    seen: list = []
+
+    def run(self, ctx):
+        while not ctx.sleep(0.05):
+            StoreWatcher.seen.append(ctx.store)
+
+
+def test_a_store_that_failed_at_boot_is_retried_and_called_full_when_the_disk_is_full(tmp_path):
+    with small_tmpfs(tmp_path / "state") as state:
+        filler = fill_disk(state)  # full before the device starts
+        StoreWatcher.seen = []
+        rt = Runtime(make_config([StoreWatcher], env={"EDGE_HEALTH_PORT": "0"}), [StoreWatcher], state)
+        rt.start()
+        try:
+            assert rt.store is None
+            assert_degraded_but_running(rt, "state disk is full")
+            filler.unlink()  # space is back
+            rt.retry_store(rt.clock.monotonic() + 3600)
+            assert rt.store is not None and rt.audit is not None
+            assert rt.health.get("store").state == "OK"
+            wait_for(lambda: StoreWatcher.seen and StoreWatcher.seen[-1] is rt.store, 5,
+                     message="the running worker to see the store without a restart")
+            assert rt.supervisor.runner("idle").restarts == 0
+        finally:
+            rt.stop()
