@@ -66,6 +66,8 @@ CAMERA_SECTION = Section("camera", (
     Key("width", int, 1280, "frame width", min=160, max=4096),
     Key("height", int, 720, "frame height", min=120, max=3072),
     Key("burst", int, 5, "frames per ring; the sharpest with the largest face is kept", min=1, max=10),
+    Key("idle_check_s", float, 30.0, "an idle camera takes one frame this often, so an unplugged camera shows "
+        "in health and Home Assistant before the next ring (0: never)", min=0),
 ), "the doorbell camera")
 
 FACES_SECTION = Section("faces", (

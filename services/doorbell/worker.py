@@ -126,6 +126,7 @@ class DoorbellWorker(Worker):
         self.gpio: gpio.DoorbellGpio | None = None
         self.camera = None
         self.camera_reopening: ReopeningDevice | None = None  # the camera behind its breaker
+        self._camera_seen_at = 0.0  # monotonic time of the camera's last good frame or open
         self.recognizer: RecognizerProcess | None = None
         self.faces: FaceStore | None = None
         self.snapshots: SnapshotFolder | None = None
@@ -257,12 +258,15 @@ class DoorbellWorker(Worker):
         if cam.backend == "none":
             return
         camera = make_camera(cam.backend, cam.source or None, cam.width, cam.height)
-        breaker = ctx.breakers.get("camera", failure_threshold=1, reset_timeout=2.0, max_reset_timeout=30.0)
+        # A reopen attempt is cheap and a replugged camera should be used within seconds: the
+        # breaker's wait stays short however long the camera was gone.
+        breaker = ctx.breakers.get("camera", failure_threshold=1, reset_timeout=2.0, max_reset_timeout=5.0)
         self.camera_reopening = ReopeningDevice(camera, breaker, ctx.log, name="camera", expected=(CameraError,),
                                                 verify=self._two_good_frames, probe_interval=1.0, clock=ctx.clock,
                                                 consequence="rings go on without pictures")
         self.camera = camera
         self.camera_reopening.probe()
+        self._camera_seen_at = ctx.clock.monotonic()
 
     def _two_good_frames(self) -> None:
         """After black or frozen frames, a reopened camera must show two good frames first."""
@@ -404,8 +408,17 @@ class DoorbellWorker(Worker):
             self._camera_failed(CameraError(fault), verify_on_reopen=True)
             return [], fault
         self._last_burst_frame = frames[-1]
+        self._camera_seen_at = self._ctx.clock.monotonic()
         camera.record_success()
         return frames, None
+
+    def _idle_check(self, now: float) -> None:
+        """One frame from an idle camera: an unplug shows up now, not at the next ring."""
+        self._camera_seen_at = now
+        try:
+            self.camera.capture()
+        except Exception as exc:  # CameraError or a driver's own: either way the camera is gone (logged there)
+            self._camera_failed(exc if isinstance(exc, CameraError) else CameraError(f"{type(exc).__name__}: {exc}"))
 
     def _camera_failed(self, exc: CameraError, verify_on_reopen: bool = False) -> None:
         # The camera is closed now: its next frames come from a reopened camera, which a
@@ -476,7 +489,11 @@ class DoorbellWorker(Worker):
             step("known faces", self._open_stores, self._ctx)
         step("faces reload", self._reload_faces)
         if self.camera_reopening is not None and not self.camera_reopening.is_open:
-            step("camera", self.camera_reopening.probe_when_due)  # at most once a second
+            if step("camera", self.camera_reopening.probe_when_due):  # at most once a second
+                self._camera_seen_at = now
+        elif (self.camera_reopening is not None and self.camera_cfg.idle_check_s
+              and now - self._camera_seen_at >= self.camera_cfg.idle_check_s):
+            step("camera check", self._idle_check, now)
         if self._person_until is not None and now >= self._person_until:
             self._person_until = None
             step("person state", self._ctx.states.set, "doorbell.person", "OFF")

@@ -431,3 +431,20 @@ def test_long_press_through_the_simulator_hold(make_bell):
     assert [e.event_id for e in bell.events("doorbell.long_press")] == [pressed["event_id"]]
     with pytest.raises(ValueError, match="at most 60 seconds"):
         bell.sim("press", hold=61)
+
+
+def test_a_camera_unplugged_while_idle_is_noticed_within_the_idle_check_and_a_replug_within_seconds(make_bell):
+    clock = FakeClock()
+    bell = make_bell({"camera": {"idle_check_s": 30}, **NO_FACES}, clock=clock)
+    camera, breaker = bell.worker.camera, bell.runtime.breakers.get("camera")
+    assert doorbell_health(bell)[0] == "OK"
+    camera.unplug()  # no ring: only the idle check can see it
+    clock.advance(30)
+    wait_for(lambda: "camera unavailable" in doorbell_health(bell)[1], 5, message="the unplug in health")
+    for n in range(2, 8):  # gone a while: failed reopens, each one opening the breaker again
+        clock.advance(breaker.retry_in())
+        wait_for(lambda n=n: breaker.open_count == n, 5, message=f"failed reopen {n}")
+        assert breaker.retry_in() <= 5.0  # the wait never grows past a few seconds
+    camera.plug()
+    clock.advance(breaker.retry_in())
+    wait_for(lambda: doorbell_health(bell)[0] == "OK", 5, message="the replugged camera in use at the next try")
