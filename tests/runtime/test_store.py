@@ -104,15 +104,40 @@ def test_full_disk_degrades_and_recovers_without_raising_anything_else(tmp_path)
         store.close()
 
 
-def test_idle_store_writes_nothing(tmp_path):
-    store = Store(tmp_path / "idle.sqlite3")
+def test_an_idle_device_writes_nothing_to_its_store_in_half_an_hour(tmp_path):
+    """A running device (the system worker sampling every 30 s, the doorbell idle), watched
+    over half an hour of the injected clock: no commit, no changed row, the database and its WAL
+    untouched. Periodic states live in memory only (SD-card wear)."""
+    from services.doorbell.worker import DoorbellWorker
+    from services.system.worker import SystemWorker
+
+    class SystemOnFakeTime(SystemWorker):
+        heartbeat_timeout_s = 0.3  # ctx.sleep looks at the (fake) clock every 0.1 s real time
+
+    clock = FakeClock()
+    classes = [SystemOnFakeTime, DoorbellWorker]
+    proc = tmp_path / "proc"  # an injected /proc whose load the test moves, so each sample differs
+    proc.mkdir()
+    (proc / "loadavg").write_text("0.00 0.00 0.00 1/100 1\n")
+    env = {"EDGE_HEALTH_PORT": "0", "EDGE_SYSTEM_INTERVAL_S": "30", "EDGE_SYSTEM_PROC_ROOT": str(proc),
+           "EDGE_FACES_ENABLED": "false", "EDGE_CAMERA_BACKEND": "none"}
+    rt = Runtime(make_config(classes, env=env), classes, tmp_path / "state", clock=clock)
+    rt.start()
     try:
-        before = store.counters()
-        store.recent_events()
-        store.kv_get("x")
-        assert store.counters() == before
+        wait_for(lambda: rt.states.get("system"), 5, message="the first sample")
+        files = [rt.store.path, rt.store.path.with_name(rt.store.path.name + "-wal")]
+        before = (rt.store.counters(), [(f.stat().st_size, f.stat().st_mtime_ns) for f in files])
+        for step in range(1, 61):  # half an hour, in the worker's own 30 s steps
+            load = f"{step / 100:.2f}"
+            (proc / "loadavg").write_text(f"{load} 0.00 0.00 1/100 1\n")
+            clock.advance(30)
+            rt._track_good_boot(clock.monotonic())
+            wait_for(lambda: rt.states.get("system", {}).get("load_1m") == float(load), 5,
+                     message=f"the sample after {30 * step} s")
+        after = (rt.store.counters(), [(f.stat().st_size, f.stat().st_mtime_ns) for f in files])
+        assert after == before
     finally:
-        store.close()
+        rt.stop()
 
 
 def test_read_only_database_degrades(tmp_path):

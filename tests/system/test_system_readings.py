@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import shutil
 
 from runtime_helpers import make_config
 
@@ -50,7 +51,9 @@ def test_recorded_pi_files_are_read(tmp_path):
     assert values["rss_mb"] == 47.0
     assert values["bytes_written"] == 4096  # block-layer writes (SD-card wear): write_bytes
     assert values["io_wchar"] == 123456  # every write() call, sockets and log pipe included
-    assert 0 <= values["disk_used_pct"] <= 100
+    usage = shutil.disk_usage(tmp_path)  # the disk the readings were given, not a fixed path
+    assert abs(values["disk_used_pct"] - 100 * usage.used / usage.total) < 1
+    assert abs(values["disk_free_mb"] - usage.free / 2**20) < 64
 
 
 def test_missing_sources_are_skipped_not_errors(tmp_path):
@@ -100,6 +103,5 @@ def test_system_worker_puts_readings_on_the_state_board(tmp_path):
     try:
         state = wait_for(lambda: rt.states.get("system"), timeout=5, message="system state")
         assert state["cpu_temp_c"] == 61.8 and state["under_voltage"] is True
-        assert rt.store.counters()["commits"] == 0  # periodic states never touch the SD card
     finally:
         rt.stop()
