@@ -44,12 +44,12 @@ def _camera(cam) -> Check:
 def _face_library(faces) -> Check:
     if not faces.enabled:
         return Check("doorbell", "face recognition", SKIP, "off ([faces] enabled = false)")
-    missing = [m for m in ("face_recognition", "dlib") if importlib.util.find_spec(m) is None]
+    missing = [m for m in ("face_recognition_models", "dlib") if importlib.util.find_spec(m) is None]
     if missing:
         return Check("doorbell", "face recognition", WARN, f"{' and '.join(missing)} not installed: rings are "
-                     f"announced without names", "pip install dlib-bin face_recognition_models, then "
-                     "pip install --no-deps face-recognition (see README)")
-    return Check("doorbell", "face recognition", OK, "face_recognition and dlib are installed")
+                     f"announced without names", "pip install 'setuptools<81' dlib-bin face_recognition_models "
+                     "(see README)")
+    return Check("doorbell", "face recognition", OK, "dlib and face_recognition_models are installed")
 
 
 def checks(config) -> list[Check]:

@@ -1,8 +1,9 @@
 """Face recognition for the doorbell: find the faces in a burst of camera frames, name them
 against the enrolled encodings, and decide by vote over the burst what to announce.
 
-Pure functions and small value classes over numpy RGB arrays (H×W×3 uint8), built on
-face_recognition (dlib's HOG face detector, 5-point landmarks and ResNet face encoder).
+Pure functions and small value classes over numpy RGB arrays (H×W×3 uint8), built on dlib's
+HOG face detector, 5-point landmarks and ResNet face encoder (through dlib_faces.py, which
+loads only those models; face_recognition's own import loads 100 MB more).
 No I/O, no logging: encodings are biometric data and must not end up in logs.
 
 Naming the faces found (distances, the uncertain band, votes over a burst) is matching.py's.
@@ -74,9 +75,8 @@ DEFAULT_MODEL = "small"
 # what the vote needs, a third one breaks a tie, more only cost another encoding each.
 DEFAULT_MAX_ENCODED_FRAMES = 3
 
-FACE_LIBRARY = "face_recognition"
-INSTALL_HINT = ("pip install 'setuptools<81' face_recognition_models dlib-bin, then "
-                "pip install --no-deps face-recognition")
+FACE_LIBRARY = "services.doorbell.dlib_faces"  # face_recognition's two calls, only the models used
+INSTALL_HINT = "pip install 'setuptools<81' face_recognition_models dlib-bin"
 
 
 class EnrollmentError(ValueError):
@@ -88,7 +88,9 @@ class RecognitionUnavailable(RuntimeError):
 
 
 def load_face_library(module_name: str = FACE_LIBRARY) -> ModuleType:
-    """Import face_recognition, turning its ways of failing into RecognitionUnavailable.
+    """Import the face library (dlib_faces, or face_recognition itself: both offer
+    face_locations and face_encodings), turning its ways of failing into
+    RecognitionUnavailable.
 
     face_recognition_models does `from pkg_resources import resource_filename`; setuptools
     81 removed pkg_resources, and face_recognition's api.py answers any exception from

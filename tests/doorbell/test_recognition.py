@@ -86,9 +86,23 @@ def test_small_faces_in_a_1280x720_frame_are_found_at_the_default_minimum(faces)
 def test_detection_boxes_are_mapped_back_to_full_resolution(faces):
     image = faces["images"]["obama_4.jpg"]
     ours = detect_faces(image)
-    naive = recognition.load_face_library().face_locations(image)
+    naive = recognition.load_face_library("face_recognition").face_locations(image)
     assert len(ours) == len(naive) == 1
     assert recognition._iou(ours[0], naive[0]) > 0.5
+
+
+def test_the_lean_face_library_gives_face_recognitions_very_boxes_and_encodings(faces):
+    """dlib_faces loads only the models in use, and answers exactly as face_recognition does."""
+    lean, full = recognition.load_face_library(), recognition.load_face_library("face_recognition")
+    assert lean.__name__ == "services.doorbell.dlib_faces"
+    for name in ("obama_4.jpg", "multi_obama_biden.jpg", "noface_cat.png"):
+        image = faces["images"][name]
+        for upsample in (0, 1):
+            assert lean.face_locations(image, upsample) == full.face_locations(image, upsample), name
+        boxes = full.face_locations(image)
+        for model in ("small", "large"):
+            assert np.array_equal(np.array(lean.face_encodings(image, boxes, 1, model)),
+                                  np.array(full.face_encodings(image, boxes, 1, model))), (name, model)
 
 
 def test_encoding_the_region_around_the_faces_gives_the_very_same_encodings(faces):

@@ -1,0 +1,55 @@
+"""dlib's HOG face detector, 5-point landmarks and ResNet face encoder, loaded without the rest.
+
+face_recognition's api.py loads every model it ships as soon as it is imported, among them
+the 68-point landmark predictor (about 100 MB of the recognition child's memory) and the CNN
+detector, though this pipeline uses only the HOG detector, the 5-point predictor and the
+encoder. This module offers the two calls the pipeline makes, `face_locations` and
+`face_encodings`, with face_recognition's semantics (its api.py, MIT licence, A. Geitgey:
+boxes as (top, right, bottom, left) trimmed to the image, one encoding per given box) over
+the model files of face_recognition_models; the 68-point predictor is loaded only on the
+first use of model="large". Written by hand because face_recognition cannot be imported
+without loading everything; tests/doorbell/test_recognition.py checks both give the very
+same boxes and encodings.
+
+Imported only in the recognition child and the one-shot encoder (recognition.py loads it
+through load_face_library, which turns a missing library into a clear reason).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import dlib
+import face_recognition_models as models
+import numpy as np
+
+_detector = dlib.get_frontal_face_detector()
+_predictors = {"small": dlib.shape_predictor(models.pose_predictor_five_point_model_location())}
+_encoder = dlib.face_recognition_model_v1(models.face_recognition_model_location())
+
+
+def _predictor(model: str):
+    if model not in _predictors:
+        if model != "large":
+            raise ValueError(f"landmark model {model!r}: use \"small\" (5 points) or \"large\" (68 points)")
+        _predictors["large"] = dlib.shape_predictor(models.pose_predictor_model_location())
+    return _predictors[model]
+
+
+def face_locations(img: np.ndarray, number_of_times_to_upsample: int = 1,
+                   model: str = "hog") -> list[tuple[int, int, int, int]]:
+    """Faces found by the HOG detector, as (top, right, bottom, left) within the image."""
+    if model != "hog":
+        raise ValueError(f"detector {model!r}: only \"hog\" is loaded on this device")
+    height, width = img.shape[:2]
+    return [(max(r.top(), 0), min(r.right(), width), min(r.bottom(), height), max(r.left(), 0))
+            for r in _detector(img, number_of_times_to_upsample)]
+
+
+def face_encodings(face_image: np.ndarray, known_face_locations: Sequence[tuple[int, int, int, int]],
+                   num_jitters: int = 1, model: str = "small") -> list[np.ndarray]:
+    """The 128-number encoding of each face at `known_face_locations`."""
+    predictor = _predictor(model)
+    return [np.array(_encoder.compute_face_descriptor(
+                face_image, predictor(face_image, dlib.rectangle(left, top, right, bottom)), num_jitters))
+            for top, right, bottom, left in known_face_locations]
