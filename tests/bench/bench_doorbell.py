@@ -9,10 +9,12 @@
     The mock button runs the callback in the pressing thread, as lgpio runs it in its own;
     press → chime is read from the mock pin's recorded history (clear_states() just
     before each press, so the first recorded change is the chime's delay).
-(c) RSS of an `edge run --sim` runtime with the doorbell after a recognized ring, and of its
-    recognition child.
+(c) RSS of an `edge run --sim` runtime with the doorbell (no embedded broker) and of its
+    recognition child, as a series over `--memory-rings` recognised rings (1, 10, 50, 100,
+    200): memory must not grow with rings.
 
-    python tests/bench/bench_doorbell.py [--presses 200] [--interval-s 0.1]
+    python tests/bench/bench_doorbell.py [--presses 200] [--interval-s 0.1] [--memory-rings 200]
+    python tests/bench/bench_doorbell.py --only-memory --memory-rings 200
 
 Needs mosquitto and the face photos (EDGE_TEST_DATA, default ../shared/data).
 """
@@ -39,7 +41,7 @@ from edge.store import DB_NAME, Store
 from edge.testing.mosquitto import Mosquitto
 from edge.testing.notify_socket import NotifyListener
 from services.doorbell.enrollment import encode_photo, photo_source
-from services.doorbell.faces_store import FaceStore
+from services.doorbell.faces_store import FACES_SCHEMA, FaceStore
 from services.doorbell.testing import SimulatedDoorbell
 from services.doorbell.worker import DoorbellWorker
 
@@ -166,17 +168,19 @@ def latency(args, photos: Path, tmp: Path) -> dict:
     return {"quiet_camera_unplugged": quiet, "busy_recognitions_running": busy, "p99_ratio_busy_over_quiet": ratio}
 
 
-def memory(photos: Path, tmp: Path) -> dict:
+def memory(photos: Path, tmp: Path, rings: int) -> dict:
+    """RSS of an `edge run --sim` runtime (without the simulator's embedded broker: MQTT off)
+    and of its recognition child, after 1, 10, ... `rings` recognised rings."""
     state = tmp / "rss-state"
     state.mkdir()
-    store = Store(state / DB_NAME)
+    store = Store(state / DB_NAME, schemas=[FACES_SCHEMA])
     FaceStore(store).add("obama", [(photo_source(photos / "obama_1.jpg"),
                                     encode_photo(photos / "obama_1.jpg", min_face_px=60))], time.time())
     store.close()
     listener = NotifyListener(tmp / "notify.sock")
     env = {**os.environ, "EDGE_STATE_DIR": str(state), "EDGE_HEALTH_PORT": "0", "EDGE_MQTT_ENABLED": "false",
            "EDGE_CAMERA_SOURCE": str(photos / "obama_2.jpg"), "EDGE_CAMERA_WIDTH": "1280",
-           "EDGE_CAMERA_HEIGHT": "720", "NOTIFY_SOCKET": listener.path}
+           "EDGE_CAMERA_HEIGHT": "720", "EDGE_DOORBELL_COOLDOWN_S": "0", "NOTIFY_SOCKET": listener.path}
     proc = subprocess.Popen([EDGE, "run", "--sim"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         listener.wait_for("READY=1", timeout=60)
@@ -186,27 +190,39 @@ def memory(photos: Path, tmp: Path) -> dict:
             request = urllib.request.Request(f"{base}/sim/{command}", data=b"{}", method="POST")
             return json.loads(urllib.request.urlopen(request, timeout=10).read())["result"]
 
-        deadline = time.monotonic() + 60
-        ring = None
-        while time.monotonic() < deadline:
-            try:
-                ring = ring or sim("press")["event_id"]
-                status = sim("status")
-                last = status["last_visitor"]
-            except OSError:
-                last = None  # still starting
-            if ring and last and last["event_id"] == ring:
-                break
-            time.sleep(0.2)
-        else:
+        def one_ring() -> dict:
+            deadline = time.monotonic() + 60
+            ring = None
+            while time.monotonic() < deadline:
+                try:
+                    ring = ring or sim("press")["event_id"]
+                    status = sim("status")
+                    last = status["last_visitor"]
+                except OSError:
+                    last = None  # still starting
+                if ring and last and last["event_id"] == ring and not status["gpio"]["button"]:
+                    return status
+                time.sleep(0.05)
             raise RuntimeError("no visitor event within 60 s")
-        # The recognizer's own pid, as the doorbell reports it: the runtime has other
-        # children (an enrollment encoder, for one), and /proc order says nothing.
-        child = (status.get("recognition") or {}).get("pid")
-        if child is not None and child not in children(proc.pid):
-            raise RuntimeError(f"the reported recognizer pid {child} is not a child of the runtime {proc.pid}")
-        return {"runtime_rss_mb": rss_mb(proc.pid), "recognizer_child_rss_mb": rss_mb(child) if child else None,
-                "recognizer_pid": child, "visitor": last["visitor"]}
+
+        series, checkpoints = [], sorted({1, 10, 50, 100, 200, rings} & set(range(1, rings + 1)))
+        for n in range(1, rings + 1):
+            status = one_ring()
+            if n in checkpoints:
+                # The recognizer's own pid, as the doorbell reports it: the runtime has other
+                # children (an enrollment encoder, for one), and /proc order says nothing.
+                child = (status.get("recognition") or {}).get("pid")
+                if child is not None and child not in children(proc.pid):
+                    raise RuntimeError(f"the reported recognizer pid {child} is not a child of the runtime")
+                series.append({"rings": n, "runtime_rss_mb": rss_mb(proc.pid),
+                               "recognizer_child_rss_mb": rss_mb(child) if child else None,
+                               "visitor": status["last_visitor"]["visitor"]})
+        at = {p["rings"]: p for p in series}
+        first = at.get(10) or series[0]
+        return {"series": series,
+                "runtime_growth_mb_from_first_checkpoint": round(series[-1]["runtime_rss_mb"] - first["runtime_rss_mb"], 1),
+                "child_growth_mb_from_first_checkpoint": round((series[-1]["recognizer_child_rss_mb"] or 0)
+                                                               - (first["recognizer_child_rss_mb"] or 0), 1)}
     finally:
         proc.terminate()
         proc.wait(20)
@@ -217,6 +233,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--presses", type=int, default=200)
     parser.add_argument("--interval-s", type=float, default=0.1, help="time between presses")
+    parser.add_argument("--memory-rings", type=int, default=200, help="recognised rings for the RSS series")
+    parser.add_argument("--only-memory", action="store_true", help="skip (a), the latency part")
     args = parser.parse_args()
     data = Path(os.environ.get("EDGE_TEST_DATA") or Path(__file__).resolve().parents[3] / "shared" / "data")
     photos = data / "faces"
@@ -224,7 +242,8 @@ def main() -> None:
         sys.exit(f"face photos not found at {photos}; set EDGE_TEST_DATA")
     with tempfile.TemporaryDirectory() as tmp:
         report = {"cpu_count": os.cpu_count(), "presses": args.presses, "interval_s": args.interval_s,
-                  "a_latency": latency(args, photos, Path(tmp)), "c_memory": memory(photos, Path(tmp))}
+                  "a_latency": None if args.only_memory else latency(args, photos, Path(tmp)),
+                  "c_memory": memory(photos, Path(tmp), args.memory_rings)}
     print(json.dumps(report, indent=1))
 
 
