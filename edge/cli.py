@@ -107,44 +107,49 @@ def cmd_audit_verify(args) -> int:
     return 0 if report.ok else 1
 
 
+def _command(subparsers, name: str, text: str) -> argparse.ArgumentParser:
+    """A subcommand whose one-line help is also what its own --help says it does."""
+    return subparsers.add_parser(name, help=text, description=text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edge", description="Edge appliance runtime (doorbell, intercom, "
                                      "printer, inventory) reporting to Home Assistant over MQTT.")
     parser.add_argument("--version", action="version", version=f"edge {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("run", help="run the device (Ctrl-C or SIGTERM stops it)")
+    p = _command(sub, "run", "run the device (Ctrl-C or SIGTERM stops it)")
     add_device_args(p)
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("status", help="show the running device's health as a table")
+    p = _command(sub, "status", "show the running device's health as a table")
     add_device_args(p)
     p.set_defaults(func=cmd_status)
 
-    p = sub.add_parser("config", help="configuration tools")
+    p = _command(sub, "config", "configuration tools")
     csub = p.add_subparsers(dest="config_command", required=True)
-    c = csub.add_parser("check", help="validate the config; non-zero exit with what to fix")
+    c = _command(csub, "check", "validate the config; non-zero exit with what to fix")
     add_device_args(c)
     c.set_defaults(func=cmd_config_check)
 
-    p = sub.add_parser("audit", help="audit log tools")
+    p = _command(sub, "audit", "audit log tools")
     asub = p.add_subparsers(dest="audit_command", required=True)
-    a = asub.add_parser("verify", help="check the audit log's hash chain and anchor")
+    a = _command(asub, "verify", "check the audit log's hash chain and anchor")
     add_device_args(a)
     a.set_defaults(func=cmd_audit_verify)
 
-    p = sub.add_parser("safe-mode", help="safe mode after repeated failed boots")
+    p = _command(sub, "safe-mode", "safe mode after repeated failed boots")
     ssub = p.add_subparsers(dest="safe_mode_command", required=True)
-    c = ssub.add_parser("clear", help="forget the failed boots; the next start is a normal one")
+    c = _command(ssub, "clear", "forget the failed boots; the next start is a normal one")
     add_device_args(c)
     c.set_defaults(func=cmd_safe_mode_clear)
 
-    p = sub.add_parser("doctor", help="check an installed device: config, hardware, broker, disk, clock")
+    p = _command(sub, "doctor", "check an installed device: config, hardware, broker, disk, clock")
     add_device_args(p)
     p.add_argument("--json", action="store_true", help="one JSON object per check, for scripts")
     p.set_defaults(func=cmd_doctor)
 
-    p = sub.add_parser("sim", help="drive a running `edge run --sim` (press the button, swap the camera, ...)")
+    p = _command(sub, "sim", "drive a running `edge run --sim` (press the button, swap the camera, ...)")
     sim = p.add_subparsers(dest="sim_command", required=True)
     for ep in entry_points(group="edge.sim"):
         ep.load()(sim, add_device_args)

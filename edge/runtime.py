@@ -237,6 +237,16 @@ class Runtime:
             pass
         log.info("health endpoint on http://%s:%d/health", *self.server.address)
 
+    def _forget_endpoint(self) -> None:
+        """A stopped device leaves no endpoint behind for `edge status` to find (unless
+        another device has written its own there since)."""
+        path = self.state_dir / "endpoint"
+        try:
+            if path.read_text().strip() == f"http://{self.server.address[0]}:{self.server.port}":
+                path.unlink()
+        except OSError:
+            pass  # never written, or already gone
+
     def _context(self, worker: Worker, stopping: threading.Event, heartbeat,
                  shutdown: threading.Event | None = None) -> WorkerContext:
         own = worker.sections[0].name if worker.sections else None
@@ -348,6 +358,7 @@ class Runtime:
         self.lasting.close_all()
         if self.server:
             self.server.stop()
+            self._forget_endpoint()
         if self.store:
             self.store.close()
         if self.exit_code in (EXIT_OK, EXIT_RESTART):

@@ -155,7 +155,7 @@ class FakeCamera(Camera):
     def open(self) -> None:
         with self._lock:
             if not self._plugged:
-                raise CameraError("fake camera is unplugged: plug it back in (simulator: plug camera)")
+                raise CameraError("fake camera is unplugged: plug it back in (`edge sim camera plug`)")
             self._is_open = True
             self.opens += 1
         self._interrupted.clear()
@@ -198,7 +198,7 @@ class FakeCamera(Camera):
             self._frames_left = None
         if not self._plugged:
             self._is_open = False
-            raise CameraError("fake camera is unplugged: plug it back in (simulator: plug camera)")
+            raise CameraError("fake camera is unplugged: plug it back in (`edge sim camera plug`)")
         if not self._is_open:
             raise CameraError("camera is not open: call open() first")
 

@@ -143,14 +143,15 @@ def cmd_remove(args) -> int:
 
 
 def _subcommand(sub, add_device_args, name: str, func, help: str, **defaults) -> argparse.ArgumentParser:
-    p = sub.add_parser(name, help=help)
+    p = sub.add_parser(name, help=help, description=help)
     add_device_args(p)
     p.set_defaults(func=func, **defaults)
     return p
 
 
 def register_faces(subparsers, add_device_args) -> None:
-    p = subparsers.add_parser("faces", help="known faces: enroll, list, remove")
+    p = subparsers.add_parser("faces", help="known faces: enroll, list, remove",
+                              description="known faces: enroll, list, remove")
     sub = p.add_subparsers(dest="faces_command", required=True)
     enroll = _subcommand(sub, add_device_args, "enroll", cmd_enroll, "enroll a person from photos (one face each)")
     enroll.add_argument("name", help="the name announced when this person rings")
@@ -158,7 +159,7 @@ def register_faces(subparsers, add_device_args) -> None:
     _subcommand(sub, add_device_args, "list", cmd_list, "list enrolled people")
     remove = _subcommand(sub, add_device_args, "remove", cmd_remove, "forget a person and delete the snapshots "
                          "showing them")
-    remove.add_argument("name")
+    remove.add_argument("name", help="the enrolled person's name, as `edge faces list` shows it")
 
 
 # -- edge sim -----------------------------------------------------------------------------------

@@ -137,5 +137,8 @@ def is_correct(entry: dict, face_count: int, names: list[str]) -> bool:
     if identity == "unknown":
         return face_count > 0 and not names
     if identity == "multiple":
-        return sorted(names) == sorted(entry["faces"])
+        # The manifest lists every face, enrolled or "unknown": the enrolled ones must be
+        # named, nobody else, and every face must have been found.
+        enrolled = [face for face in entry["faces"] if face not in ("unknown", "none")]
+        return face_count >= len(entry["faces"]) and sorted(names) == sorted(enrolled)
     return names == [identity]

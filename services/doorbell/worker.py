@@ -93,7 +93,8 @@ class DoorbellWorker(Worker):
         # One event entity per bus kind: an entity is fed by exactly one event topic.
         Entity("event", "doorbell", "Doorbell", event=RING, device_class="doorbell",
                options={"event_types": ["ring"]}),
-        Entity("event", "long_press", "Long press", event=LONG_PRESS, device_class="doorbell",
+        # "button", not "doorbell": a second doorbell device class would show a second doorbell.
+        Entity("event", "long_press", "Long press", event=LONG_PRESS, device_class="button",
                options={"event_types": ["long_press"]}),
         Entity("sensor", "last_visitor", "Last visitor", state="doorbell.last_visitor",
                value_template="{{ value_json.visitor }}", attributes="doorbell.last_visitor",

@@ -266,3 +266,15 @@ def test_burst_without_a_face_reports_no_faces():
 def test_missing_face_library_is_reported_with_the_fix():
     with pytest.raises(RecognitionUnavailable, match=r"no_such_face_library.*pip install 'setuptools<81'"):
         recognition.load_face_library("no_such_face_library")
+
+
+def test_the_scorer_counts_a_two_face_photo_with_an_unknown_face_right_and_wrong():
+    entry = {"identity": "multiple", "faces": ["obama", "unknown"]}
+    assert is_correct(entry, 2, ["obama"])                 # the enrolled one named, the stranger not
+    assert not is_correct(entry, 2, ["obama", "biden"])    # a name for the stranger is wrong
+    assert not is_correct(entry, 1, ["obama"])             # the second face was missed
+    both = {"identity": "multiple", "faces": ["obama", "biden"]}
+    assert is_correct(both, 2, ["biden", "obama"]) and not is_correct(both, 2, ["obama"])
+    assert is_correct({"identity": "none"}, 0, []) and not is_correct({"identity": "none"}, 1, [])
+    assert is_correct({"identity": "unknown"}, 1, []) and not is_correct({"identity": "unknown"}, 1, ["obama"])
+    assert is_correct({"identity": "obama"}, 1, ["obama"]) and not is_correct({"identity": "obama"}, 1, [])

@@ -92,3 +92,20 @@ def test_jsonlog_setup_rate_limits_repeated_warnings():
     finally:
         jsonlog.setup("warning")
     assert len(stream.getvalue().splitlines()) == 5
+
+
+def test_every_command_says_what_it_does_in_its_own_help():
+    for args in (["run"], ["status"], ["doctor"], ["config", "check"], ["audit", "verify"], ["safe-mode", "clear"],
+                 ["faces", "remove"], ["sim", "press"]):
+        result = subprocess.run([EDGE, *args, "--help"], capture_output=True, text=True)
+        usage, _, rest = result.stdout.partition("\n\n")
+        assert result.returncode == 0 and rest.split("\n\n")[0].strip() and not rest.startswith("options:"), args
+
+
+def test_a_stopped_device_leaves_no_endpoint_for_the_cli_to_find(tmp_path):
+    env = edge_env(tmp_path / "state")
+    with running_edge(tmp_path, env) as (proc, _):
+        assert (tmp_path / "state" / "endpoint").read_text().startswith("http://127.0.0.1:")
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=10)
+    assert not (tmp_path / "state" / "endpoint").exists()
