@@ -248,7 +248,18 @@ class DoorbellWorker(Worker):
     def _open_stores(self, ctx: WorkerContext) -> None:
         if ctx.store is not None:
             self.faces = FaceStore(ctx.store)
+            self._count_earlier_rings(ctx.store)
         self.snapshots = self.make_snapshot_folder(ctx.state_dir)
+
+    def _count_earlier_rings(self, store) -> None:
+        """Rings and recognitions count across restarts (Home Assistant's total_increasing
+        sensors): the ones recorded before this run are in the store's events."""
+        rings, recognitions = store.read(
+            "SELECT COALESCE(SUM(kind = ?), 0), COALESCE(SUM(kind = ? AND json_extract(data, '$.recognition_ms') "
+            "IS NOT NULL), 0) FROM events", (RING, VISITOR))[0]
+        with self._cond:
+            self.rings += rings
+            self.recognitions += recognitions
 
     def make_snapshot_folder(self, state_dir: Path | None) -> SnapshotFolder | None:
         """Where visitor snapshots are kept (a subclass may hand a test double)."""

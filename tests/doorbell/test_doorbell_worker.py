@@ -448,3 +448,17 @@ def test_a_camera_unplugged_while_idle_is_noticed_within_the_idle_check_and_a_re
     camera.plug()
     clock.advance(breaker.retry_in())
     wait_for(lambda: doorbell_health(bell)[0] == "OK", 5, message="the replugged camera in use at the next try")
+
+
+def test_ring_and_recognition_counters_continue_across_a_restart(make_bell):
+    bell = make_bell({"doorbell": {"cooldown_s": 0}, **NO_FACES})
+    for _ in range(2):
+        bell.press()
+        ring = bell.events("doorbell.ring")[-1]
+        bell.wait_event("doorbell.visitor", lambda e, i=ring.event_id: e.event_id == i)
+    wait_for(lambda: bell.runtime.states.get("doorbell.rings") == 2, 5, message="two rings counted")
+    runner = bell.runtime.supervisor.runner("doorbell")
+    runner.request_restart()  # as after a crash: a new worker object, counters from the store
+    wait_for(lambda: runner.restarts == 1 and bell.worker.ready.is_set(), 10, message="the restarted doorbell")
+    bell.press()
+    wait_for(lambda: bell.runtime.states.get("doorbell.rings") == 3, 5, message="the count going on from 2")
