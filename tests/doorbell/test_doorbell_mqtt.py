@@ -123,7 +123,7 @@ def test_long_press_reaches_the_broker_as_its_own_event_with_the_rings_event_id(
             "", topic=f"homeassistant/event/{NODE}/long_press/config"))
         assert long_press_entity["state_topic"] == f"edge/{NODE}/event/doorbell.long_press"
         assert long_press_entity["event_types"] == ["long_press"]
-        assert long_press_entity["device_class"] == "doorbell"
+        assert long_press_entity["device_class"] == "button"  # not a second doorbell
     finally:
         discovery.close()
 
