@@ -29,6 +29,10 @@ LABELS = {NO_FACE: "no face", CAMERA_UNAVAILABLE: "camera unavailable", CAMERA_O
           RECOGNITION_UNAVAILABLE: "recognition unavailable", RECOGNITION_OFF: "recognition off",
           SAFE_MODE: "safe mode", ERROR: "error"}
 UNKNOWN_LABEL, UNCERTAIN_LABEL = "unknown person", "uncertain"
+# The Visitor event entity's types: the largest face's status when faces were found, else the
+# outcome. An automation triggers on `known` every time, even for the same person twice.
+VISITOR_EVENT_TYPES = (KNOWN, UNKNOWN, UNCERTAIN, NO_FACE, CAMERA_UNAVAILABLE, CAMERA_OFF, RECOGNITION_UNAVAILABLE,
+                       RECOGNITION_OFF, SAFE_MODE, ERROR)
 
 
 @dataclass
@@ -83,7 +87,9 @@ def visitor_event(press: Press, frames: list, result: VisitorResult | None, *, c
         outcome = FACES if faces else NO_FACE
     largest = result.faces[0] if result is not None and result.faces else None
     return {
+        "event_type": largest.status if largest is not None else outcome,
         "result": outcome,
+        "names": [f["name"] for f in faces if f["name"]],
         "visitor": face_label(largest) if largest is not None else LABELS[outcome],
         "confidence": largest.confidence if largest is not None else None,
         "faces": faces,
@@ -98,7 +104,8 @@ def visitor_event(press: Press, frames: list, result: VisitorResult | None, *, c
 
 def error_visitor(press: Press, frames: int, reason: str) -> dict:
     """The visitor event when even building the normal one failed."""
-    return {"result": ERROR, "visitor": LABELS[ERROR], "confidence": None, "faces": [], "frames": frames,
+    return {"event_type": ERROR, "result": ERROR, "names": [], "visitor": LABELS[ERROR], "confidence": None,
+            "faces": [], "frames": frames,
             "reason": reason, "recognition_ms": None, "coalesced": press.coalesced,
             "time": iso(press.ts_wall), "snapshot": None}
 

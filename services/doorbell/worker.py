@@ -56,8 +56,8 @@ from services.doorbell.recognizer_child import (FAILED as RECOGNIZER_FAILED, UNA
 from services.doorbell.sections import CAMERA_SECTION, DOORBELL_SECTION, FACES_SECTION
 from services.doorbell.sim import DoorbellSimControls
 from services.doorbell.snapshots import SnapshotFolder, encode_jpeg, snapshot_folder
-from services.doorbell.visitor import (LastVisitor, Press, error_visitor, last_visitor_state, visitor_event,
-                                       without_removed)
+from services.doorbell.visitor import (VISITOR_EVENT_TYPES, LastVisitor, Press, error_visitor, last_visitor_state,
+                                       visitor_event, without_removed)
 
 # The doorbell's event kinds; DOOR_OPENED and ENROLLED come from its commands (imported above,
 # so every kind can be imported from here).
@@ -96,6 +96,10 @@ class DoorbellWorker(Worker):
         # "button", not "doorbell": a second doorbell device class would show a second doorbell.
         Entity("event", "long_press", "Long press", event=LONG_PRESS, device_class="button",
                options={"event_types": ["long_press"]}),
+        # Fed by every visitor event (event_type known / unknown / no_face / ...; names,
+        # confidence and event_id in its attributes): "Last visitor" only changes when the
+        # name does, so the same person twice would not trigger an automation.
+        Entity("event", "visitor", "Visitor", event=VISITOR, options={"event_types": list(VISITOR_EVENT_TYPES)}),
         Entity("sensor", "last_visitor", "Last visitor", state="doorbell.last_visitor",
                value_template="{{ value_json.visitor }}", attributes="doorbell.last_visitor",
                icon="mdi:account-question"),

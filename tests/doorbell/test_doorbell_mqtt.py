@@ -78,6 +78,7 @@ def test_press_reaches_a_broker_subscriber_as_ring_then_visitor_with_the_same_ev
     assert ring["event_id"] == bell.events("doorbell.ring")[0].event_id
     visitor = subscriber.wait("doorbell.visitor")
     assert visitor["event_id"] == ring["event_id"]
+    assert visitor["event_type"] == "recognition_off"  # what the Visitor event entity shows
     assert visitor["data"]["frames"] == 3
     assert subscriber.wait_raw("doorbell.snapshot")[:2] == b"\xff\xd8"  # the image entity's JPEG
 

@@ -243,6 +243,7 @@ def test_known_visitor_is_announced_and_enrollment_elsewhere_needs_no_restart(ma
     ring = bell.events("doorbell.ring")[-1]
     visitor = bell.wait_event("doorbell.visitor", lambda e: e.event_id == ring.event_id, timeout=30)
     assert visitor.data["result"] == "faces" and visitor.data["visitor"] == "obama"
+    assert visitor.data["event_type"] == "known" and visitor.data["names"] == ["obama"]  # the Visitor event entity
     face = visitor.data["faces"][0]
     assert face["name"] == "obama" and face["status"] == "known" and face["confidence"] > 0.5
     assert bell.worker is worker and bell.runtime.supervisor.runner("doorbell").restarts == 0
