@@ -159,8 +159,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+DEVICE_FLAGS, DEVICE_OPTIONS = ("--sim",), ("--config",)
+
+
+def device_options_last(argv: list[str]) -> list[str]:
+    """`--sim` and `--config FILE` moved behind every positional, so they work wherever a
+    person types them (`edge sim camera show --sim PHOTO`): argparse would otherwise end a
+    subcommand's optional positional at them and refuse the rest."""
+    rest, moved, i = [], [], 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg in DEVICE_FLAGS or any(arg.startswith(f"{o}=") for o in DEVICE_OPTIONS):
+            moved.append(arg)
+        elif arg in DEVICE_OPTIONS and i + 1 < len(argv):
+            moved += argv[i:i + 2]
+            i += 1
+        elif arg == "--":
+            rest += argv[i:]
+            break
+        else:
+            rest.append(arg)
+        i += 1
+    return rest + moved
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(device_options_last(sys.argv[1:] if argv is None else argv))
     return args.func(args)
 
 

@@ -71,15 +71,14 @@ class Declared:
 
 
 def node_entities(workers: list[str], not_restartable: frozenset[str] = frozenset()) -> list[Declared]:
-    """What the node shows about itself and each worker: device status, firmware version,
+    """What the node shows about itself and each worker: device status (no firmware update
+    entity until there are updates to install: one that always says "up to date" misleads),
     restart buttons (none for `not_restartable` workers: the button path is never restarted
     on request), and per worker a problem sensor (reason as attribute) and a restart
     counter."""
     out = [
         Declared(Entity("sensor", "status", "Status", state="node", value_template="{{ value_json.state }}",
                         device_class="enum", attributes="node", options={"options": list(NODE_STATES)}), None),
-        Declared(Entity("update", "firmware", "Firmware", state="node.update", device_class="firmware",
-                        entity_category="config"), None),
         Declared(Entity("button", "restart", "Restart", command="restart_runtime", device_class="restart",
                         entity_category="config"), None),
     ]

@@ -36,8 +36,6 @@ class NodeReport:
         self.states.set("node", {"state": rt.health.overall(), "summary": rt.health.summary(),
                                  "version": self.version, "safe_mode": rt.safe_mode,
                                  "safe_mode_reason": safe_mode.reason if safe_mode else None})
-        self.states.set("node.update", {"installed_version": self.version, "latest_version": self.version,
-                                        "title": "Edge runtime"})
         availability = {}
         runners = rt.supervisor.runners if rt.supervisor is not None else []
         for r in runners:

@@ -74,7 +74,7 @@ def test_enroll_explains_a_bad_name_or_a_missing_photo(tmp_path):
 def test_a_ring_with_a_chosen_face_in_the_simulator_from_the_command_line(tmp_path, photos):
     env = edge_env(tmp_path / "state", EDGE_DOORBELL_ENABLED="true", EDGE_DOORBELL_COOLDOWN_S="0")
     with running_edge(tmp_path, env) as (proc, _):
-        shown = edge(env, "sim", "camera", "show", photos / "obama_2.jpg")
+        shown = edge(env, "sim", "camera", "show", "--sim", photos / "obama_2.jpg")  # --sim anywhere
         assert shown.returncode == 0, shown.stderr
         assert json.loads(shown.stdout)["showing"].endswith("obama_2.jpg")
         enrolled = edge(env, "faces", "enroll", "obama", photos / "obama_1.jpg")  # while it runs

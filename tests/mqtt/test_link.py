@@ -51,9 +51,8 @@ def test_online_first_then_discovery_then_states_and_worker_availability(tmp_pat
         first_config = min(i for i, t in enumerate(order) if t.startswith("homeassistant/"))
         first_state = min(i for i, t in enumerate(order) if t.startswith(f"{BASE}/state/"))
         assert order.index(f"{BASE}/status") < first_config < first_state
-        assert json.loads(rec.latest(f"{BASE}/state/node/update")) == {
-            "installed_version": link.discovery.node.version, "latest_version": link.discovery.node.version,
-            "title": "Edge runtime"}
+        assert json.loads(rec.latest(f"{BASE}/state/node"))["version"] == link.discovery.node.version
+        assert not [t for t in order if t.startswith("homeassistant/update/")]  # nothing to install yet
 
         rt.states.set("fragile.value", 42)
         rec.wait_latest(f"{BASE}/state/fragile/value", b"42")

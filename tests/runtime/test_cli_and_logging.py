@@ -109,3 +109,13 @@ def test_a_stopped_device_leaves_no_endpoint_for_the_cli_to_find(tmp_path):
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=10)
     assert not (tmp_path / "state" / "endpoint").exists()
+
+
+def test_device_options_work_wherever_they_are_typed():
+    from edge.cli import device_options_last
+
+    assert device_options_last(["sim", "camera", "show", "--sim", "a.jpg"]) == ["sim", "camera", "show", "a.jpg",
+                                                                                 "--sim"]
+    assert device_options_last(["--config", "x.toml", "faces", "list"]) == ["faces", "list", "--config", "x.toml"]
+    assert device_options_last(["faces", "enroll", "--config=x.toml", "Al", "a.jpg"]) == [
+        "faces", "enroll", "Al", "a.jpg", "--config=x.toml"]
