@@ -40,6 +40,7 @@ class CliDevice:
         self.config_path = config_path_for(getattr(args, "config", None))
         self.state_dir = state_dir_for(self.sim)
         self._loaded: tuple[Config, list[type[Worker]]] | None = None
+        self._endpoint: tuple[str, str | None] | None = None
 
     # -- config -----------------------------------------------------------------------------
     def load(self) -> tuple[Config, list[type[Worker]]]:
@@ -91,40 +92,60 @@ class CliDevice:
             return self.state_dir / "audit.key"
 
     # -- the running device -------------------------------------------------------------------
-    def endpoint(self) -> tuple[str, str | None]:
-        """Base URL and token of the running device's health endpoint."""
-        token = None
+    def _candidates(self) -> tuple[list[str], str | None, str | None]:
+        """Where the running device may answer (its endpoint file first: it names the port
+        the device really got, which a taken port can change), the token, the node id."""
+        urls, token, node = [], None, None
         try:
-            health = self.load()[0]["health"]
+            urls.append((self.state_dir / "endpoint").read_text().strip())
+        except OSError:
+            pass
+        try:
+            config = self.load()[0]
+            health, node = config["health"], config["node"].id
             token = health.secret("token")
             host = "127.0.0.1" if health.host in ("0.0.0.0", "::", "") else health.host
             if health.port:
-                return f"http://{host}:{health.port}", token
+                urls.append(f"http://{host}:{health.port}")
         except ConfigError:
             pass
-        try:
-            return (self.state_dir / "endpoint").read_text().strip(), token
-        except OSError:
-            return "http://127.0.0.1:8790", token
+        return list(dict.fromkeys(urls or ["http://127.0.0.1:8790"])), token, node
+
+    def endpoint(self) -> tuple[str, str | None]:
+        """Base URL and token of the running device: the first candidate whose /health
+        answers as an edge device of this config's node (a stranger that took the port, or
+        another device, is passed over and named). Exits with every reason otherwise."""
+        if self._endpoint is not None:
+            return self._endpoint
+        urls, token, node = self._candidates()
+        problems = []
+        for url in urls:
+            try:
+                code, body = _http("GET", url + "/health", None, token, 5.0)
+            except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
+                problems.append(f"no edge device is running at {url} ({getattr(exc, 'reason', exc)})")
+                continue
+            if code == 401:  # cannot look without the token; the caller says what to do
+                self._endpoint = (url, token)
+                return self._endpoint
+            if not isinstance(body.get("components"), dict) or "state" not in body:
+                problems.append(f"the server at {url} is not an edge device")
+                continue
+            if node and body.get("node") not in (None, node):
+                problems.append(f"the device at {url} is node {body['node']!r}, not {node!r} (this config's "
+                                f"[node] id)")
+                continue
+            self._endpoint = (url, token)
+            return self._endpoint
+        raise SystemExit("; ".join(problems) + "; start one with `edge run --sim` (or check [health] host/port "
+                         "and [node] id in the config)")
 
     def request(self, method: str, path: str, body: dict | None = None, timeout: float = 5.0) -> tuple[int, dict]:
         base, token = self.endpoint()
-        req = urllib.request.Request(base + path, method=method,
-                                     data=json.dumps(body).encode() if body is not None else None,
-                                     headers={"Content-Type": "application/json"})
-        if token:
-            req.add_header("Authorization", f"Bearer {token}")
         try:
-            with urllib.request.urlopen(req, timeout=timeout) as resp:
-                return resp.status, json.loads(resp.read() or b"{}")
-        except urllib.error.HTTPError as exc:
-            try:
-                return exc.code, json.loads(exc.read() or b"{}")
-            except ValueError:
-                return exc.code, {"error": exc.reason}
+            return _http(method, base + path, body, token, timeout)
         except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
-            raise SystemExit(f"no edge device is running at {base} ({getattr(exc, 'reason', exc)}); "
-                             f"start one with `edge run --sim` (or check [health] host/port in the config)")
+            raise SystemExit(f"the edge device at {base} stopped answering ({getattr(exc, 'reason', exc)})") from None
 
     def post_sim(self, command: str, payload: dict) -> int:
         """Send a simulator command to the running `edge run --sim`; prints its answer."""
@@ -135,3 +156,21 @@ class CliDevice:
             return 0
         print(f"edge sim {command}: {body.get('error', code)}", file=sys.stderr)
         return 1
+
+
+def _http(method: str, url: str, body: dict | None, token: str | None, timeout: float) -> tuple[int, dict]:
+    """(status, JSON body); a body that is not a JSON object comes back as {} (a stranger)."""
+    req = urllib.request.Request(url, method=method, data=json.dumps(body).encode() if body is not None else None,
+                                 headers={"Content-Type": "application/json"})
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            code, raw = resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        code, raw = exc.code, exc.read()
+    try:
+        parsed = json.loads(raw or b"{}")
+    except ValueError:
+        parsed = {}
+    return code, parsed if isinstance(parsed, dict) else {}

@@ -54,8 +54,10 @@ REQUEST_TIMEOUT_S = 2.0
 
 class HealthServer:
     def __init__(self, host: str, port: int, health, registry, ready: Callable[[], bool],
-                 token: str | None = None, sim_commands: dict[str, Callable[[dict], Any]] | None = None):
+                 token: str | None = None, sim_commands: dict[str, Callable[[dict], Any]] | None = None,
+                 node: str = ""):
         self.health = health
+        self.node = node  # in /health, so the CLI can tell it reached the device it meant
         self.registry = registry
         self.ready = ready
         self.token = token or None
@@ -95,7 +97,7 @@ class HealthServer:
                     return
                 path = self.path.split("?")[0]
                 if path == "/health":
-                    body = server.health.as_json()
+                    body = {**server.health.as_json(), "node": server.node}
                     self._json(503 if body["state"] == FAILED else 200, body)
                 elif path == "/live":
                     self._json(200, {"live": True})

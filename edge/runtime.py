@@ -18,6 +18,7 @@ Exit codes (documented in README and listed in image/edge.service):
 
 from __future__ import annotations
 
+import errno
 import faulthandler
 import functools
 import logging
@@ -221,10 +222,24 @@ class Runtime:
 
     def _start_server(self) -> None:
         cfg = self.config["health"]
+
+        def serve(port: int) -> HealthServer:
+            return HealthServer(cfg.host, port, self.health, self.metrics, self.ready, token=cfg.secret("token"),
+                                sim_commands=self.sim_controls.handlers if self.sim_controls else None,
+                                node=self.config["node"].id)
         try:
-            self.server = HealthServer(cfg.host, cfg.port, self.health, self.metrics, self.ready,
-                                       token=cfg.secret("token"),
-                                       sim_commands=self.sim_controls.handlers if self.sim_controls else None)
+            try:
+                self.server = serve(cfg.port)
+            except OSError as exc:
+                if exc.errno != errno.EADDRINUSE or not cfg.port:
+                    raise
+                # Taken (another device on this machine?): serve on a free port rather than
+                # not at all; the CLI finds it through the endpoint file and checks the node.
+                self.server = serve(0)
+                log.warning("health port %d is taken; serving on %d instead (edge status finds it)",
+                            cfg.port, self.server.port)
+                self.health.set("health_http", DEGRADED, f"port {cfg.port} is taken; serving on {self.server.port} "
+                                                         f"(set [health] port to a free one)")
         except OSError as exc:
             log.error("health server cannot bind %s:%s (%s); set [health] port to a free port",
                       cfg.host, cfg.port, exc)

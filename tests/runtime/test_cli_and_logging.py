@@ -7,6 +7,7 @@ import json
 import logging
 import signal
 import subprocess
+import threading
 
 from runtime_helpers import EDGE, edge_env, running_edge
 
@@ -119,3 +120,56 @@ def test_device_options_work_wherever_they_are_typed():
     assert device_options_last(["--config", "x.toml", "faces", "list"]) == ["faces", "list", "--config", "x.toml"]
     assert device_options_last(["faces", "enroll", "--config=x.toml", "Al", "a.jpg"]) == [
         "faces", "enroll", "Al", "a.jpg", "--config=x.toml"]
+
+
+class Stranger:
+    """Someone else's web server on a port (answers every request with a page, not JSON)."""
+
+    def __init__(self):
+        from http.server import BaseHTTPRequestHandler, HTTPServer
+
+        class Page(BaseHTTPRequestHandler):
+            def do_GET(self):
+                self.send_response(200)
+                self.end_headers()
+                self.wfile.write(b"<html>a router's login page</html>")
+
+            def log_message(self, *args):
+                pass
+
+        self.server = HTTPServer(("127.0.0.1", 0), Page)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(5)
+
+
+def test_a_taken_health_port_moves_the_device_and_the_cli_still_finds_it(tmp_path):
+    stranger = Stranger()
+    try:
+        env = edge_env(tmp_path / "state", EDGE_HEALTH_PORT=stranger.port, EDGE_NODE_ID="porch")
+        with running_edge(tmp_path, env) as (proc, _):
+            status = subprocess.run([EDGE, "status", "--sim"], env=env, capture_output=True, text=True)
+            assert status.returncode == 0, status.stderr
+            assert f"port {stranger.port} is taken; serving on" in status.stdout  # health_http DEGRADED
+            proc.send_signal(signal.SIGTERM)
+            proc.communicate(timeout=10)
+        alone = subprocess.run([EDGE, "status", "--sim"], env=env, capture_output=True, text=True)
+        assert alone.returncode == 1 and "Traceback" not in alone.stderr
+        assert f"the server at http://127.0.0.1:{stranger.port} is not an edge device" in alone.stderr
+    finally:
+        stranger.close()
+
+
+def test_the_cli_refuses_another_device_that_answers_on_its_port(tmp_path):
+    front = edge_env(tmp_path / "front", EDGE_NODE_ID="front-door")
+    with running_edge(tmp_path, front) as (proc, _):
+        port = (tmp_path / "front" / "endpoint").read_text().strip().rsplit(":", 1)[1]
+        back = edge_env(tmp_path / "back", EDGE_NODE_ID="back-door", EDGE_HEALTH_PORT=port)
+        status = subprocess.run([EDGE, "status", "--sim"], env=back, capture_output=True, text=True)
+        assert status.returncode == 1
+        assert "is node 'front-door', not 'back-door'" in status.stderr
