@@ -48,7 +48,9 @@ NODE_SECTION = Section("node", (
 ), "this device's identity", checks=(_check_node,))
 LOGGING_SECTION = Section("logging", (
     Key("level", str, "info", "log level", choices=("debug", "info", "warning", "error")),
-), "JSON logs on stdout")
+    Key("format", str, "auto", "json (for the journal), text (for a person), or auto: text on a terminal, "
+        "json otherwise", choices=("auto", "json", "text")),
+), "logs on stdout")
 RUNTIME_SECTION = Section("runtime", (
     Key("plugins", list, [], "extra worker classes to load, as \"module:Class\"",
         example=["mycompany.edge_workers:GarageDoor"]),

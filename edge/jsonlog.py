@@ -1,5 +1,5 @@
-"""JSON-lines logging to stdout (journald keeps it): time, level, worker, component,
-event_id and message. The worker and event_id come from context variables that the
+"""Logging to stdout: JSON lines for journald (time, level, worker, component, event_id and
+message), or one readable line each when a person watches a terminal (`[logging] format`). The worker and event_id come from context variables that the
 supervisor and the event handlers set, so call sites stay plain `log.info(...)`.
 
 Repeated warnings and errors are rate-limited (`RepeatLimiter`): a flood of the same
@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
+import os
 import sys
 import threading
 import time
@@ -76,9 +77,33 @@ class RepeatLimiter(logging.Filter):
             return False
 
 
-def setup(level: str = "info", stream=None) -> None:
-    handler = logging.StreamHandler(stream or sys.stdout)
-    handler.setFormatter(JsonFormatter())
+class TextFormatter(logging.Formatter):
+    """One line a person reads on a terminal: time, level, worker or component, message,
+    and the event id when there is one; a traceback follows on its own lines."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        who = getattr(record, "worker", None) or current_worker.get() or record.name
+        event_id = getattr(record, "event_id", None) or current_event_id.get()
+        line = (f"{time.strftime('%H:%M:%S', time.localtime(record.created))} {record.levelname:<7} {who}: "
+                f"{record.getMessage()}" + (f"  [{event_id}]" if event_id else ""))
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return line
+
+
+def wants_text(stream, fmt: str = "auto") -> bool:
+    """Text for a person at a terminal; JSON for the journal (systemd sets JOURNAL_STREAM)
+    and for anything else that reads the output."""
+    if fmt != "auto":
+        return fmt == "text"
+    isatty = getattr(stream, "isatty", lambda: False)
+    return bool(isatty()) and not os.environ.get("JOURNAL_STREAM")
+
+
+def setup(level: str = "info", stream=None, fmt: str = "auto") -> None:
+    stream = stream or sys.stdout
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(TextFormatter() if wants_text(stream, fmt) else JsonFormatter())
     handler.addFilter(RepeatLimiter())
     root = logging.getLogger()
     for h in list(root.handlers):

@@ -405,7 +405,7 @@ def run(config_path: str | None, sim: bool, environ: Mapping[str, str] = os.envi
         log.critical("no usable config: %s; fix it (check with `edge config check`) - exiting with %d",
                      exc, EXIT_NO_CONFIG)
         return EXIT_NO_CONFIG
-    jsonlog.setup(config["logging"].level)
+    jsonlog.setup(config["logging"].level, fmt=config["logging"].format)
     runtime = Runtime(config, classes, state_dir, sim=sim, config_error=error, environ=environ)
     install_signal_handlers(runtime)
     try:

@@ -173,3 +173,22 @@ def test_the_cli_refuses_another_device_that_answers_on_its_port(tmp_path):
         status = subprocess.run([EDGE, "status", "--sim"], env=back, capture_output=True, text=True)
         assert status.returncode == 1
         assert "is node 'front-door', not 'back-door'" in status.stderr
+
+
+class Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_logs_are_readable_lines_on_a_terminal_and_json_for_the_journal(monkeypatch):
+    monkeypatch.delenv("JOURNAL_STREAM", raising=False)
+    terminal = Terminal()
+    jsonlog.setup("info", terminal)
+    try:
+        logging.getLogger("edge.worker.doorbell").warning("camera unavailable", extra={"event_id": "abc123"})
+    finally:
+        jsonlog.setup("warning")
+    line = terminal.getvalue().strip()
+    assert line.endswith("WARNING edge.worker.doorbell: camera unavailable  [abc123]"), line
+    monkeypatch.setenv("JOURNAL_STREAM", "8:1234")  # what systemd sets for a service's stdout
+    assert not jsonlog.wants_text(Terminal()) and jsonlog.wants_text(io.StringIO(), "text")
