@@ -1,6 +1,7 @@
-"""An MQTT broker inside the process, for `edge run --sim` with no `[mqtt] host`: the
-pure-Python amqtt (MQTT 3.1.1), on 127.0.0.1 only, so a person can watch the device with
-`mosquitto_sub` or point a Home Assistant at it without installing anything.
+"""An MQTT broker inside the process, for `edge run --sim` with no `[mqtt] host` where
+mosquitto is not installed (edge/mqtt/sim_broker.py prefers it): the pure-Python amqtt
+(MQTT 3.1.1), on 127.0.0.1 only, so a person can watch the device with `mosquitto_sub` or
+point a Home Assistant at it without installing anything.
 
 It runs its own asyncio loop in one thread and outlives restarts of the MQTT link (Home
 Assistant stays connected to it); the link stops it when the runtime stops. amqtt is an
@@ -19,12 +20,16 @@ import threading
 
 log = logging.getLogger("edge.mqtt.embedded_broker")
 
+# Watching the simulator's broker (whichever runs), without the visitor snapshots' binary
+# payloads; README shows the same line.
+WATCH = "mosquitto_sub -h {host} -p {port} -t 'edge/#' -T 'edge/+/event/doorbell.snapshot' -v"
+
 
 class EmbeddedBrokerError(Exception):
     pass
 
 
-def _port_free(port: int) -> bool:
+def port_free(port: int) -> bool:
     with socket.socket() as s:
         try:
             s.bind(("127.0.0.1", port))
@@ -33,7 +38,7 @@ def _port_free(port: int) -> bool:
             return False
 
 
-def _any_free_port() -> int:
+def any_free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -56,7 +61,7 @@ class EmbeddedBroker:
                                       "pip install 'edge-appliance[sim]' (or set [mqtt] host)") from exc
         # A broker already on the wanted port (a local mosquitto) is not ours to use: a
         # simulator must not publish into someone's real Home Assistant by surprise.
-        self.port = self.wanted_port if _port_free(self.wanted_port) else _any_free_port()
+        self.port = self.wanted_port if port_free(self.wanted_port) else any_free_port()
         logging.getLogger("amqtt").setLevel(logging.WARNING)  # it logs every packet at INFO
         logging.getLogger("transitions").setLevel(logging.WARNING)
         config = {"listeners": {"default": {"type": "tcp", "bind": f"{self.host}:{self.port}"}},
@@ -107,5 +112,5 @@ class EmbeddedBroker:
 
     def describe(self) -> str:
         moved = f" (port {self.wanted_port} was taken)" if self.port != self.wanted_port else ""
-        return (f"embedded MQTT broker on {self.host}:{self.port}{moved}; watch it with: mosquitto_sub -h {self.host} "
-                f"-p {self.port} -t 'edge/#' -t 'homeassistant/#' -v")
+        return (f"embedded MQTT broker (amqtt) on {self.host}:{self.port}{moved}; watch it with: "
+                + WATCH.format(host=self.host, port=self.port))

@@ -36,7 +36,8 @@ from edge.mqtt.connection import (BrokerConnection, ConnectionSettings, Connecti
                                   default_client_id)
 from edge.mqtt.doctor import broker_check
 from edge.mqtt.discovery import PICTURE_COMPONENTS, Declared, Discovery, NodeInfo, node_entities, owned
-from edge.mqtt.embedded_broker import EmbeddedBroker, EmbeddedBrokerError
+from edge.mqtt.embedded_broker import EmbeddedBrokerError
+from edge.mqtt.sim_broker import start_sim_broker
 from edge.mqtt.forwarding import EventForwarder, to_json
 from edge.mqtt.metrics import counters_for
 from edge.mqtt.node_states import ONLINE, NodeReport
@@ -299,10 +300,10 @@ class MqttLink(Worker):
         log.info("MQTT link connecting to %s as %s", self.broker_description, settings.client_id)
         self.conn.start()
 
-    def _embedded_broker(self, port: int) -> EmbeddedBroker:
+    def _embedded_broker(self, port: int):
         lasting = self.ctx.lasting
         if lasting.peek(EMBEDDED) is None:
-            broker = lasting.get(EMBEDDED, lambda: EmbeddedBroker(port).start(), close=lambda b: b.stop())
+            broker = lasting.get(EMBEDDED, lambda: start_sim_broker(port), close=lambda b: b.stop())
             line = broker.describe()
             log.warning("simulator: %s", line)
             # For the person at the terminal (stderr, like the simulator's banner, which is
