@@ -9,6 +9,7 @@ Not responsible for: running anything (edge.runtime), validating values (edge.co
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import socket
@@ -30,8 +31,27 @@ log = logging.getLogger("edge.assembly")
 LAST_GOOD = "last-good.toml"
 
 
+INSTALLED_STATE_DIR = Path("/var/lib/edge")
+
+
 def _default_node_id() -> str:
     return "".join(ch if ch.isalnum() or ch in "_-" else "_" for ch in socket.gethostname().lower()) or "edge"
+
+
+def default_node_id(state_dir: Path, machine_id: Path = Path("/etc/machine-id")) -> str:
+    """The host name for the installed device (one per machine); for any other state
+    directory (simulators, a second device on the same machine) the host name and a short
+    hash of the machine and that directory, so two devices on one broker never share a
+    node id, MQTT topics or client id."""
+    host = _default_node_id()
+    if Path(state_dir) == INSTALLED_STATE_DIR:
+        return host
+    try:
+        machine = machine_id.read_text().strip()
+    except OSError:
+        machine = host
+    digest = hashlib.sha256(f"{machine}\0{Path(state_dir).resolve()}".encode()).hexdigest()[:4]
+    return f"{host}-{digest}"
 
 
 def _check_node(config, problems, warnings):
@@ -66,7 +86,7 @@ def state_dir_for(sim: bool, environ: Mapping[str, str] = os.environ) -> Path:
     if sim:
         base = environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
         return Path(base) / "edge"
-    return Path("/var/lib/edge")
+    return INSTALLED_STATE_DIR
 
 
 def config_path_for(explicit: str | None, environ: Mapping[str, str] = os.environ) -> Path | None:
@@ -141,12 +161,15 @@ def _plugins_from(path: Path | None, environ: Mapping[str, str]) -> tuple[list[s
 
 
 def load_config(path: Path | None, sim: bool, environ: Mapping[str, str] = os.environ,
-                classes: list[type[Worker]] | None = None) -> tuple[Config, list[type[Worker]]]:
-    """Raises ConfigError for an invalid config, including a plugin that cannot be loaded."""
+                classes: list[type[Worker]] | None = None,
+                state_dir: Path | None = None) -> tuple[Config, list[type[Worker]]]:
+    """Raises ConfigError for an invalid config, including a plugin that cannot be loaded.
+    With `state_dir`, the node id defaults to the device's own (`default_node_id`)."""
     if classes is None:
         plugins, origin = _plugins_from(path, environ)
         classes = worker_classes(plugins, origin, source=str(path or "defaults"))
-    return configmod.load(all_sections(classes), path, environ, sim=sim), classes
+    defaults = {"node": {"id": default_node_id(state_dir)}} if state_dir is not None else None
+    return configmod.load(all_sections(classes), path, environ, sim=sim, defaults=defaults), classes
 
 
 def load_config_with_fallback(path: Path | None, sim: bool, state_dir: Path,
@@ -158,13 +181,13 @@ def load_config_with_fallback(path: Path | None, sim: bool, state_dir: Path,
     config becomes last known-good only after a healthy boot (`save_last_good`, called by
     the runtime): a config that validates but makes a worker crash-loop is not "good"."""
     try:
-        config, classes = load_config(path, sim, environ, classes)
+        config, classes = load_config(path, sim, environ, classes, state_dir)
     except ConfigError as error:
         good = state_dir / LAST_GOOD
         if not good.exists():
             raise
         try:
-            config, classes = load_config(good, sim, environ, classes)
+            config, classes = load_config(good, sim, environ, classes, state_dir)
         except ConfigError:
             raise error from None
         return config, classes, error

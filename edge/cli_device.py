@@ -46,7 +46,7 @@ class CliDevice:
     def load(self) -> tuple[Config, list[type[Worker]]]:
         """The config and worker classes; raises ConfigError."""
         if self._loaded is None:
-            self._loaded = load_config(self.config_path, self.sim)
+            self._loaded = load_config(self.config_path, self.sim, state_dir=self.state_dir)
         return self._loaded
 
     @property

@@ -299,14 +299,20 @@ def parse_toml(text: str, source: str) -> dict[str, Any]:
 
 
 def load(sections: Iterable[Section], path: Path | None, env: Mapping[str, str] | None = None,
-         sim: bool = False) -> Config:
-    """Load `path` (or defaults when it is None) with the environment on top."""
+         sim: bool = False, defaults: Mapping[str, Mapping[str, Any]] | None = None) -> Config:
+    """Load `path` (or defaults when it is None) with the environment on top. `defaults`
+    (TOML-shaped) stand in for keys the file leaves out: defaults that depend on this device
+    (its node id), which a Key's static default cannot know."""
     env = os.environ if env is None else env
     text = ""
     data: dict[str, Any] = {}
     if path is not None:
         text = read_config_text(path)
         data = parse_toml(text, str(path))
+    for name, values in (defaults or {}).items():
+        table = data.get(name, {})
+        if isinstance(table, dict):
+            data = {**data, name: {**values, **table}}
     profile = "sim" if sim else data.get("profile") or "pi"
     if profile not in PROFILES:
         profile = "pi"  # reported as a problem by build()

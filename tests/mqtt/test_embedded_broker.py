@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import json
 import signal
+import urllib.error
+import urllib.request
+from pathlib import Path
 
 import paho.mqtt.client as mqtt
 
@@ -55,3 +58,35 @@ def test_the_simulators_broker_delivers_only_the_retained_messages_a_filter_asks
         assert nothing.of() == []
     finally:
         broker.stop()
+
+
+def test_two_devices_on_one_broker_each_keep_their_own_node_and_their_rings(tmp_path, mosquitto, recorders):
+    """Two simulators on one machine used to call themselves by the host name with one MQTT
+    client id and knock each other off the broker; the default node id now includes a hash
+    of the machine and the state directory."""
+    rec = recorders(mosquitto.port, "edge/+/status", "edge/+/event/doorbell.ring")
+    devices = []
+    for name in ("a", "b"):
+        env = edge_env(tmp_path / name, EDGE_MQTT_ENABLED="true", EDGE_MQTT_HOST="127.0.0.1",
+                       EDGE_MQTT_PORT=mosquitto.port, EDGE_DOORBELL_ENABLED="true", EDGE_FACES_ENABLED="false",
+                       EDGE_CAMERA_BACKEND="none", EDGE_SYSTEM_ENABLED="false")
+        (tmp_path / f"run-{name}").mkdir()
+        devices.append((env, running_edge(tmp_path / f"run-{name}", env)))
+    with devices[0][1], devices[1][1]:
+        online = wait_for(lambda: (lambda nodes: nodes if len(nodes) == 2 else None)(
+            {t.split("/")[1] for _, t, p, _ in rec.of() if t.endswith("/status") and p == b"online"}), 20,
+            message="both devices online")
+        for env, _ in devices:
+            endpoint = (Path(env["EDGE_STATE_DIR"]) / "endpoint").read_text().strip()
+            wait_for(lambda: press(endpoint), 10, message="a press the doorbell takes")
+        wait_for(lambda: {t.split("/")[1] for _, t, _, _ in rec.of(prefix="edge/") if t.endswith("doorbell.ring")}
+                 == online, 20, message="a ring from each device")
+        assert all(rec.latest(f"edge/{node}/status") == b"online" for node in online)  # nobody knocked off
+
+
+def press(endpoint: str) -> bool:
+    request = urllib.request.Request(endpoint + "/sim/press", data=b"{}", method="POST")
+    try:
+        return json.loads(urllib.request.urlopen(request, timeout=5).read())["result"]["rang"]
+    except urllib.error.HTTPError:
+        return False  # still starting: asked again
