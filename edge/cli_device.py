@@ -15,17 +15,27 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
+import os
 import sqlite3
 import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Mapping
 
 from edge.assembly import config_path_for, load_config, state_dir_for, store_schemas
 from edge.audit import AuditLog, key_path_for
 from edge.config import Config, ConfigError
 from edge.store import DB_NAME, Store, StoreUnavailable
 from edge.worker import Worker
+
+
+def _only_the_simulator_runs(environ: Mapping[str, str]) -> bool:
+    """No installed device here (no /var/lib/edge store), and a simulator has left its
+    endpoint: `edge faces list` then means the simulator's faces."""
+    installed = state_dir_for(False, environ)
+    simulator = state_dir_for(True, environ)
+    return not (installed / DB_NAME).exists() and (simulator / "endpoint").exists()
 
 
 def add_device_args(p: argparse.ArgumentParser) -> None:
@@ -35,12 +45,25 @@ def add_device_args(p: argparse.ArgumentParser) -> None:
 
 
 class CliDevice:
-    def __init__(self, args: argparse.Namespace):
-        self.sim = bool(getattr(args, "sim", False))
-        self.config_path = config_path_for(getattr(args, "config", None))
-        self.state_dir = state_dir_for(self.sim)
+    def __init__(self, args: argparse.Namespace, environ: Mapping[str, str] = os.environ):
+        explicit = bool(getattr(args, "sim", False) or environ.get("EDGE_STATE_DIR") or getattr(args, "config", None)
+                        or environ.get("EDGE_CONFIG"))
+        # One rule for every command: what the options or the environment name; else the
+        # device that is running (an installed one, or a simulator when only that runs);
+        # else the installed device's defaults.
+        self.sim = bool(getattr(args, "sim", False)) or (not explicit and _only_the_simulator_runs(environ))
+        self.config_path = config_path_for(getattr(args, "config", None), environ)
+        self.state_dir = state_dir_for(self.sim, environ)
         self._loaded: tuple[Config, list[type[Worker]]] | None = None
         self._endpoint: tuple[str, str | None] | None = None
+
+    def describe(self) -> str:
+        """Which device a command acted on, for its last line."""
+        try:
+            node = repr(self.load()[0]["node"].id)
+        except ConfigError:
+            node = "(invalid config)"
+        return f"device {node}{' (simulator)' if self.sim else ''}, state in {self.state_dir}"
 
     # -- config -----------------------------------------------------------------------------
     def load(self) -> tuple[Config, list[type[Worker]]]:

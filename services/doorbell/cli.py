@@ -91,18 +91,20 @@ def cmd_enroll(args) -> int:
     finally:
         store.close()
     note = f" ({duplicates} already enrolled)" if duplicates else ""
-    print(f"enrolled {name}: {added} photo(s){note}; a running doorbell uses them from its next ring")
+    print(f"enrolled {name}: {added} photo(s){note}; a running doorbell uses them from its next ring "
+          f"({device.describe()})")
     return 1 if rejected else 0
 
 
 def cmd_list(args) -> int:
-    store = CliDevice(args).open_store()
+    device = CliDevice(args)
+    store = device.open_store()
     try:
         people = FaceStore(store).people()
     finally:
         store.close()
     if not people:
-        print("no one is enrolled yet; add someone with `edge faces enroll NAME PHOTO...`")
+        print(f"no one is enrolled yet on {device.describe()}; add someone with `edge faces enroll NAME PHOTO...`")
         return 0
     width = max(len("NAME"), *(len(p.name) for p in people))
     print(f"{'NAME':<{width}}  PHOTOS  ENROLLED")
@@ -135,7 +137,8 @@ def cmd_remove(args) -> int:
         return 1
     finally:
         store.close()
-    print(f"removed {args.name}: {removed} photo encoding(s) and {deleted} snapshot(s) showing them")
+    print(f"removed {args.name}: {removed} photo encoding(s) and {deleted} snapshot(s) showing them "
+          f"({device.describe()})")
     for name, reason in sorted(failed.items()):
         print(f"edge faces remove: cannot delete the snapshot {name} ({reason}); check the permissions of "
               f"the snapshot folder and run `edge faces remove {args.name}` again", file=sys.stderr)

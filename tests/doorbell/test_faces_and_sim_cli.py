@@ -8,12 +8,14 @@ import signal
 import subprocess
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import numpy as np
 import pytest
 from runtime_helpers import EDGE, edge_env, running_edge
 
 from edge.store import DB_NAME, Store
+from edge.testing.requirements import missing
 from edge.testing.waiting import wait_for
 from services.doorbell.faces_store import FACES_SCHEMA, FaceStore
 
@@ -181,3 +183,25 @@ def _post_sim(endpoint: str, command: str, args: dict | None = None):
             return json.loads(answer.read())["result"]
     except urllib.error.HTTPError:
         return None  # still starting: asked again
+
+
+def test_without_options_the_faces_commands_act_on_the_simulator_that_runs_and_say_so(tmp_path, photos):
+    """As the README writes them (no --sim): with only a simulator running here, `edge faces`
+    acts on its store, not on an empty /var/lib/edge, and says which device it changed."""
+    if (Path("/var/lib/edge") / DB_NAME).exists():
+        missing("an installed device's store exists in /var/lib/edge: the rule prefers it")
+    xdg = tmp_path / "xdg"
+    simulator = edge_env(tmp_path / "unused", EDGE_DOORBELL_ENABLED="true", EDGE_FACES_ENABLED="false")
+    simulator.pop("EDGE_STATE_DIR")
+    simulator["XDG_STATE_HOME"] = str(xdg)
+    with running_edge(tmp_path, simulator) as (proc, _):
+        enrolled = edge(simulator, "faces", "enroll", "obama", photos / "obama_1.jpg")
+        assert enrolled.returncode == 0, enrolled.stderr
+        assert f"(simulator), state in {xdg / 'edge'})" in enrolled.stdout
+        listed = edge(simulator, "faces", "list")
+        assert "obama" in listed.stdout
+    store = Store(xdg / "edge" / DB_NAME, readonly=True)
+    try:
+        assert FaceStore(store).people()[0].name == "obama"
+    finally:
+        store.close()
