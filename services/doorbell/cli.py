@@ -38,7 +38,9 @@ class Progress:
         self.stream.flush()
 
     def done(self, message: str) -> None:
-        self.stream.write(("\r\033[K" if self.tty else "") + message + "\n")
+        """The bar full (every photo looked at), and the outcome."""
+        line = f"{message} [{'#' * self.width}]"
+        self.stream.write(("\r\033[K" if self.tty else "") + line + "\n")
         self.stream.flush()
 
 
@@ -197,7 +199,41 @@ def cmd_sim_camera(args) -> int:
 
 
 def cmd_sim_status(args) -> int:
-    return CliDevice(args).post_sim("status", {})
+    device = CliDevice(args)
+    if args.json:
+        return device.post_sim("status", {})
+    code, body = device.request("POST", "/sim/status", {})
+    if code != 200:
+        print(f"edge sim status: {body.get('error', code)}", file=sys.stderr)
+        return 1
+    for label, value in status_rows(body["result"]):
+        print(f"{label + ':':<14}{value}")
+    return 0
+
+
+def status_rows(status: dict) -> list[tuple[str, str]]:
+    """`edge sim status` for a person: one line per part of the simulated doorbell."""
+    def on(flag) -> str:
+        return "on" if flag else "off"
+    gpio, camera, recognition = status.get("gpio") or {}, status.get("camera"), status.get("recognition")
+    last = status.get("last_visitor")
+    rows = [("button", "pressed" if gpio.get("button") else "released"),
+            ("outputs", f"chime {on(gpio.get('chime'))}, relay {on(gpio.get('relay'))}, led {on(gpio.get('led'))}")]
+    if camera is None:
+        rows.append(("camera", "none configured"))
+    else:
+        showing = Path(camera["showing"]).name if camera.get("showing") else "an empty porch"
+        state = "open" if camera.get("open") else f"unavailable ({camera.get('error')})"
+        rows.append(("camera", f"{state}; {'plugged' if camera.get('plugged') else 'unplugged'}, fault "
+                               f"{camera.get('fault') or 'none'}, showing {showing}"))
+    rows.append(("recognition", "off" if recognition is None else
+                 f"ready (pid {recognition.get('pid')})" if recognition.get("available") else
+                 f"unavailable ({recognition.get('reason')})"))
+    rows.append(("rings", f"{status.get('rings')} ({status.get('presses')} presses, {status.get('ignored')} "
+                          f"within the cooldown)"))
+    rows.append(("last visitor", "nobody yet" if not last else
+                 f"{last['visitor']} ({last['result']}) at {last['time']}, event {last['event_id']}"))
+    return rows
 
 
 def register_sim(sub, add_device_args) -> None:
@@ -213,5 +249,6 @@ def register_sim(sub, add_device_args) -> None:
                         help="with show: the photo the camera serves until told otherwise; with fault: black "
                              "(all-black frames), frozen (the same frame over and over), slow (2 s per frame) "
                              "or none")
-    _subcommand(sub, add_device_args, "status", cmd_sim_status, "the simulated doorbell: outputs, camera, "
-                "recognition, last visitor", sim=True)
+    status = _subcommand(sub, add_device_args, "status", cmd_sim_status, "the simulated doorbell: outputs, "
+                         "camera, recognition, last visitor", sim=True)
+    status.add_argument("--json", action="store_true", help="the raw status as JSON, for scripts")

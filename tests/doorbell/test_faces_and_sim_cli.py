@@ -83,7 +83,7 @@ def test_a_ring_with_a_chosen_face_in_the_simulator_from_the_command_line(tmp_pa
         assert enrolled.returncode == 0, enrolled.stderr
 
         def recognition_ready():
-            status = edge(env, "sim", "status")
+            status = edge(env, "sim", "status", "--json")
             return status.returncode == 0 and (json.loads(status.stdout)["recognition"] or {}).get("available")
 
         wait_for(recognition_ready, timeout=60, interval=0.5, message="the recognition child to start")
@@ -94,7 +94,7 @@ def test_a_ring_with_a_chosen_face_in_the_simulator_from_the_command_line(tmp_pa
         assert ring["rang"] and ring["event_id"]
 
         def last_visitor():
-            status = edge(env, "sim", "status")
+            status = edge(env, "sim", "status", "--json")
             assert status.returncode == 0, status.stderr
             last = json.loads(status.stdout)["last_visitor"]
             return last if last and last["event_id"] == ring["event_id"] else None
@@ -105,7 +105,7 @@ def test_a_ring_with_a_chosen_face_in_the_simulator_from_the_command_line(tmp_pa
         frozen = edge(env, "sim", "camera", "fault", "frozen")
         assert frozen.returncode == 0, frozen.stderr
         assert json.loads(frozen.stdout)["fault"] == "frozen"
-        assert json.loads(edge(env, "sim", "status").stdout)["camera"]["fault"] == "frozen"
+        assert json.loads(edge(env, "sim", "status", "--json").stdout)["camera"]["fault"] == "frozen"
         cleared = edge(env, "sim", "camera", "fault", "none")
         assert cleared.returncode == 0 and json.loads(cleared.stdout)["fault"] is None
         unknown = edge(env, "sim", "camera", "fault", "smoke")
@@ -205,3 +205,15 @@ def test_without_options_the_faces_commands_act_on_the_simulator_that_runs_and_s
         assert FaceStore(store).people()[0].name == "obama"
     finally:
         store.close()
+
+
+def test_edge_sim_status_is_a_table_for_a_person(tmp_path):
+    env = edge_env(tmp_path / "state", EDGE_DOORBELL_ENABLED="true", EDGE_FACES_ENABLED="false")
+    with running_edge(tmp_path, env):
+        wait_for(lambda: _post_sim((tmp_path / "state" / "endpoint").read_text().strip(), "press"), 10,
+                 message="a ring")
+        shown = edge(env, "sim", "status")
+    assert shown.returncode == 0, shown.stderr
+    rows = dict(line.split(":", 1) for line in shown.stdout.splitlines())
+    assert rows["button"].strip() in ("pressed", "released") and rows["rings"].strip().startswith("1 (1 presses")
+    assert rows["recognition"].strip() == "off" and "showing an empty porch" in rows["camera"]
