@@ -1,9 +1,10 @@
 """The MQTT link worker: everything the runtime knows reaches Home Assistant, and no event is
 lost while the broker or the network is away.
 
-A worker like any other, started last (start_order 90), neither critical nor essential. A
-lost broker opens the "mqtt" breaker (health DEGRADED, the connectivity sensor off); it is
-not a crash of the link and never touches the button path.
+A worker like any other, started last (start_order 90), not critical but essential (it runs
+in safe mode, so Home Assistant still sees rings). A lost broker opens the "mqtt" breaker
+(health DEGRADED; "Events waiting" grows); it is not a crash of the link and never touches
+the button path.
 
 Threads: the worker's own (`run`: sending, acks, states, commands, the node report), an
 ingest thread (bus → outbox, so a burst of events is written in one transaction while
@@ -29,7 +30,7 @@ from typing import Any
 
 from edge import __version__
 from edge.breaker import CLOSED
-from edge.entities import connectivity, shown
+from edge.entities import Entity, shown
 from edge.health import DEGRADED
 from edge.mqtt import alerts as alertsmod
 from edge.mqtt.connection import (BrokerConnection, ConnectionSettings, ConnectionSetupError, PublishRefused,
@@ -59,6 +60,7 @@ REPORT_EVERY_S = 5.0
 INGEST_POLL_S = 0.5
 EXPIRE_EVERY_S = 60.0
 SETUP_RETRY_S = 30.0
+EVENTS_WAITING = "mqtt.events_waiting"  # state: events in the outbox, not yet acknowledged by the broker
 EMBEDDED = "mqtt.embedded_broker"  # ctx.lasting key: the simulator's broker outlives link restarts
 
 
@@ -76,7 +78,10 @@ class MqttLink(Worker):
     essential = True
     start_order = 90
     heartbeat_timeout_s = 30.0
-    entities = (connectivity("mqtt", "MQTT broker"),)
+    # Not a broker "connectivity" sensor: Home Assistant can only ever see it on (or the whole
+    # device unavailable). What a person can act on is how much waits to be delivered.
+    entities = (Entity("sensor", "events_waiting", "Events waiting", state=EVENTS_WAITING, state_class="measurement",
+                       entity_category="diagnostic", icon="mdi:tray-full"),)
     # Every bus event, from boot on: a runtime that honours this subscribes before starting
     # any worker and keeps the queue in ctx.lasting (edge.worker.boot_subscription);
     # otherwise the link subscribes when it starts (last), and events raised before that
@@ -426,6 +431,8 @@ class MqttLink(Worker):
             self._put(topic, body, qos=1, retain=False, properties=properties)
 
     def _update_report(self) -> None:
+        counts = self.events.counts
+        self.ctx.states.set(EVENTS_WAITING, counts["pending"] + counts["inflight"])
         if self.report is None:
             return
         availability = self.report.update()

@@ -175,6 +175,9 @@ def test_no_broker_degrades_the_link_without_crashing_it_and_events_wait(tmp_pat
         assert health.state == "DEGRADED" and "unreachable" in health.reason and "31 events" in health.reason
         assert runner.restarts == 0 and runner.crashes == 0
         assert rt.health.get("breaker.mqtt").state == "DEGRADED"
+        # What Home Assistant's "Events waiting" sensor shows once the broker is back (the
+        # link reports every few seconds).
+        wait_for(lambda: rt.states.get("mqtt.events_waiting") == 31, 10, message="31 events waiting")
         with TcpProxy(mosquitto.port, port=gate):  # the broker is back
             wait_outbox_empty(rt)
             wait_for(lambda: len(rec.of(f"{BASE}/event/visitor.seen")) == 30, 10, message="the waiting events")
@@ -185,6 +188,7 @@ def test_no_broker_degrades_the_link_without_crashing_it_and_events_wait(tmp_pat
             wait_for(lambda: rec.of(f"{BASE}/event/fragile.picture"), 10, message="the picture")
             assert [p for _, _, p, _ in rec.of(f"{BASE}/event/fragile.picture")] == [b"newest face"]
             assert rt.breakers.get("mqtt").state == "closed"
+            wait_for(lambda: rt.states.get("mqtt.events_waiting") == 0, 10, message="nothing waiting")
 
 
 def test_mqtt5_protocol_delivers_events_and_answers_on_the_response_topic(tmp_path, mosquitto, recorders):
