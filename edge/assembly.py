@@ -65,6 +65,7 @@ NODE_SECTION = Section("node", (
     Key("id", str, _default_node_id(), "stable id used in MQTT topics and Home Assistant unique ids",
         example="front-door"),
     Key("name", str, "Edge node", "name shown in Home Assistant", example="Front door"),
+    Key("area", str, "", "the Home Assistant area suggested for this device", example="Hallway"),
 ), "this device's identity", checks=(_check_node,))
 LOGGING_SECTION = Section("logging", (
     Key("level", str, "info", "log level", choices=("debug", "info", "warning", "error")),

@@ -58,6 +58,11 @@ class NodeInfo:
     node_id: str
     name: str
     version: str
+    model: str | None = None      # the board (Raspberry Pi 4 Model B Rev 1.4), from edge.node_facts
+    serial: str | None = None
+    macs: tuple[str, ...] = ()
+    area: str = ""                # [node] area: Home Assistant's suggested area
+    configuration_url: str | None = None
 
 
 @dataclass(frozen=True)
@@ -112,11 +117,19 @@ class Discovery:
 
     def device(self, child: str | None) -> dict:
         if child is None:
-            return {"identifiers": [self.node_identifier], "name": self.node.name, "manufacturer": "edge-appliance",
-                    "model": "Edge node", "sw_version": self.node.version}
+            node = self.node
+            # The model is the board (never the default name, which made a second node's
+            # entity ids end in _2); what is unknown is left out rather than made up.
+            device = {"identifiers": [self.node_identifier], "name": node.name, "manufacturer": "edge-appliance",
+                      "model": node.model or "Edge appliance", "sw_version": node.version}
+            optional = {"serial_number": node.serial, "suggested_area": node.area or None,
+                        "configuration_url": node.configuration_url,
+                        "connections": [["mac", mac] for mac in node.macs] or None}
+            device.update({k: v for k, v in optional.items() if v})
+            return device
         label, model = CHILD_DEVICES.get(child, (child.replace("_", " ").capitalize(), None))
         device = {"identifiers": [f"{self.node_identifier}_{child}"], "name": f"{self.node.name} {label}",
-                  "via_device": self.node_identifier}
+                  "manufacturer": "edge-appliance", "via_device": self.node_identifier}
         if model:
             device["model"] = model
         return device

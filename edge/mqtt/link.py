@@ -30,6 +30,7 @@ from typing import Any
 
 from edge import __version__
 from edge.breaker import CLOSED
+from edge.config import is_loopback
 from edge.entities import Entity, shown
 from edge.health import DEGRADED
 from edge.mqtt import alerts as alertsmod
@@ -46,6 +47,7 @@ from edge.mqtt.outbox import OUTBOX_SCHEMA, Outbox
 from edge.mqtt.remote_commands import RemoteCommands, is_button_path, register_node_commands
 from edge.mqtt.settings import SECTION
 from edge.mqtt.topics import Topics
+from edge.node_facts import NodeFacts
 from edge.worker import Worker, WorkerContext, boot_subscription
 
 log = logging.getLogger("edge.mqtt.link")
@@ -129,7 +131,11 @@ class MqttLink(Worker):
         self.outbox.release_inflight()  # a new client: everything unacknowledged goes again, in order
         self.alerts = alertsmod.Alerts.from_config(self.config["alerts"])
         declared = self._declarations()
-        self.discovery = Discovery(NodeInfo(node.id, node.name, __version__), self.topics)
+        facts = NodeFacts.read()
+        health = self.config["health"]
+        url = None if is_loopback(health.host) else f"http://{health.host}:{health.port}/health"
+        self.discovery = Discovery(NodeInfo(node.id, node.name, __version__, model=facts.model, serial=facts.serial,
+                                            macs=facts.macs, area=node.area, configuration_url=url), self.topics)
         self.configs = self.discovery.build(declared)
         self.events = EventForwarder(
             self.outbox, self.topics, ctx.bus.is_never_drop, self.counters, window=cfg.max_inflight,

@@ -105,7 +105,7 @@ class DoorbellWorker(Worker):
                icon="mdi:account-question"),
         Entity("binary_sensor", "person_at_door", "Person at door", state="doorbell.person",
                device_class="occupancy"),
-        Entity("image", "visitor_snapshot", "Visitor snapshot", event=SNAPSHOT,
+        Entity("image", "visitor_snapshot", "Visitor snapshot", event=SNAPSHOT, device="camera",
                options={"content_type": "image/jpeg"}),
         Entity("sensor", "rings", "Rings", state="doorbell.rings", state_class="total_increasing",
                icon="mdi:bell-ring"),
