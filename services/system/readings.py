@@ -98,6 +98,25 @@ def _uptime(roots: Roots, disk_path: Path, own: Path) -> dict:
     return {"uptime_s": int(float(uptime.split()[0]))} if uptime else {}
 
 
+def _cpu_jiffies(roots: Roots, disk_path: Path, own: Path) -> dict:
+    """The machine's CPU time so far (the first line of /proc/stat, proc(5)): busy and
+    total jiffies; usage is the change between two samples (`cpu_usage_pct`)."""
+    stat = _read(roots.proc / "stat")
+    if not stat:
+        return {}
+    fields = [int(v) for v in stat.splitlines()[0].split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    total = sum(fields[:8])  # guest time is already counted in user (proc(5))
+    return {"cpu_jiffies": [total - idle, total]}
+
+
+def cpu_usage_pct(before: list[int] | None, after: list[int] | None) -> float | None:
+    """Busy share of the CPU time between two `cpu_jiffies` samples, in percent."""
+    if not before or not after or after[1] <= before[1]:
+        return None
+    return round(100 * (after[0] - before[0]) / (after[1] - before[1]), 1)
+
+
 def _disk(roots: Roots, disk_path: Path, own: Path) -> dict:
     try:
         usage = shutil.disk_usage(disk_path)
@@ -131,7 +150,8 @@ def _io(roots: Roots, disk_path: Path, own: Path) -> dict:
 
 
 SOURCES = {"thermal_zone0/temp": _temperature, "get_throttled": _throttling, "loadavg": _load,
-           "meminfo": _memory, "uptime": _uptime, "disk usage": _disk, "status VmRSS": _rss, "io": _io}
+           "meminfo": _memory, "uptime": _uptime, "stat": _cpu_jiffies, "disk usage": _disk,
+           "status VmRSS": _rss, "io": _io}
 
 
 def read_all(roots: Roots, disk_path: Path, pid: int | None = None, reported: set[str] | None = None) -> dict:

@@ -7,12 +7,13 @@ The problem alerts over these readings live with the MQTT link (edge/mqtt/alerts
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from pathlib import Path
 
 from edge.config import Key, Section
 from edge.entities import Entity
 from edge.worker import Worker, WorkerContext
-from services.system.readings import Roots, read_all
+from services.system.readings import Roots, cpu_usage_pct, read_all
 
 SECTION = Section("system", (
     Key("enabled", bool, True, "sample CPU temperature, throttling, load, memory, disk"),
@@ -44,7 +45,10 @@ class SystemWorker(Worker):
                  icon="mdi:memory"),
         _reading("disk_used", "Disk used", "disk_used_pct", unit="%", state_class="measurement",
                  icon="mdi:harddisk"),
-        _reading("uptime", "Uptime", "uptime_s", device_class="duration", unit="s", icon="mdi:timer-outline"),
+        _reading("uptime", "Uptime", "uptime_s", device_class="duration", unit="s", state_class="total_increasing",
+                 icon="mdi:timer-outline"),
+        _reading("last_boot", "Last boot", "last_boot", device_class="timestamp", icon="mdi:restart"),
+        _reading("cpu_usage", "CPU usage", "cpu_usage_pct", unit="%", state_class="measurement", icon="mdi:cpu-64-bit"),
         _reading("runtime_memory", "Runtime memory", "rss_mb", device_class="data_size", unit="MB",
                  state_class="measurement"),
         _reading("bytes_written", "Bytes written", "bytes_written", device_class="data_size", unit="B",
@@ -62,7 +66,15 @@ class SystemWorker(Worker):
         cfg = ctx.config
         roots = Roots(Path(cfg.sys_root), Path(cfg.proc_root))
         disk = Path(cfg.disk_path) if cfg.disk_path else (ctx.state_dir or Path("/"))
+        previous = None
         while True:
-            ctx.states.set(STATE, read_all(roots, disk))
+            values = read_all(roots, disk)
+            jiffies = values.pop("cpu_jiffies", None)
+            values["cpu_usage_pct"] = cpu_usage_pct(previous, jiffies)
+            previous = jiffies
+            if "uptime_s" in values:  # shown as a time; the wall clock may still be unsynchronised
+                values["last_boot"] = datetime.fromtimestamp(ctx.clock.wall() - values["uptime_s"],
+                                                             timezone.utc).isoformat(timespec="seconds")
+            ctx.states.set(STATE, values)
             if ctx.sleep(cfg.interval_s):
                 return

@@ -105,3 +105,31 @@ def test_system_worker_puts_readings_on_the_state_board(tmp_path):
         assert state["cpu_temp_c"] == 61.8 and state["under_voltage"] is True
     finally:
         rt.stop()
+
+
+def test_cpu_usage_is_the_busy_share_between_two_samples_and_last_boot_a_time(tmp_path):
+    from edge.clock import FakeClock
+
+    roots = recorded_pi(tmp_path)
+    #                      user nice system idle iowait irq softirq steal
+    write(roots.proc, "stat", "cpu  100 0 100 700 100 0 0 0 0 0\ncpu0 1 2 3\n")
+    env = {"EDGE_HEALTH_PORT": "0", "EDGE_SYSTEM_SYS_ROOT": str(roots.sys), "EDGE_SYSTEM_PROC_ROOT": str(roots.proc),
+           "EDGE_SYSTEM_INTERVAL_S": "30"}
+
+    class QuickSystem(SystemWorker):
+        heartbeat_timeout_s = 0.3  # ctx.sleep looks at the fake clock every 0.1 s
+
+    clock = FakeClock(wall=1_800_000_000.0)
+    rt = Runtime(make_config([QuickSystem], env=env), [QuickSystem], tmp_path / "state", clock=clock)
+    rt.start()
+    try:
+        first = wait_for(lambda: rt.states.get("system"), timeout=5, message="the first sample")
+        assert first["cpu_usage_pct"] is None  # one sample says nothing about usage
+        assert first["last_boot"] == "2027-01-14T07:57:57+00:00"  # wall clock minus /proc/uptime
+        write(roots.proc, "stat", "cpu  200 0 200 1200 200 0 0 0 0 0\n")  # +200 busy of +800 in all
+        clock.advance(30)
+        second = wait_for(lambda: (lambda s: s if s.get("cpu_usage_pct") is not None else None)(
+            rt.states.get("system")), timeout=5, message="the second sample")
+        assert second["cpu_usage_pct"] == 25.0
+    finally:
+        rt.stop()
