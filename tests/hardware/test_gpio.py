@@ -20,8 +20,6 @@ from services.doorbell.testing import on_seconds
 PINS = DoorbellPins(button=17, chime=27, relay=22, led=23, long_press_s=0.3)
 
 
-
-
 @pytest.fixture
 def factory():
     return MockFactory()
@@ -71,7 +69,8 @@ def test_chime_pulse_ends_by_itself(doorbell, factory):
     chime = factory.pin(27)
     assert chime.state is True
     wait_for(lambda: chime.state is False, timeout=5, message="the chime to stop")
-    assert 0.2 <= on_seconds(chime)[0] < 0.8  # never early; late only by scheduling
+    # never early; late only by scheduling (up to a second on a loaded Pi 3 or under emulation)
+    assert 0.2 <= on_seconds(chime)[0] < 1.2
 
 
 def test_relay_pulse_ends_on_time_while_the_thread_that_started_it_is_stuck(doorbell, factory):
@@ -89,7 +88,7 @@ def test_relay_pulse_ends_on_time_while_the_thread_that_started_it_is_stuck(door
         wait_for(lambda: relay.state is False, timeout=5, message="the relay to close")
         assert starter.is_alive()  # the starter never got to do anything about it
         [opened] = on_seconds(relay)
-        assert 0.3 <= opened < 0.9
+        assert 0.3 <= opened < 1.3  # late only by scheduling
     finally:
         release.set()
         starter.join()
@@ -101,7 +100,7 @@ def test_a_second_pulse_extends_the_first(doorbell, factory):
     relay = factory.pin(22)
     wait_for(lambda: relay.state is False, timeout=5, message="the relay to close")
     [opened] = on_seconds(relay)
-    assert 0.5 <= opened < 1.1
+    assert 0.5 <= opened < 1.5  # late only by scheduling
 
 
 def test_closing_mid_pulse_switches_the_relay_off_at_once(factory):

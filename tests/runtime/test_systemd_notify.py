@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import subprocess
 import threading
 import time
 
@@ -44,13 +45,16 @@ def test_hung_critical_worker_stops_watchdog_pings_while_ready_and_status_arrive
         worker = rt.supervisor.runner("goes_silent").worker
         silent_at = time.monotonic()
         worker.silent.set()
-        wait_for(lambda: rt.health.get("worker.goes_silent").state == HUNG, timeout=2, message="HUNG")
-        assert time.monotonic() - silent_at <= 2 * GoesSilent.heartbeat_timeout_s + 0.1
+        wait_for(lambda: rt.health.get("worker.goes_silent").state == HUNG, timeout=10, message="HUNG")
+        # HUNG within 1⅓ × the timeout by design; the rest is room for a slow CPU (a Pi 3,
+        # or qemu emulating aarch64) to schedule the main loop's tick.
+        assert time.monotonic() - silent_at <= 2 * GoesSilent.heartbeat_timeout_s + 0.5
         hung_at = time.monotonic()
         listener.wait_for("STATUS=FAILED", after=silent_at)
-        # Absence can only be shown over a window: ten ping intervals without a WATCHDOG=1.
-        listener.drain(1.0)
-        assert listener.count("WATCHDOG=1", after=hung_at + 0.05) == 0
+        # Absence can only be shown over a window: ten ping intervals without a WATCHDOG=1,
+        # after a ping a slow machine may still have had in flight when the state changed.
+        listener.drain(1.5)
+        assert listener.count("WATCHDOG=1", after=hung_at + 0.5) == 0
     finally:
         rt.request_stop()
         loop.join()
@@ -62,16 +66,33 @@ def test_sigterm_while_busy_exits_zero_and_sends_stopping(tmp_path):
     with running_edge(tmp_path, env) as (proc, listener):
         sent = time.monotonic()
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(10) == 0
-        assert time.monotonic() - sent < 5.0  # the per-worker stop timeout
+        assert exit_code(proc, 30) == 0
+        # the worker itself stops within 0.3 s; below stop_timeout_s (5 s) even on a Pi 3
+        assert time.monotonic() - sent < 5.0, proc.stdout.read().decode()[-4000:]
         listener.wait_for("STOPPING=1", timeout=1)
 
 
-def test_sigint_to_simulator_exits_zero_within_five_seconds(tmp_path):
+def exit_code(proc: subprocess.Popen, timeout: float) -> int:
+    """The process's exit code; on a time-out, what it printed (killed first)."""
+    try:
+        return proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        printed = proc.stdout.read().decode()
+        proc.wait()
+        raise AssertionError(f"still running {timeout:g} s after the signal:\n{printed[-4000:]}") from None
+
+
+def test_sigint_to_simulator_exits_zero_within_the_stop_bound(tmp_path):
+    # SIGINT right after READY=1, with the face models still loading in the recognizer child
+    # (seconds on a Pi, 15-25 s under emulation): a stop must not wait for them. The bound is
+    # README's promise, 1.5 × stop_timeout_s = 7.5 s; it takes about 0.5 s on an x86 laptop
+    # and 2-3 s emulating aarch64.
     env = edge_env(tmp_path / "state")
     del env["EDGE_DOORBELL_ENABLED"], env["EDGE_MQTT_ENABLED"]  # the whole default simulator
-    with running_edge(tmp_path, env, ready_timeout=60) as (proc, listener):
+    with running_edge(tmp_path, env, ready_timeout=120) as (proc, listener):
         sent = time.monotonic()
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(10) == 0
-        assert time.monotonic() - sent < 5.0
+        assert exit_code(proc, 30) == 0
+        took = time.monotonic() - sent
+        assert took < 7.5, f"stopped in {took:.1f} s:\n{proc.stdout.read().decode()[-4000:]}"
