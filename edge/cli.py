@@ -112,6 +112,15 @@ def _command(subparsers, name: str, text: str) -> argparse.ArgumentParser:
     return subparsers.add_parser(name, help=text, description=text)
 
 
+def _device_command(sub, group: tuple[str, str], command: tuple[str, str], func) -> argparse.ArgumentParser:
+    """`edge GROUP COMMAND [--config F] [--sim]`, e.g. `edge audit verify`."""
+    commands = _command(sub, *group).add_subparsers(dest=f"{group[0].replace('-', '_')}_command", required=True)
+    p = _command(commands, *command)
+    add_device_args(p)
+    p.set_defaults(func=func)
+    return p
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edge", description="Edge appliance runtime (doorbell, intercom, "
                                      "printer, inventory) reporting to Home Assistant over MQTT.")
@@ -126,23 +135,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_device_args(p)
     p.set_defaults(func=cmd_status)
 
-    p = _command(sub, "config", "configuration tools")
-    csub = p.add_subparsers(dest="config_command", required=True)
-    c = _command(csub, "check", "validate the config; non-zero exit with what to fix")
-    add_device_args(c)
-    c.set_defaults(func=cmd_config_check)
-
-    p = _command(sub, "audit", "audit log tools")
-    asub = p.add_subparsers(dest="audit_command", required=True)
-    a = _command(asub, "verify", "check the audit log's hash chain and anchor")
-    add_device_args(a)
-    a.set_defaults(func=cmd_audit_verify)
-
-    p = _command(sub, "safe-mode", "safe mode after repeated failed boots")
-    ssub = p.add_subparsers(dest="safe_mode_command", required=True)
-    c = _command(ssub, "clear", "forget the failed boots; the next start is a normal one")
-    add_device_args(c)
-    c.set_defaults(func=cmd_safe_mode_clear)
+    _device_command(sub, ("config", "configuration tools"),
+                    ("check", "validate the config; non-zero exit with what to fix"), cmd_config_check)
+    _device_command(sub, ("audit", "audit log tools"),
+                    ("verify", "check the audit log's hash chain and anchor"), cmd_audit_verify)
+    _device_command(sub, ("safe-mode", "safe mode after repeated failed boots"),
+                    ("clear", "forget the failed boots; the next start is a normal one"), cmd_safe_mode_clear)
 
     p = _command(sub, "doctor", "check an installed device: config, hardware, broker, disk, clock")
     add_device_args(p)
