@@ -75,8 +75,9 @@ FACES_SECTION = Section("faces", (
     Key("tolerance", float, 0.6, "largest face distance that still counts as a match (dlib: 0.6)", min=0.2,
         max=0.9),
     Key("min_face_px", int, 60, "smallest face height looked for, in pixels", min=20, max=1000),
+    # Up to two minutes: a slow board (or emulation) takes seconds per burst; a bound, not a target.
     Key("timeout_s", float, 10.0, "a recognition taking longer is abandoned and the child restarted", min=1,
-        max=25),
+        max=120),
     Key("snapshot_dir", str, "", "where visitor snapshots are kept (default: <state dir>/snapshots)"),
     Key("snapshot_keep", int, 50, "most snapshots kept on disk", min=0),
     Key("snapshot_max_age_days", float, 7.0, "snapshots older than this are deleted", min=0.01),
