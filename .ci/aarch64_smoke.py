@@ -23,6 +23,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from edge.testing import waiting
+
 EDGE = str(Path(sys.executable).with_name("edge"))
 FACES = Path(os.environ.get("EDGE_TEST_DATA", "../shared/data")) / "faces"
 STATE = Path(tempfile.mkdtemp(prefix="edge-smoke-"))
@@ -53,14 +55,11 @@ def edge(*args: str, timeout: float = 120.0) -> str:
 
 
 def wait_for(condition, timeout: float, what: str, interval: float = 0.2):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            fail(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(interval)
+    """The project's own wait (edge.testing.waiting), ending the smoke with the reason."""
+    try:
+        return waiting.wait_for(condition, timeout, interval, message=what)
+    except AssertionError as exc:
+        fail(str(exc))
 
 
 def http(method: str, path: str, body: dict | None = None) -> tuple[int, dict] | None:

@@ -1,3 +1,6 @@
+# About 510 lines, in one file on purpose: the link's run loop and paho's callbacks share one
+# locked connection state (connected, birth timer, dirty states); the parts that stand alone
+# are already modules of their own (connection, discovery, forwarding, outbox, commands).
 """The MQTT link worker: everything the runtime knows reaches Home Assistant, and no event is
 lost while the broker or the network is away.
 

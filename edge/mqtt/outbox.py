@@ -1,3 +1,6 @@
+# About 550 lines, in one file on purpose: the durable store, its in-memory stand-in and the
+# facade that moves messages between them share one set of rules (order, cap, coalescing,
+# TTL, in flight); each part read alone would send the reader to the others for every rule.
 """Store-and-forward for events: the outbox that loses nothing while the broker is away.
 
 Contract (the same for the durable `OutboxStore` and the in-memory `MemoryOutbox`):
@@ -26,10 +29,6 @@ written. `Outbox` puts the two together: disk when the store works, memory while
 writes (the device degrades, it does not stop), and back to disk, in order, when it recovers.
 
 Not responsible for: what a message says, or talking to the broker (`edge.mqtt.link`).
-
-Why one module of about 540 lines: the durable store, its in-memory stand-in and the facade
-that moves messages between them share one set of rules (order, cap, coalescing, TTL,
-in-flight); each half read alone would send the reader to the other for every rule.
 """
 
 from __future__ import annotations

@@ -1,3 +1,6 @@
+# About 610 lines, in one file on purpose: both ends of one wire protocol (the parent's
+# RecognizerProcess and the child's `main`) live together, so a change to a message is made
+# on both sides at once; the process lifecycle itself is edge/child.py's.
 """Runs face recognition in a child process that the doorbell worker can kill and restart.
 
 dlib is native code: a hang or a crash in it must not freeze the runtime, and its CPU work
@@ -23,10 +26,6 @@ Wire protocol, over a Unix socketpair:
   a few hundred bytes, so sending it never blocks on a child that stopped reading.
 
 The child is a plain `python -c` (edge.child.python_command), not multiprocessing.
-
-Why one module of about 600 lines: both ends of one wire protocol (the parent's
-RecognizerProcess and the child's `main`) live together, so a change to a message is made
-on both sides at once; the process lifecycle itself is edge.child's.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
-# About 580 lines, over the 500 aimed at: issue 8 keeps here the button path, the ring loop
-# (the camera, recognition and snapshot steps of answering a ring, housekeeping between
-# rings, close/interrupt/health) and the declarations on the class (entities: 30 lines).
-# The next split, when wanted: snapshot keeping (save, index, prune) into a class of its own,
-# and the recognizer's start/retry once its port onto edge/child.py has settled.
+# About 580 lines, one file on purpose: the button path (gpiozero's thread) and the ring loop
+# (this worker's thread) share one lock and one hand-over slot, and the steps of answering a
+# ring read the state the button path sets; config, visitor results, commands and simulator
+# controls are modules beside it. The next split, when wanted: snapshot keeping (save,
+# index, prune) into a class of its own.
 """The doorbell worker: button → chime → ring, then camera burst → recognition → visitor.
 
 The button path runs entirely in gpiozero's callback thread and touches nothing slow: a
