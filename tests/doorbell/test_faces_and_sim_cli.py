@@ -11,7 +11,6 @@ import urllib.request
 from pathlib import Path
 
 import numpy as np
-import pytest
 from runtime_helpers import EDGE, edge_env, running_edge
 
 from edge.store import DB_NAME, Store

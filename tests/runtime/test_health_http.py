@@ -13,7 +13,6 @@ import pytest
 from runtime_helpers import make_config
 
 from edge.health import FAILED, HealthRegistry
-from edge.health_http import HealthServer
 from edge.runtime import Runtime
 from edge.testing.waiting import wait_for
 from edge.testing.workers import CrashingCritical, IdleWorker

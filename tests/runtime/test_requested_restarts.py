@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import functools
 import json
-import subprocess
 import urllib.request
 
 import paho.mqtt.client as mqtt
