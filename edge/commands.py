@@ -28,6 +28,29 @@ from typing import Any, Callable
 log = logging.getLogger("edge.commands")
 
 MAX_PAYLOAD = 4096
+MAX_NESTING = 32  # no command needs more; a deeper payload would make json's parser recurse
+
+
+def _nesting(raw: bytes) -> int:
+    """The deepest [ / { nesting in `raw`, outside strings."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for byte in raw:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:  # quote
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x5B, 0x7B):
+            depth += 1
+            deepest = max(deepest, depth)
+        elif byte in (0x5D, 0x7D):
+            depth -= 1
+    return deepest
 VIA_MQTT, VIA_SIP, VIA_CLI = "mqtt", "sip", "cli"
 
 
@@ -101,12 +124,12 @@ class CommandRegistry:
         if len(raw) > MAX_PAYLOAD:
             raise self.reject_oversized(len(raw))
         command = self._lookup(name)
+        if _nesting(raw) > MAX_NESTING:  # json's parser recurses per level: refuse before it overflows
+            raise self.reject(f"payload is nested more than {MAX_NESTING} levels deep", "malformed")
         try:
             payload = json.loads(raw.decode("utf-8")) if raw.strip() else {}
         except (UnicodeDecodeError, ValueError) as exc:
             raise self.reject(f"payload is not JSON ({exc})", "malformed") from None
-        except RecursionError:  # json's parser recurses per nesting level: 4 KiB of "[" is too deep
-            raise self.reject("payload is nested too deeply", "malformed") from None
         return command, self._check(command, payload, allow_dangerous, dangerous_hint)
 
     def _check(self, command: Command, payload: Any, allow_dangerous: bool, dangerous_hint: str) -> dict:
