@@ -1,0 +1,1 @@
+"""NetBox sync: keeps this node and its peripherals registered in NetBox (issue 13)."""
