@@ -31,6 +31,7 @@ class LineEvent:
     state: str           # REGISTERED, AUTH_FAILED, UNREACHABLE, UNREGISTERED
     reason: str          # the registrar's answer ("200 OK", "401 Unauthorized", "Connection refused")
     code: int | None = None
+    expires_s: int | None = None  # REGISTERED: the lifetime the registrar granted
 
 
 @dataclass(frozen=True)
@@ -59,7 +60,7 @@ class IntercomBackend:
         """Start the stack and begin registering; BackendError when it cannot start."""
         raise NotImplementedError
 
-    def stop(self, timeout_s: float) -> None:
+    def stop(self, timeout_s: float, unregister: bool = True) -> None:
         """Hang up every call (BYE / CANCEL), un-register and end the stack within `timeout_s`."""
         raise NotImplementedError
 

@@ -7,7 +7,7 @@ directory on every start (the user never edits baresip files; the password lives
 link (control.py), and translating baresip's events into backend.py's records.
 
 Facts about baresip 1.0 this relies on (found by running it): the `menu` module provides
-the commands (dial, hangup, accept, callfind, uadel, quit); call events carry the call's
+the commands (uanew, dial, hangup, accept, callfind, uadel, quit); call events carry the call's
 "id" and "peeruri", the first one usually CALL_RINGING; `quit` hangs up every call with BYE
 or CANCEL and un-registers before it exits; a source file that ends makes `menu` hang the
 call up, so the generated tone outlasts the longest call; baresip also listens on the SIP
@@ -39,7 +39,6 @@ MODULE_PATH = "/usr/lib/baresip/modules"  # Debian's baresip-core, the same on a
 START_TIMEOUT_S = 10.0
 TONE_RATE = 8000
 _UNSAFE_IN_ACCOUNT = re.compile(r"[\s;\"<>,]")
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _CALL_EVENTS = {"CALL_RINGING": RINGING, "CALL_PROGRESS": RINGING, "CALL_ESTABLISHED": ANSWERED,
                 "CALL_CLOSED": ENDED, "CALL_INCOMING": INCOMING, "CALL_DTMF_START": DTMF}
 
@@ -125,9 +124,10 @@ class BaresipFiles:
         if host not in ("0.0.0.0", "", "::", "[::]"):
             lines.append(("net_interface", host.strip("[]")))  # else baresip binds the first interface
         lines += [("module", m) for m in modules]
-        # ctrl_tcp first, so its port accepts before the account starts registering.
+        # No account module: the account is handed over the control link once it is up
+        # (BaresipBackend.start), so no registration event can happen before anyone listens.
         lines += [("module_app", "ctrl_tcp.so"), ("ctrl_tcp_listen", f"127.0.0.1:{self.control_port}"),
-                  ("module_app", "menu.so"), ("module_app", "account.so")]
+                  ("module_app", "menu.so")]
         return "".join(f"{k:<20}{v}\n" for k, v in lines)
 
     def write(self) -> None:
@@ -148,7 +148,6 @@ class BaresipBackend(IntercomBackend):
         self.cfg, self.password, self.runtime_dir, self.log = cfg, password, Path(runtime_dir), log
         self.child = SupervisedChild("baresip", log, ready_line=r"baresip is ready", backoff=backoff)
         self.link: ControlLink | None = None
-        self._pending: queue.Queue = queue.Queue()  # records made here (the registration read at connect)
         self._statmode_off = False
         self.control_port = 0
 
@@ -172,24 +171,29 @@ class BaresipBackend(IntercomBackend):
             detail = self.child.health().last_stderr
             raise BackendError(f"baresip did not start: {exc}" + (f" (it said: {detail})" if detail else "")) from None
         self.link = link
-        self._read_registration()
+        self._add_account()
 
-    def _read_registration(self) -> None:
-        """An account registers as baresip starts, so its REGISTER_OK may come before this
-        link was accepted: ask once where the line stands (menu's `reginfo` text)."""
+    def _add_account(self) -> None:
+        """The account from the accounts file, through menu's `uanew`: it starts registering
+        now that its events have a listener (baresip's account module would register while
+        baresip starts, before the link is accepted). Its answer echoes the account line,
+        password included, so it is never logged."""
+        line = (self.runtime_dir / "accounts").read_text().strip()
         try:
-            info = _ANSI.sub("", self.link.command("reginfo"))
+            self.link.command("uanew", line)
         except ControlError:
-            return
-        if re.search(r"\sOK\s", info):
-            self._pending.put(LineEvent(REGISTERED, "200 OK", 200))
-        elif re.search(r"\sERR\s", info):
-            self._pending.put(LineEvent(UNREACHABLE, "registration failed before the link was up", None))
+            self.stop(2.0)
+            raise BackendError("baresip did not take the account from the accounts file (check [sip] username "
+                               "and registrar)") from None
 
-    def stop(self, timeout_s: float) -> None:
+    def stop(self, timeout_s: float, unregister: bool = True) -> None:
+        """`quit`: baresip ends its calls with BYE or CANCEL, un-registers and exits; then
+        SIGTERM, SIGKILL at `timeout_s`. Without `unregister` (the registrar is gone) it
+        gets SIGTERM at once, which ends the calls the same way without waiting for the
+        registrar."""
         link, self.link = self.link, None
         grace = 0.0
-        if link is not None and link.connected and self.child.running:
+        if unregister and link is not None and link.connected and self.child.running:
             try:
                 link.command("quit", timeout_s=min(2.0, timeout_s))
                 grace = max(0.0, timeout_s - 1.0)  # quit: BYE, CANCEL, un-REGISTER, then exit
@@ -211,10 +215,6 @@ class BaresipBackend(IntercomBackend):
 
     # -- events --------------------------------------------------------------------------------
     def next_event(self, timeout_s: float):
-        try:
-            return self._pending.get_nowait()
-        except queue.Empty:
-            pass
         link = self.link
         if link is None:
             return BackendGone("baresip is not running")
@@ -233,7 +233,7 @@ class BaresipBackend(IntercomBackend):
         param = param if isinstance(param, str) else ""
         if raw.get("class") == "register":
             if kind == "REGISTER_OK":
-                return LineEvent(REGISTERED, param, sip_code(param))
+                return LineEvent(REGISTERED, param, sip_code(param), self._granted_expiry())
             if kind == "REGISTER_FAIL":
                 code = sip_code(param)
                 return LineEvent(AUTH_FAILED if code in AUTH_CODES else UNREACHABLE, param, code)
@@ -250,6 +250,15 @@ class BaresipBackend(IntercomBackend):
         if call_kind == DTMF and not param:
             return None
         return CallEvent(call_kind, peer, call_id, param, sip_code(param) if call_kind == ENDED else None)
+
+    def _granted_expiry(self) -> int | None:
+        """What the registrar granted, which baresip re-registers before (menu's `reginfo`
+        shows it as "Expires 60s"); None when it cannot be read."""
+        try:
+            match = re.search(r"Expires (\d+)s", self.link.command("reginfo"))
+        except ControlError:
+            return None
+        return int(match.group(1)) if match and int(match.group(1)) > 0 else None
 
     def _quiet_status_line(self) -> None:
         """menu prints a call's bit rates ten times a second while a call lasts; `statmode`

@@ -9,6 +9,7 @@ Not responsible for: the worker's own code; nothing here is used by the runtime.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import signal
@@ -19,6 +20,7 @@ import time
 from pathlib import Path
 
 from edge.testing.waiting import wait_for
+from services.sip.baresip import write_tone
 from services.sip.control import ControlLink
 from services.sip.netstring import encode
 
@@ -86,3 +88,220 @@ class FakeControlServer:
         if self.conn is not None:
             self.conn.close()
         self._thread.join(2)
+
+
+def free_sip_port() -> int:
+    """A port free for SIP on UDP and TCP, with the next one free too (baresip's TLS)."""
+    for _ in range(200):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        if port >= 65534:
+            continue
+        socks = []
+        try:
+            for kind, p in ((socket.SOCK_DGRAM, port), (socket.SOCK_STREAM, port), (socket.SOCK_STREAM, port + 1),
+                            (socket.SOCK_DGRAM, port + 1)):
+                s = socket.socket(socket.AF_INET, kind)
+                socks.append(s)
+                s.bind(("127.0.0.1", p))
+            return port
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError("no free SIP port pair on 127.0.0.1")
+
+
+KAMAILIO_CFG = """#!KAMAILIO
+debug=2
+log_stderror=yes
+children=2
+tcp_children=1
+auto_aliases=no
+listen=udp:127.0.0.1:{port}
+listen=tcp:127.0.0.1:{port}
+mpath="{modules}"
+loadmodule "tm.so"
+loadmodule "sl.so"
+loadmodule "rr.so"
+loadmodule "pv.so"
+loadmodule "maxfwd.so"
+loadmodule "usrloc.so"
+loadmodule "registrar.so"
+loadmodule "textops.so"
+loadmodule "siputils.so"
+loadmodule "xlog.so"
+loadmodule "auth.so"
+loadmodule "kex.so"
+modparam("usrloc", "db_mode", 0)
+modparam("registrar", "max_expires", {max_expires})
+modparam("registrar", "min_expires", 1)
+modparam("registrar", "default_expires", {max_expires})
+modparam("auth", "qop", "auth")
+
+request_route {{
+    if (!mf_process_maxfwd_header("10")) {{ sl_send_reply("483", "Too Many Hops"); exit; }}
+    xlog("L_NOTICE", "EDGE-REQ $rm from=$fU to=$rU\\n");
+    if (has_totag()) {{
+        if (loose_route()) {{ t_relay(); exit; }}
+        if (is_method("ACK")) {{ if (t_check_trans()) {{ t_relay(); }} exit; }}
+        sl_send_reply("404", "Not here"); exit;
+    }}
+    if (is_method("CANCEL")) {{ if (t_check_trans()) {{ t_relay(); }} exit; }}
+    $var(pw) = "";
+{passwords}
+    if (is_method("REGISTER")) {{
+        if (!pv_www_authenticate("$fd", "$var(pw)", "0")) {{ www_challenge("$fd", "0"); exit; }}
+        save("location");
+        exit;
+    }}
+    if (is_method("INVITE")) {{
+        if (!pv_proxy_authenticate("$fd", "$var(pw)", "0")) {{ proxy_challenge("$fd", "0"); exit; }}
+        consume_credentials();
+        record_route();
+    }}
+{routes}
+    if (!lookup("location")) {{ sl_send_reply("404", "Not Found"); exit; }}
+    t_relay();
+}}
+"""
+
+
+class Kamailio:
+    """kamailio as registrar and proxy on 127.0.0.1:`port`: digest authentication (401 for
+    REGISTER, 407 for INVITE, qop=auth) for `users` ({name: password}), a granted expiry of
+    at most `max_expires` s, and `routes` ({extension: port}) to peers that do not register
+    (SIPp). Every request it receives is logged, so tests count them (`requests()`)."""
+
+    MODULES = "/usr/lib/x86_64-linux-gnu/kamailio/modules/"
+
+    def __init__(self, workdir: Path, users: dict[str, str], *, max_expires: int = 60,
+                 routes: dict[str, int] | None = None, port: int | None = None):
+        self.workdir = Path(workdir)
+        self.users, self.max_expires, self.routes = users, max_expires, dict(routes or {})
+        self.port = port or free_sip_port()
+        self.proc: subprocess.Popen | None = None
+        self.log_path = self.workdir / "kamailio.log"
+
+    def config(self) -> str:
+        passwords = "\n".join(f'    if ($fU == "{u}") {{ $var(pw) = "{p}"; }}' for u, p in self.users.items())
+        routes = "\n".join(f'    if ($rU == "{ext}") {{ $du = "sip:127.0.0.1:{port}"; t_relay(); exit; }}'
+                           for ext, port in self.routes.items())
+        modules = next((m for m in (self.MODULES, "/usr/lib/aarch64-linux-gnu/kamailio/modules/",
+                                    "/usr/lib/kamailio/modules/") if os.path.isdir(m)), self.MODULES)
+        return KAMAILIO_CFG.format(port=self.port, modules=modules, max_expires=self.max_expires,
+                                   passwords=passwords, routes=routes)
+
+    def start(self, program: str = "kamailio") -> "Kamailio":
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        cfg = self.workdir / "kamailio.cfg"
+        cfg.write_text(self.config())
+        self.proc = subprocess.Popen([program, "-f", str(cfg), "-DD", "-E", "-m", "32", "-M", "4",
+                                      "-Y", str(self.workdir)], stdout=subprocess.DEVNULL,
+                                     stderr=open(self.log_path, "ab"), start_new_session=True)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"kamailio exited with {self.proc.returncode}: {self.log_path.read_text()[-2000:]}")
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return self
+            except OSError:
+                time.sleep(0.02)
+        self.stop()
+        raise RuntimeError(f"kamailio did not listen on {self.port} within 10 s")
+
+    def stop(self) -> None:
+        """Stop it and its children (its own process group: it was started in a session of its own)."""
+        proc, self.proc = self.proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)
+
+    def requests(self, method: str, user: str | None = None) -> int:
+        """How many `method` requests from `user` (any user when None) it has received."""
+        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        who = re.escape(user) if user else r"\S+"
+        pattern = rf"EDGE-REQ {method} from={who} "
+        return len(re.findall(pattern, text))
+
+
+class HousePhone:
+    """A second baresip as the house phone: registers at `registrar` as `user`, answers
+    every call at once (answermode=auto), sends DTMF (`send_dtmf`) and dials the door
+    (`dial`). Its control link's events are kept in `seen`."""
+
+    def __init__(self, workdir: Path, user: str, password: str, registrar: int, *, auto_answer: bool = True):
+        self.workdir = Path(workdir)
+        self.user, self.password, self.registrar, self.auto_answer = user, password, registrar, auto_answer
+        self.sip_port = free_sip_port()
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.control_port = s.getsockname()[1]
+        self.proc: subprocess.Popen | None = None
+        self.link: ControlLink | None = None
+        self.seen: list[dict] = []
+        self.uri = f"sip:{user}@127.0.0.1"
+
+    def start(self) -> "HousePhone":
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        (self.workdir / "config").write_text(
+            f"poll_method epoll\nsip_listen 127.0.0.1:{self.sip_port}\nnet_interface 127.0.0.1\n"
+            f"audio_player aufile,/dev/null\naudio_alert aufile,/dev/null\n"
+            f"audio_source aufile,{self.workdir / 'voice.wav'}\nmodule_path /usr/lib/baresip/modules\n"
+            f"module g711.so\nmodule aufile.so\nmodule_app ctrl_tcp.so\n"
+            f"ctrl_tcp_listen 127.0.0.1:{self.control_port}\nmodule_app menu.so\nmodule_app account.so\n")
+        write_tone(self.workdir / "voice.wav", 120)
+        mode = "auto" if self.auto_answer else "manual"
+        (self.workdir / "accounts").write_text(
+            f'<{self.uri}>;auth_pass={self.password};outbound="sip:127.0.0.1:{self.registrar}";regint=60;'
+            f"answermode={mode}\n")
+        (self.workdir / "contacts").write_text("")
+        self.proc = subprocess.Popen(["baresip", "-f", str(self.workdir)], stdout=open(self.workdir / "log", "ab"),
+                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        self.link = ControlLink(self.control_port, logging.getLogger("test.house-phone"))
+        self.link.connect(10)
+        return self
+
+    def events(self) -> list[dict]:
+        while self.link is not None:
+            try:
+                event = self.link.events.get_nowait()
+            except Exception:
+                break
+            if event is None:
+                break
+            self.seen.append(event)
+        return self.seen
+
+    def wait_event(self, type_: str, timeout: float = 10) -> dict:
+        return wait_for(lambda: next((e for e in self.events() if e.get("type") == type_), None), timeout,
+                        message=f"the house phone to see {type_}")
+
+    def registered(self) -> bool:
+        return "OK" in self.link.command("reginfo")
+
+    def send_dtmf(self, keys: str) -> None:
+        self.link.command("sndcode", keys)
+
+    def dial(self, uri: str) -> None:
+        self.link.command("dial", uri)
+
+    def hangup(self) -> None:
+        self.link.command("hangup")
+
+    def stop(self) -> None:
+        if self.link is not None:
+            self.link.close()
+            self.link = None
+        proc, self.proc = self.proc, None
+        if proc is not None and proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)
