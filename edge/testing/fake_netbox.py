@@ -139,6 +139,9 @@ class FakeNetbox:
         self._thread: threading.Thread | None = None
         self.release = threading.Event()  # set to end a pending delay early (shutdown)
         self._connections: set[socket.socket] = set()
+        # Called (once, then cleared) before the next write is applied: a person's edit
+        # landing between the sync's read and its write.
+        self.before_write = None
 
     # -- lifecycle ------------------------------------------------------------------------------
     @property
@@ -444,6 +447,7 @@ def _now() -> str:
 class _Handler(BaseHTTPRequestHandler):
     server_fake: FakeNetbox
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body go out in two writes: no 40 ms delayed-ACK stall
 
     def log_message(self, *args) -> None:  # keep test output clean
         pass
@@ -543,6 +547,9 @@ class _Handler(BaseHTTPRequestHandler):
             nxt = f"{base}?limit={limit}&offset={offset + limit}" if offset + limit < count else None
             return 200, {"count": count, "next": nxt, "previous": None,
                          "results": [fake.render(endpoint, o) for o in page]}
+        if fake.before_write is not None:
+            hook, fake.before_write = fake.before_write, None
+            hook()
         items = body if isinstance(body, list) else [body]
         if not all(isinstance(i, dict) for i in items):
             raise BadRequest({"non_field_errors": ["Invalid data. Expected a dictionary."]})

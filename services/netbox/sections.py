@@ -43,7 +43,7 @@ SECTION = Section("netbox", (
     Key("name", str, "", "the device's name in NetBox (empty: the hostname)"),
     Key("interval_s", float, 3600.0, "seconds between periodic syncs", min=60),
     Key("facts_check_s", float, 30.0, "how often local facts (addresses, peripherals) are looked at; a change "
-        "syncs at once", min=1),
+        "syncs at once", min=0.1),
     Key("create_prerequisites", bool, False, "create a missing site, role, manufacturer, device type, platform, "
         "tag and custom fields (else they are reported with what to create)"),
     Key("prune_after_days", float, 0.0, "delete what the sync created and has not seen for this many days "

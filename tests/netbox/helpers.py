@@ -27,3 +27,23 @@ def node_facts(*, eth0=("192.0.2.10/24", "2001:db8::10/64", "fe80::dea6:32ff:fe0
                  interfaces=(Interface("eth0", "DC:A6:32:01:02:03", tuple(eth0)),
                              Interface("wlan0", "DC:A6:32:01:02:04", ("192.0.2.11/24",), wireless=True)),
                  peripherals=tuple(known[p] for p in peripherals))
+
+
+def prerequisites(fake: FakeNetbox) -> dict:
+    """What a NetBox admin set up by hand: site, role, maker and device type (ids)."""
+    site = fake.add("dcim/sites", name="Home", slug="home", status="active")
+    role = fake.add("dcim/device-roles", name="Edge node", slug="edge-node")
+    maker = fake.add("dcim/manufacturers", name="Raspberry Pi Ltd", slug="raspberry-pi-ltd")
+    dtype = fake.add("dcim/device-types", manufacturer=maker["id"], model="Raspberry Pi 4 Model B Rev 1.4",
+                     slug="raspberry-pi-4-model-b-rev-1-4")
+    return {"site": site["id"], "role": role["id"], "device_type": dtype["id"]}
+
+
+def tags_of(obj: dict) -> set[str]:
+    return {t["slug"] for t in obj["tags"]}
+
+
+def only(fake: FakeNetbox, endpoint: str, **match) -> dict:
+    found = [o for o in fake.all(endpoint) if all(o.get(k) == v for k, v in match.items())]
+    assert len(found) == 1, f"{endpoint} {match}: {len(found)} found"
+    return found[0]
