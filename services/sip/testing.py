@@ -305,3 +305,72 @@ class HousePhone:
         if proc is not None and proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(5)
+
+
+# SIPp answering-side scenarios (SIPp's own XML; [last_*] repeats the request's headers).
+_UAS_HEAD = """<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="{name}">
+  <recv request="INVITE" />
+"""
+_REPLY = """  <send><![CDATA[
+      SIP/2.0 {status}
+      [last_Via:]
+      [last_From:]
+      [last_To:];tag=[pid]SIPpTag01[call_number]
+      [last_Call-ID:]
+      [last_CSeq:]
+      [last_Record-Route:]
+      Contact: <sip:[local_ip]:[local_port];transport=[transport]>
+      Content-Length: 0
+
+    ]]></send>
+"""
+SIPP_SCENARIOS = {
+    # Busy Here: the door moves on (or gives up).
+    "busy": _UAS_HEAD.format(name="busy") + _REPLY.format(status="100 Trying") + _REPLY.format(
+        status="486 Busy Here") + """  <recv request="ACK" />
+</scenario>
+""",
+    # Rings and never answers: passes only when the door CANCELs (200 to the CANCEL, 487 to
+    # the INVITE with the INVITE's CSeq, then the ACK).
+    "no_answer": """<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="no_answer">
+  <recv request="INVITE">
+    <action><ereg regexp="[0-9]+" search_in="hdr" header="CSeq:" assign_to="invite_cseq" /></action>
+  </recv>
+""" + _REPLY.format(status="180 Ringing") + """  <recv request="CANCEL" />
+""" + _REPLY.format(status="200 OK") + _REPLY.format(status="487 Request Terminated").replace(
+        "[last_CSeq:]", "CSeq: [$invite_cseq] INVITE") + """  <recv request="ACK" />
+</scenario>
+""",
+}
+
+
+class Sipp:
+    """SIPp (Debian's sip-tester) answering one call with a scenario of SIPP_SCENARIOS on
+    127.0.0.1:`port`; `wait()` returns its exit code (0: the call went as the scenario says)."""
+
+    def __init__(self, workdir: Path, scenario: str, program: str = "sipp"):
+        self.workdir, self.scenario, self.program = Path(workdir), scenario, program
+        self.port = free_sip_port()
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> "Sipp":
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        path = self.workdir / f"{self.scenario}.xml"
+        path.write_text(SIPP_SCENARIOS[self.scenario])
+        self.proc = subprocess.Popen([self.program, "-sf", str(path), "-i", "127.0.0.1", "-p", str(self.port),
+                                      "-m", "1", "-nostdin", "-timeout", "60s", "-trace_err",
+                                      "-error_file", str(self.workdir / "errors.log")],
+                                     cwd=self.workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                     stdin=subprocess.DEVNULL, start_new_session=True)
+        return self
+
+    def wait(self, timeout: float = 15) -> int:
+        return self.proc.wait(timeout)
+
+    def stop(self) -> None:
+        proc, self.proc = self.proc, None
+        if proc is not None and proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)

@@ -11,7 +11,7 @@ import pytest
 from edge.testing.requirements import require_program
 from services.doorbell.testing import NO_FACES, doorbells
 from services.doorbell.worker import DoorbellWorker
-from services.sip.testing import HousePhone, Kamailio, free_sip_port
+from services.sip.testing import HousePhone, Kamailio, Sipp, free_sip_port
 from services.sip.worker import SipWorker
 
 DOOR_PASSWORD, HOUSE_PASSWORD = "door-secret-7", "house-secret-9"
@@ -73,3 +73,22 @@ def make_door(tmp_path, kamailio):
 
 def sip_worker(bell) -> SipWorker:
     return bell.runtime.supervisor.runner("sip").worker
+
+
+@pytest.fixture
+def sipp_peers(tmp_path, kamailio):
+    """`make(scenario, extension)` starts SIPp answering as `extension`, routed to by
+    kamailio (which is restarted with the new route)."""
+    require_program("sipp", "sip-tester")
+    peers = []
+
+    def make(scenario: str, extension: str) -> Sipp:
+        peer = Sipp(tmp_path / f"sipp-{extension}", scenario).start()
+        peers.append(peer)
+        kamailio.routes[extension] = peer.port
+        kamailio.stop()
+        kamailio.start()
+        return peer
+    yield make
+    for peer in peers:
+        peer.stop()

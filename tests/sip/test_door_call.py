@@ -1,0 +1,97 @@
+"""The door call against real peers: a baresip house phone that answers and keys the code
+(RFC 4733 telephone-events), SIPp peers that are busy or never answer, through a real
+kamailio proxy with digest authentication."""
+
+from __future__ import annotations
+
+from edge.testing.waiting import wait_for
+from services.doorbell.testing import on_seconds
+from services.sip.backend import REGISTERED
+from sip.conftest import sip_worker
+
+
+def audit_actions(bell):
+    return [(r["actor"], r["action"], r["event_id"]) for r in bell.runtime.audit.records()]
+
+
+def ready_door(make_door, **sip):
+    bell = make_door(**sip)
+    wait_for(lambda: sip_worker(bell).line_state == REGISTERED, 10, message="the door's line to register")
+    return bell
+
+
+def ring(bell):
+    bell.press()
+    return bell.wait_event("doorbell.ring")
+
+
+def test_answered_call_and_the_code_open_the_door_once_audited_with_the_rings_event_id(make_door, house_phones):
+    house = house_phones("house")
+    wait_for(house.registered, 10, message="the house phone to register")
+    bell = ready_door(make_door, open_code="#9")
+    pressed = ring(bell)
+    house.wait_event("CALL_ESTABLISHED")
+    house.send_dtmf("#9")
+    opened = bell.wait_event("sip.door_opened", event_id=pressed.event_id)
+    assert opened.data["by"].startswith("sip:house@")
+    call = bell.wait_event("sip.call", event_id=pressed.event_id, timeout=10)  # hung up after the opening
+    assert call.data["result"] == "answered" and call.data["door_opened"] is True
+    assert call.data["ended_by"] == "door_opened"
+    house.wait_event("CALL_CLOSED")
+    assert len(on_seconds(bell.relay)) == 1
+    assert audit_actions(bell) == [("sip", "door_open_requested", pressed.event_id),
+                                   ("sip", "door_opened", pressed.event_id)]
+
+
+def test_wrong_codes_are_counted_open_nothing_and_end_the_call(make_door, house_phones):
+    house = house_phones("house")
+    wait_for(house.registered, 10, message="the house phone to register")
+    bell = ready_door(make_door, open_code="#9", max_wrong_codes=2)
+    pressed = ring(bell)
+    house.wait_event("CALL_ESTABLISHED")
+    house.send_dtmf("1")
+    house.send_dtmf("#8")
+    call = bell.wait_event("sip.call", event_id=pressed.event_id, timeout=10)
+    assert call.data["wrong_codes"] == 2 and call.data["ended_by"] == "wrong_codes"
+    assert call.data["door_opened"] is False
+    assert on_seconds(bell.relay) == [] and audit_actions(bell) == []
+
+
+def test_busy_moves_on_to_the_next_target(make_door, house_phones, sipp_peers):
+    busy = sipp_peers("busy", "office")
+    house = house_phones("house")
+    wait_for(house.registered, 10, message="the house phone to register")
+    bell = ready_door(make_door, targets=["office", "house"])
+    pressed = ring(bell)
+    house.wait_event("CALL_ESTABLISHED")
+    assert busy.wait() == 0  # SIPp saw the INVITE, answered 486 and got the ACK
+    house.hangup()
+    call = bell.wait_event("sip.call", event_id=pressed.event_id, timeout=10)
+    assert [t["result"] for t in call.data["targets"]] == ["busy", "answered"]
+    assert call.data["targets"][0]["code"] == 486
+
+
+def test_no_answer_is_cancelled_after_the_ring_timeout(make_door, sipp_peers):
+    silent = sipp_peers("no_answer", "garage")
+    bell = ready_door(make_door, targets=["garage"], ring_timeout_s=1.5)
+    pressed = ring(bell)
+    call = bell.wait_event("sip.call", event_id=pressed.event_id, timeout=10)
+    assert call.data["result"] == "no_answer"
+    assert silent.wait() == 0  # SIPp's scenario passes only when a CANCEL came
+
+
+def test_a_ring_group_rings_everyone_and_the_first_to_answer_takes_the_call(make_door, house_phones, sipp_peers):
+    silent = sipp_peers("no_answer", "garage")
+    house = house_phones("house")
+    wait_for(house.registered, 10, message="the house phone to register")
+    bell = ready_door(make_door, targets=["garage", "house"], ring_group=True)
+    pressed = ring(bell)
+    house.wait_event("CALL_ESTABLISHED")
+    assert silent.wait() == 0  # the one still ringing was cancelled
+    bell.press()  # a second press during the call: reported on it, no second call
+    second = bell.wait_event("sip.press_during_call")
+    assert second.data["call_event_id"] == pressed.event_id
+    house.hangup()
+    call = bell.wait_event("sip.call", event_id=pressed.event_id, timeout=10)
+    assert call.data["target"].startswith("sip:house@") and len(call.data["presses"]) == 1
+    assert len(bell.events("sip.call")) == 1
