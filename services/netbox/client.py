@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import pynetbox
 import requests
 from requests.adapters import HTTPAdapter
-from urllib3.exceptions import MaxRetryError
+from urllib3.exceptions import MaxRetryError, ReadTimeoutError
 from urllib3.util.retry import Retry
 
 # NetBox API versions this sync was tested against (the fake answers as 4.4.10; the MAC
@@ -119,7 +119,9 @@ def classify(exc: BaseException) -> Failure | None:
     """What a request failure means (None: not a NetBox failure, a bug of ours)."""
     if isinstance(exc, UnsupportedVersion):
         return Failure(UNSUPPORTED, str(exc))
-    if isinstance(exc, (requests.exceptions.ReadTimeout,)):
+    reason = getattr(exc.args[0], "reason", None) if getattr(exc, "args", None) else None
+    if isinstance(exc, requests.exceptions.ReadTimeout) or isinstance(reason, ReadTimeoutError):
+        # (after the retries, requests reports a read timeout as a ConnectionError)
         return Failure(SLOW, f"NetBox did not answer in time ({exc.__class__.__name__})")
     if isinstance(exc, (requests.exceptions.ConnectionError, requests.exceptions.Timeout)):
         return Failure(UNREACHABLE, f"cannot reach NetBox ({_root_cause(exc)})")

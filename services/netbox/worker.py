@@ -114,6 +114,7 @@ class NetboxWorker(Worker):
         next_periodic = ctx.clock.monotonic() + cfg.facts_check_s
         not_before = 0.0
         next_facts = 0.0
+        catching_up = False
         facts = None
         self._publish(ctx, problem=None, reason="waiting for the first sync")
         try:
@@ -123,16 +124,18 @@ class NetboxWorker(Worker):
                     facts = guard.run("facts", self._facts, ctx) or facts
                     next_facts = now + cfg.facts_check_s
                 changed = facts is not None and synced_signature is not None and signature(facts) != synced_signature
-                due = self._wanted.is_set() or now >= next_periodic or changed
+                due = self._wanted.is_set() or now >= next_periodic or changed or catching_up
+                # While NetBox is down the breaker's backoff paces the retries.
                 if facts is not None and due and now >= not_before and breaker.allow():
                     self._wanted.clear()
                     outcome = guard.run("sync", self._sync_once, ctx, facts, breaker, default=None)
                     if outcome is None:  # a bug of ours, contained and logged by the guard
                         self._publish(ctx, problem="internal", reason=guard.faults().get("sync", ""))
                         breaker.record_success()
-                        synced_signature = signature(facts)
-                    elif outcome.kind == "ok" or outcome.kind not in client.TRANSIENT:
-                        synced_signature = signature(facts)  # a problem waits for the next trigger
+                    # NetBox's trouble: try again when it lets us; ours (403, conflict, ...): wait
+                    # for the next trigger instead of asking again in a loop.
+                    catching_up = outcome is not None and outcome.kind in client.TRANSIENT
+                    synced_signature = signature(facts)
                     if outcome is not None and outcome.retry_after_s:
                         not_before = ctx.clock.monotonic() + outcome.retry_after_s
                     next_periodic = ctx.clock.monotonic() + cfg.interval_s
