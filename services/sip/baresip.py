@@ -153,6 +153,9 @@ class BaresipBackend(IntercomBackend):
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
+        if self.link is not None:  # the link of a baresip that ended
+            self.link.close()
+            self.link = None
         self.control_port = self.cfg.control_port or free_control_port()
         BaresipFiles(self.runtime_dir, self.cfg, self.password, self.control_port).write()
         self._statmode_off = False

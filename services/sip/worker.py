@@ -140,7 +140,11 @@ class SipWorker(Worker):
             self._restart_at = None
             ctx.log.info("restarting baresip to register again (attempt %d)", self._registration_failures + 1)
             backend.stop(STOP_TIMEOUT_S, unregister=False)
-        if backend.running or not backend.child.may_start():
+        if backend.running:
+            return
+        if self.call is not None:  # it ended between two looks at its events
+            self._on_gone(backend.child.health().reason or "baresip exited")
+        if not backend.child.may_start():
             return
         first = backend.child.health().starts == 0
         try:

@@ -1,0 +1,46 @@
+"""The intercom's child under stress: a stop during a call ends it with BYE, and a baresip
+killed mid-call is restarted, the call reported as failed, and the line registered again."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+from edge.testing.waiting import wait_for
+from services.sip.backend import REGISTERED
+from sip.conftest import sip_worker
+
+
+def in_call(make_door, house_phones):
+    house = house_phones("house")
+    wait_for(house.registered, 10, message="the house phone to register")
+    bell = make_door()
+    wait_for(lambda: sip_worker(bell).line_state == REGISTERED, 10, message="the door's line to register")
+    bell.press()
+    pressed = bell.wait_event("doorbell.ring")
+    house.wait_event("CALL_ESTABLISHED")
+    return bell, house, pressed
+
+
+def test_stopping_the_device_during_a_call_sends_bye_and_un_registers(make_door, house_phones, kamailio):
+    bell, house, pressed = in_call(make_door, house_phones)
+    before = kamailio.requests("REGISTER", "door")
+    pid = sip_worker(bell).backend.pid()
+    bell.stop()  # the runtime's stop: what SIGTERM to `edge run` does
+    closed = house.wait_event("CALL_CLOSED")
+    assert "Connection reset by peer" in closed.get("param", "")  # the door's BYE
+    assert kamailio.requests("BYE", "door") == 1
+    assert kamailio.requests("REGISTER", "door") > before  # the un-REGISTER (Expires: 0)
+    assert not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split()[2] == "Z"
+
+
+def test_baresip_killed_mid_call_is_restarted_and_the_call_reported_failed(make_door, house_phones):
+    bell, house, pressed = in_call(make_door, house_phones)
+    worker = sip_worker(bell)
+    old = worker.backend.pid()
+    os.kill(old, signal.SIGKILL)
+    call = bell.wait_event("sip.call", event_id=pressed.event_id, timeout=10)
+    assert call.data["result"] == "answered" and "baresip ended mid-call" in call.data["reason"]
+    wait_for(lambda: worker.backend.pid() not in (None, old), 10, message="baresip to be restarted")
+    wait_for(lambda: worker.line_state == REGISTERED, 10, message="the line to register again")
+    assert worker.restarts == 1
