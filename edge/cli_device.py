@@ -134,6 +134,11 @@ class CliDevice:
             pass
         return list(dict.fromkeys(urls or ["http://127.0.0.1:8790"])), token, node
 
+    def health_candidates(self) -> tuple[list[str], str | None]:
+        """Where the running device may answer, and its token (the updater polls these)."""
+        urls, token, _ = self._candidates()
+        return urls, token
+
     def endpoint(self) -> tuple[str, str | None]:
         """Base URL and token of the running device: the first candidate whose /health
         answers as an edge device of this config's node (a stranger that took the port, or
@@ -144,7 +149,7 @@ class CliDevice:
         problems = []
         for url in urls:
             try:
-                code, body = _http("GET", url + "/health", None, token, 5.0)
+                code, body = http_json("GET", url + "/health", None, token, 5.0)
             except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
                 problems.append(f"no edge device is running at {url} ({getattr(exc, 'reason', exc)})")
                 continue
@@ -166,7 +171,7 @@ class CliDevice:
     def request(self, method: str, path: str, body: dict | None = None, timeout: float = 5.0) -> tuple[int, dict]:
         base, token = self.endpoint()
         try:
-            return _http(method, base + path, body, token, timeout)
+            return http_json(method, base + path, body, token, timeout)
         except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
             raise SystemExit(f"the edge device at {base} stopped answering ({getattr(exc, 'reason', exc)})") from None
 
@@ -181,7 +186,7 @@ class CliDevice:
         return 1
 
 
-def _http(method: str, url: str, body: dict | None, token: str | None, timeout: float) -> tuple[int, dict]:
+def http_json(method: str, url: str, body: dict | None, token: str | None, timeout: float) -> tuple[int, dict]:
     """(status, JSON body); a body that is not a JSON object comes back as {} (a stranger)."""
     req = urllib.request.Request(url, method=method, data=json.dumps(body).encode() if body is not None else None,
                                  headers={"Content-Type": "application/json"})

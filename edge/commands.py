@@ -72,6 +72,7 @@ class Command:
     authorized: Callable[[], bool] | None = None  # None: always allowed
     refusal: str = ""                  # what to set to allow it, shown when refused
     dangerous: bool = False            # opens the door or changes who is known: refused unless allowed
+    danger: str = "opens the door or changes who is known"  # what makes it dangerous, for the refusal
 
 
 class CommandRegistry:
@@ -147,7 +148,7 @@ class CommandRegistry:
             if not isinstance(value, allowed[key]) or (allowed[key] is not bool and isinstance(value, bool)):
                 raise self.reject(f"{name}: field {key!r} must be {allowed[key].__name__}", "invalid")
         if command.dangerous and not allow_dangerous:
-            raise self.reject(f"{name} opens the door or changes who is known and is refused by default; "
+            raise self.reject(f"{name} {command.danger} and is refused by default; "
                               f"{dangerous_hint or command.refusal or 'enable it in the config'}", "unauthorized")
         if command.authorized is not None and not command.authorized():
             raise self.reject(f"{name} is not enabled on this device; {command.refusal}", "unauthorized")

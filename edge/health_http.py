@@ -17,6 +17,7 @@ from typing import Any, Callable
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from edge import __version__
 from edge.config import EXAMPLE_SECRETS, Key, Section, is_loopback
 from edge.health import FAILED
 from edge.http_guard import GuardedHTTPServer
@@ -97,7 +98,8 @@ class HealthServer:
                     return
                 path = self.path.split("?")[0]
                 if path == "/health":
-                    body = {**server.health.as_json(), "node": server.node}
+                    # the version: an updater commits only when the new release is the one answering
+                    body = {**server.health.as_json(), "node": server.node, "version": __version__}
                     self._json(503 if body["state"] == FAILED else 200, body)
                 elif path == "/live":
                     self._json(200, {"live": True})

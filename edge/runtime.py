@@ -47,6 +47,7 @@ from edge.states import StateBoard
 from edge.safemode import BootCounter
 from edge.store import DB_NAME, RUNTIME_BUSY_TIMEOUT_S, Store, StoreUnavailable, disk_problem
 from edge.supervisor import Policy, Supervisor
+from edge.update import recover_at_boot
 from edge.worker import Lasting, SimulatorControls, Worker, WorkerContext, boot_subscription
 
 log = logging.getLogger("edge.runtime")
@@ -398,6 +399,11 @@ def run(config_path: str | None, sim: bool, environ: Mapping[str, str] = os.envi
     faulthandler.enable()
     jsonlog.setup()
     state_dir = state_dir_for(sim, environ)
+    if not sim:  # a power cut mid-update left an uncommitted release: roll it back first
+        committed = recover_at_boot(environ, state_dir)
+        if committed is not None:
+            log.warning("starting the committed release instead: %s", committed)
+            os.execv(committed, [str(committed), *sys.argv[1:]])
     path = config_path_for(config_path, environ)
     try:
         config, classes, error = load_config_with_fallback(path, sim, state_dir, environ)

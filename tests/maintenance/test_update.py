@@ -1,0 +1,121 @@
+"""`edge update` and `edge rollback` against real releases and a real device process: a good
+release is committed, a bad one is rolled back by itself and the old one serves again, a
+kill at any step of the switch leaves a device that starts a working release."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+import subprocess
+import sys
+
+import pytest
+
+from edge.store import DB_NAME
+from edge.update import STEPS, read_result
+
+
+@pytest.fixture
+def running(device):
+    """Release 1.0.0 installed, committed and serving."""
+    device.install("1.0.0")
+    device.service("start")
+    device.wait_serving("1.0.0")
+    return device
+
+
+def links(device) -> tuple[str | None, str | None]:
+    return device.layout.current(), device.layout.committed()
+
+
+def test_an_update_from_a_url_that_becomes_ready_is_committed_and_edge_rollback_goes_back(running, file_server):
+    www, base = file_server
+    archive = running.release("1.1.0")
+    for path in (archive, archive.with_name(archive.name + ".sha256")):
+        shutil.copy(path, www / path.name)
+    done = running.edge("update", f"{base}/{archive.name}")  # checksum from the .sha256 beside it
+    assert done.returncode == 0, done.stdout + done.stderr + running.log()[-2000:]
+    assert "updated 1.0.0 -> 1.1.0: ready and healthy, committed" in done.stdout
+    assert running.health()["version"] == "1.1.0"
+    status = json.loads(running.edge("update", "--status", "--json").stdout)
+    assert (status["current"], status["committed"], status["pending"]) == ("1.1.0", "1.1.0", None)
+    assert {r["version"]: r["previous"] for r in status["releases"]} == {"1.0.0": True, "1.1.0": False}
+
+    done = running.edge("rollback")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "rolled back 1.1.0 -> 1.0.0: ready and healthy, committed" in done.stdout
+    assert running.health()["version"] == "1.0.0"
+    assert links(running) == ("1.0.0", "1.0.0")
+
+
+def test_releases_that_crash_hang_or_fail_after_migrating_are_rolled_back_and_the_old_one_serves(running):
+    db = running.state / DB_NAME
+    schema = "SELECT component, version FROM schema_migrations ORDER BY 1"
+    before = sqlite3.connect(db).execute(schema).fetchall()
+    for behaviour in ("crash", "hang", "migrate-and-fail"):
+        done = running.edge("update", str(running.release("2.0.0", behaviour)), "--deadline", "4")
+        out = f"{behaviour}: {done.stdout}{done.stderr}"
+        assert done.returncode == 1, out
+        assert "ROLLED BACK" in done.stderr and "switched back to 1.0.0" in done.stderr, out
+        assert "was not ready and healthy within 4 s" in done.stderr, out  # and it says why
+        assert running.health()["version"] == "1.0.0", out  # the old release serves again
+        assert links(running) == ("1.0.0", "1.0.0"), out
+        assert read_result(running.state)["outcome"] == "rolled-back", out
+    # the failed release migrated the store; its migration went with it
+    assert "the store was put back as it was before the update" in done.stderr
+    conn = sqlite3.connect(db)
+    assert conn.execute(schema).fetchall() == before
+    assert not conn.execute("SELECT name FROM sqlite_master WHERE name = 'trial_rows'").fetchall()
+    migrated = list((running.state / "update-backup").glob("*-migrated.sqlite3"))  # kept, not thrown away
+    assert migrated and sqlite3.connect(migrated[0]).execute(
+        "SELECT 1 FROM schema_migrations WHERE component = 'trial_release'").fetchall()
+
+
+KILL = """
+import argparse, os, sys
+from edge.cli_device import CliDevice
+from edge.releases import ReleaseLayout, prefix_for
+from edge.service_control import ServiceControl
+from edge.update import HealthProbe, Updater
+
+device = CliDevice(argparse.Namespace(config=None, sim=False))
+def on_step(step):
+    if step == sys.argv[2]:
+        os._exit(137)  # as abrupt as a power cut for this process: no cleanup; the kernel drops its lock
+Updater(ReleaseLayout(prefix_for()), device.state_dir, ServiceControl.from_env(),
+        HealthProbe(device.health_candidates), deadline_s=20, settle_s=0.5, on_step=on_step).update(sys.argv[1])
+"""
+
+
+def test_a_kill_at_each_step_of_the_switch_leaves_a_device_that_starts_a_working_release(running):
+    archive = running.release("1.1.0")
+    for step in STEPS:
+        done = subprocess.run([sys.executable, "-c", KILL, str(archive), step], env=running.env,
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 137, f"{step}: {done.stderr}"
+        if step == "switched":  # what the unit's privileged ExecStartPre=+ does at boot
+            check = running.edge("update", "--boot-check")
+            assert "rolled back to 1.0.0" in check.stdout, check.stdout + check.stderr
+        # the device reboots: the service starts again, and `edge run` checks its release first
+        running.service("stop")
+        running.service("start")
+        expected = "1.1.0" if step == "committed" else "1.0.0"
+        running.wait_serving(expected)
+        assert links(running) == (expected, expected), step
+        if step == "started":  # the trial release itself was started, found itself uncommitted, and gave way
+            assert "never committed" in read_result(running.state)["reason"]
+            assert "starting the committed release instead" in running.log()
+
+
+def test_an_artifact_without_a_matching_checksum_changes_nothing(device):
+    device.install("1.0.0")
+    archive = device.release("1.1.0")
+    sidecar = archive.with_name(archive.name + ".sha256")
+    sidecar.write_text(f"{'0' * 64}  {archive.name}\n")
+    done = device.edge("update", str(archive))
+    assert done.returncode == 1 and "SHA-256 is" in done.stderr and "nothing was installed" in done.stderr
+    sidecar.unlink()
+    done = device.edge("update", str(archive))
+    assert done.returncode == 1 and "no checksum for edge-1.1.0.tar.gz" in done.stderr
+    assert device.layout.versions() == ["1.0.0"] and links(device) == ("1.0.0", "1.0.0")
