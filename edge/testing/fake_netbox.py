@@ -568,23 +568,14 @@ class _Handler(BaseHTTPRequestHandler):
         saved_log, saved_id = len(fake.changelog), fake._next_id
         try:
             results = []
-            for item in items:
-                message = item.get(CHANGELOG_FIELD)
-                if method == "POST" and key is None:
-                    results.append(fake._create(endpoint, item, message))
-                elif method in ("PATCH", "PUT"):
-                    target = key if key is not None else item.get("id")
-                    if target not in store:
-                        raise BadRequest({"id": [f"object with id {target} does not exist"]} if key is None else
-                                         {"detail": "Not found."})
-                    results.append(fake._update(endpoint, store[target], {k: v for k, v in item.items() if k != "id"},
-                                                message))
-                elif method == "DELETE":
-                    target = key if key is not None else item.get("id")
-                    store.pop(target, None)
-                    fake.changelog.append({"action": "delete", "endpoint": endpoint, "id": target, "message": message})
-                else:
-                    return 405, {"detail": f'Method "{method}" not allowed.'}
+            for index, item in enumerate(items):
+                try:
+                    results.extend(self._apply(method, endpoint, key, item))
+                except BadRequest as exc:
+                    if not isinstance(body, list):
+                        raise
+                    # A bulk write answers one error dict per object, in order.
+                    raise BadRequest([{}] * index + [exc.body] + [{}] * (len(items) - index - 1)) from None
         except BadRequest:
             fake.objects.update(saved)
             del fake.changelog[saved_log:]
@@ -592,8 +583,29 @@ class _Handler(BaseHTTPRequestHandler):
             raise
         if method == "DELETE":
             return 204, None
+        if method not in ("POST", "PATCH", "PUT"):
+            return 405, {"detail": f'Method "{method}" not allowed.'}
         rendered = [fake.render(endpoint, r) for r in results]
         return (201 if method == "POST" else 200), (rendered if isinstance(body, list) else rendered[0])
+
+    def _apply(self, method: str, endpoint: str, key: int | None, item: dict) -> list[dict]:
+        fake = self.server_fake
+        store = fake.objects[endpoint]
+        message = item.get(CHANGELOG_FIELD)
+        if method == "POST" and key is None:
+            return [fake._create(endpoint, item, message)]
+        if method in ("PATCH", "PUT"):
+            target = key if key is not None else item.get("id")
+            if target not in store:
+                raise BadRequest({"id": [f"object with id {target} does not exist"]} if key is None else
+                                 {"detail": "Not found."})
+            return [fake._update(endpoint, store[target], {k: v for k, v in item.items() if k != "id"},
+                                 message)]
+        if method == "DELETE":
+            target = key if key is not None else item.get("id")
+            store.pop(target, None)
+            fake.changelog.append({"action": "delete", "endpoint": endpoint, "id": target, "message": message})
+        return []
 
     def do_GET(self):
         self._handle("GET")

@@ -161,7 +161,7 @@ class Sync:
         self.message = f"edge NetBox sync of node {node}, run {run_id}"
         self.result = Result()
         self._refs: dict[str, int | None] = {}
-        self._tags_ready = self._fields_ready = False
+        self._tags_checked = False
         self.name = cfg.name or facts.hostname
 
     # -- NetBox access: every filter and field name goes through these ---------------------------
@@ -209,40 +209,40 @@ class Sync:
             except pynetbox.RequestError as exc:
                 if exc.req.status_code != 400:
                     raise
-                labels = ", ".join(c.label for c, _ in chunk)
-                raise Rejected(f"NetBox rejected {action} of {labels}: {exc.error}") from None
+                raise Rejected(f"NetBox rejected the {action} of " + _rejection(exc, [c.label for c, _ in chunk])) \
+                    from None
         for (change, _), new_id in zip(items, ids):
             change.id = new_id
         return ids
 
     # -- prerequisites ------------------------------------------------------------------------------
-    def _ensure_tags_and_fields(self) -> None:
-        if not self._tags_ready:
-            self._tags_ready = True
-            have = {t["slug"] for t in self._filter("extras/tags", slug=list(TAGS))}
-            missing = [s for s in TAGS if s not in have]
-            self._create_prerequisites("extras/tags", [
-                (f"tag {s}", {"name": TAGS[s][0], "slug": s, "color": TAGS[s][1], "description": TAGS[s][2]})
-                for s in missing])
-        if not self._fields_ready:
-            self._fields_ready = True
-            have = {f["name"] for f in self._filter("extras/custom-fields", name=list(CUSTOM_FIELDS))}
-            self._create_prerequisites("extras/custom-fields", [
-                (f"custom field {n}", {"name": n, "label": n.replace("_", " ").capitalize(), "type": "text",
-                                       "object_types": CUSTOM_FIELDS[n][0], "description": CUSTOM_FIELDS[n][1],
-                                       "required": False})
-                for n in CUSTOM_FIELDS if n not in have])
-
-    def _create_prerequisites(self, endpoint: str, wanted: list[tuple[str, dict]]) -> list[int | None]:
-        if not wanted:
+    def _missing_tags_and_fields(self) -> list[tuple[str, str, dict]]:
+        """Our tags and custom fields that NetBox lacks (looked up once per run)."""
+        if self._tags_checked:
             return []
-        if not self.cfg.create_prerequisites:
+        self._tags_checked = True
+        have_tags = {t["slug"] for t in self._filter("extras/tags", slug=list(TAGS))}
+        have_fields = {f["name"] for f in self._filter("extras/custom-fields", name=list(CUSTOM_FIELDS))}
+        return [("extras/tags", f"tag {slug}", {"name": name, "slug": slug, "color": color, "description": text})
+                for slug, (name, color, text) in TAGS.items() if slug not in have_tags] + \
+               [("extras/custom-fields", f"custom field {name}",
+                 {"name": name, "label": name.replace("_", " ").capitalize(), "type": "text", "object_types": types,
+                  "description": text, "required": False})
+                for name, (types, text) in CUSTOM_FIELDS.items() if name not in have_fields]
+
+    def _ensure_tags_and_fields(self) -> None:
+        self._create_missing(self._missing_tags_and_fields())
+
+    def _create_missing(self, missing: list[tuple[str, str, dict]]) -> list[int | None]:
+        """Create prerequisites in the order given, or (create_prerequisites = false) report
+        them all at once with what to create."""
+        if missing and not self.cfg.create_prerequisites:
             raise MissingPrerequisites(
-                "missing in NetBox: " + "; ".join(f"{label} ({_describe(body)})" for label, body in wanted) +
+                "missing in NetBox: " + "; ".join(f"{label} ({_describe(body)})" for _, label, body in missing) +
                 "; create them, or set [netbox] create_prerequisites = true")
-        return self._write("create", endpoint, [(Change("create", endpoint, label,
-                                                        {k: (None, v) for k, v in body.items()}), body)
-                                                 for label, body in wanted])
+        return [self._write("create", endpoint, [(Change("create", endpoint, label,
+                                                         {k: (None, v) for k, v in body.items()}), body)])[0]
+                for endpoint, label, body in missing]
 
     def _ref(self, endpoint: str, slug: str, body: dict, label: str, missing: list) -> int | None:
         """The id of the object with `slug`; when there is none, (endpoint, label, body) is
@@ -272,13 +272,15 @@ class Sync:
             wanted.append(("platform", "dcim/platforms", slugify(f.os), {"name": f.os}, f"platform {f.os}"))
         refs = {key: self._ref(endpoint, slug, body, label, missing) for key, endpoint, slug, body, label in wanted}
         if missing:
+            missing += self._missing_tags_and_fields()  # reported together with the rest
             if not cfg.create_prerequisites:
-                self._create_prerequisites("", [(label, body) for _, label, body in missing])  # raises
+                self._create_missing(missing)  # raises, naming them all
             for key, endpoint, slug, body, label in wanted:  # in order: the maker before its device type
                 if refs[key] is None:
                     if key == "device_type":
                         body = {**body, "manufacturer": refs["manufacturer"]}
-                    refs[key] = self._create_prerequisites(endpoint, [(label, {**body, "slug": slug})])[0]
+                    refs[key] = self._create_missing([(endpoint, label, {**body, "slug": slug})])[0]
+            self._create_missing([m for m in missing if m[0] in ("extras/tags", "extras/custom-fields")])
         refs.pop("manufacturer")
         return refs
 
@@ -325,7 +327,7 @@ class Sync:
             missing: list[tuple[str, str, dict]] = []
             platform = self._ref("dcim/platforms", slugify(f.os), {"name": f.os}, f"platform {f.os}", missing)
             if missing:
-                platform = self._create_prerequisites("dcim/platforms", [(m[1], m[2]) for m in missing])[0]
+                platform = self._create_missing(missing)[0]
             if platform is not None or self.dry_run:
                 patch["platform"] = platform
                 diffs["platform"] = ((device.get("platform") or {}).get("name"), f.os)
@@ -375,6 +377,8 @@ class Sync:
             nb = next(i for i in interfaces.values() if i["id"] == body["assigned_object_id"])
             if nb.get("primary_mac_address") is None:
                 primaries.append((nb, new_id, body["mac_address"]))
+        self._mark_seen("dcim/mac-addresses", "MAC address", {m["mac_address"].upper(): m for m in existing},
+                        {i.mac for i in self.facts.interfaces if i.mac})
         # A primary MAC a person chose is kept; only an interface without one gets ours.
         self._write("update", "dcim/interfaces", [
             (Change("update", "dcim/interfaces", f"interface {nb['name']}", {"primary_mac_address": (None, mac)},
@@ -384,63 +388,66 @@ class Sync:
     def _addresses(self, device: dict | None, interfaces: dict[str, dict]) -> None:
         device_id = device.get("id") if device else None
         existing = self._filter("ipam/ip-addresses", device_id=device_id) if device_id else []
-        by_host = {_host(ip["address"]): ip for ip in existing}
-        iface_ids = {i["id"] for i in interfaces.values()}
-        creates, moves, wanted_hosts = [], [], set()
+        on_device = {_host(ip["address"]): ip for ip in existing}  # host → IP on one of our interfaces
+        creates, moves, wanted = [], [], set()
         for iface in self.facts.interfaces:
             nb = interfaces[iface.name]
             for address in filter(_interesting, iface.addresses):
                 host = _host(address)
-                wanted_hosts.add(host)
-                ip = by_host.get(host)
-                if ip is not None:
-                    if ip.get("assigned_object_id") != nb["id"] and _ours(ip):  # moved between our interfaces
-                        moves.append((Change("update", "ipam/ip-addresses", f"IP address {address}",
-                                             {"interface": (None, iface.name)}, ip["id"]),
-                                      {"id": ip["id"], "assigned_object_type": "dcim.interface",
-                                       "assigned_object_id": nb["id"]}))
-                    continue
-                elsewhere = self._filter("ipam/ip-addresses", address=host)  # the global table
-                if elsewhere:
-                    other = elsewhere[0]
-                    owner = (other.get("assigned_object") or {}).get("device", {}) or {}
-                    if other.get("assigned_object_id") is None and _ours(other):
-                        moves.append((Change("update", "ipam/ip-addresses", f"IP address {address}",
-                                             {"interface": (None, iface.name)}, other["id"]),
-                                      {"id": other["id"], "assigned_object_type": "dcim.interface",
-                                       "assigned_object_id": nb["id"]}))
-                        by_host[host] = other
-                    else:
-                        holder = owner.get("name") or other.get("assigned_object_type") or "nothing (reserved)"
-                        self.result.notes.append(f"IP address {address} is already in NetBox, assigned to "
-                                                 f"{holder}; left alone")
-                    continue
-                creates.append((Change("create", "ipam/ip-addresses", f"IP address {address}",
-                                       {"interface": (None, iface.name)}),
-                                {"address": address, "status": "active", "assigned_object_type": "dcim.interface",
-                                 "assigned_object_id": nb["id"], "tags": [{"slug": MANAGED_TAG}]}))
+                wanted.add(host)
+                ip = on_device.get(host)
+                if ip is None:
+                    ip = self._unassigned_or_note(address)  # None: create it; {}: someone else's
+                    if ip == {}:
+                        continue
+                if ip is None:
+                    creates.append((Change("create", "ipam/ip-addresses", f"IP address {address}",
+                                           {"interface": (None, iface.name)}),
+                                    {"address": address, "status": "active", "assigned_object_type": "dcim.interface",
+                                     "assigned_object_id": nb["id"], "tags": [{"slug": MANAGED_TAG}]}))
+                elif ip.get("assigned_object_id") != nb["id"] and _ours(ip):  # moved here, or unassigned
+                    moves.append((Change("update", "ipam/ip-addresses", f"IP address {address}",
+                                         {"interface": (None, iface.name)}, ip["id"]),
+                                  {"id": ip["id"], "assigned_object_type": "dcim.interface",
+                                   "assigned_object_id": nb["id"]}))
+                    on_device[host] = ip
         self._write("update", "ipam/ip-addresses", moves)
-        for (change, body), new_id in zip(creates, self._write("create", "ipam/ip-addresses", creates)):
-            by_host[_host(body["address"])] = {"id": new_id, "address": body["address"],
-                                               "assigned_object_id": body["assigned_object_id"],
-                                               "tags": [{"slug": MANAGED_TAG}]}
-        ours = {h: ip for h, ip in by_host.items() if ip.get("assigned_object_id") in iface_ids or ip.get("id") is None}
+        for (_, body), new_id in zip(creates, self._write("create", "ipam/ip-addresses", creates)):
+            on_device[_host(body["address"])] = {"id": new_id, "address": body["address"],
+                                                 "tags": [{"slug": MANAGED_TAG}]}
         self._mark_seen("ipam/ip-addresses", "IP address", {ip["address"]: ip for ip in existing},
-                        {ip["address"] for h, ip in by_host.items() if h in wanted_hosts})
+                        {ip["address"] for host, ip in on_device.items() if host in wanted})
         if device is not None:
-            self._primary_ip4(device, ours, wanted_hosts)
+            self._primary_ip4(device, on_device, wanted)
 
-    def _primary_ip4(self, device: dict, ours: dict[str, dict], wanted_hosts: set[str]) -> None:
-        """The first IPv4 of a wired interface (else any) is the primary, unless a person chose
-        one that is still there."""
+    def _unassigned_or_note(self, address: str) -> dict | None:
+        """An address not on our device, looked up in NetBox's global table: None when it is
+        not there, our own unassigned record to take back, or {} (with a note) when it belongs
+        to something else, which is never moved."""
+        found = self._filter("ipam/ip-addresses", address=_host(address))
+        if not found:
+            return None
+        other = found[0]
+        if other.get("assigned_object_id") is None and _ours(other):
+            return other
+        holder = ((other.get("assigned_object") or {}).get("device") or {}).get("name") or \
+            other.get("assigned_object_type") or "nothing (a reservation)"
+        self.result.notes.append(f"IP address {address} is already in NetBox, assigned to {holder}; left alone")
+        return {}
+
+    def _primary_ip4(self, device: dict, on_device: dict[str, dict], wanted: set[str]) -> None:
+        """The first IPv4 of a wired interface (else any) becomes the primary when there is
+        none, or when ours went away; a primary a person chose is kept."""
         current = device.get("primary_ip4")
-        if current and (_host(current["address"]) in wanted_hosts or not _ours_id(current, ours)):
-            return
-        wired = sorted(self.facts.interfaces, key=lambda i: (i.wireless, i.name))
-        for iface in wired:
+        if current:
+            host = _host(current["address"])
+            mine = on_device.get(host)
+            if host in wanted or mine is None or not _ours(mine):
+                return
+        for iface in sorted(self.facts.interfaces, key=lambda i: (i.wireless, i.name)):
             for address in iface.addresses:
-                if ipaddress.ip_interface(address).version == 4 and _host(address) in ours:
-                    ip = ours[_host(address)]
+                ip = on_device.get(_host(address))
+                if ipaddress.ip_interface(address).version == 4 and ip is not None:
                     self._write("update", "dcim/devices", [
                         (Change("update", "dcim/devices", f"device {device['name']}",
                                 {"primary_ip4": (current["address"] if current else None, address)}, device["id"]),
@@ -528,10 +535,6 @@ class Sync:
         self._write("prune", endpoint, prune)
 
 
-def _ours_id(ip: dict, ours: dict[str, dict]) -> bool:
-    return any(o.get("id") == ip.get("id") for o in ours.values())
-
-
 def _item_fields(p: Peripheral) -> dict[str, Any]:
     """The inventory item fields the sync owns for a peripheral."""
     description = ", ".join(x for x in (p.kind, f"firmware {p.firmware}" if p.firmware else None,
@@ -545,6 +548,20 @@ def _parse(text: str) -> datetime:
     except ValueError:
         return datetime.max.replace(tzinfo=timezone.utc)  # unreadable: never pruned
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+
+
+def _rejection(exc: pynetbox.RequestError, labels: list[str]) -> str:
+    """'IP address 192.0.2.10/24: address: Duplicate IP address ...' from a 400's body (a
+    bulk write answers one error dict per object, in order)."""
+    try:
+        body = exc.req.json()
+    except ValueError:
+        return f"{', '.join(labels)}: {exc.req.text[:200]}"
+    errors = body if isinstance(body, list) else [body] * len(labels)
+    parts = [f"{label}: " + "; ".join(f"{k}: {' '.join(map(str, v)) if isinstance(v, list) else v}"
+                                      for k, v in err.items())
+             for label, err in zip(labels, errors) if isinstance(err, dict) and err]
+    return ", ".join(parts) or ", ".join(labels)
 
 
 def _describe(body: dict) -> str:

@@ -151,7 +151,8 @@ def test_missing_prerequisites_are_reported_with_what_to_create_and_nothing_is_w
     with pytest.raises(MissingPrerequisites) as caught:
         sync(api, cfg)
     message = str(caught.value)
-    for expected in ("site home", "device role edge-node", "device type Raspberry Pi 4", "create_prerequisites"):
+    for expected in ("site home", "device role edge-node", "device type Raspberry Pi 4", "tag edge-managed",
+                     "custom field edge_identity", "create_prerequisites"):
         assert expected in message
     assert fake.counters.writes == 0
 
@@ -164,3 +165,14 @@ def test_prune_after_days_deletes_only_what_the_sync_created_and_long_stale(fake
     fake.edit("dcim/inventory-items", printer["id"], custom_fields={"edge_last_seen": "2020-01-01T00:00:00+00:00"})
     sync(api, cfg, node_facts(printer_present=False), run="r3", cached=first.device_id)
     assert [i["name"] for i in fake.all("dcim/inventory-items")] == ["Camera"]
+
+
+def test_a_400_names_the_object_and_the_field_and_the_bulk_write_is_all_or_nothing(fake, cfg, api):
+    from services.netbox.sync import Rejected
+    first = sync(api, cfg, node_facts(eth0=()))
+    # Someone registers 192.0.2.10 for another machine just before our write.
+    fake.before_write = lambda: fake.add("ipam/ip-addresses", address="192.0.2.10/16")
+    with pytest.raises(Rejected) as caught:
+        sync(api, cfg, node_facts(eth0=("192.0.2.10/24", "192.0.2.12/24")), run="r2", cached=first.device_id)
+    assert "IP address 192.0.2.10/24: address: Duplicate IP address found in global table" in str(caught.value)
+    assert "192.0.2.12/24" not in {ip["address"] for ip in fake.all("ipam/ip-addresses")}, "all or nothing"
