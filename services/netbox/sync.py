@@ -73,6 +73,7 @@ FIELDS = {
     "extras/custom-fields": {"name", "label", "type", "object_types", "description", "required"},
 }
 CHANGELOG_FIELD = "changelog_message"  # NetBox 4.4 keeps it with the change (not in its schema)
+GENERIC_MODEL, GENERIC_MAKER = "Generic Linux host", "Generic"  # a board that names neither
 
 
 def slugify(text: str) -> str:
@@ -233,15 +234,15 @@ class Sync:
     def _ensure_tags_and_fields(self) -> None:
         self._create_missing(self._missing_tags_and_fields())
 
-    def _create_missing(self, missing: list[tuple[str, str, dict]]) -> list[int | None]:
+    def _create_missing(self, missing: list[tuple[str, str, dict]], shown: dict | None = None) -> list[int | None]:
         """Create prerequisites in the order given, or (create_prerequisites = false) report
-        them all at once with what to create."""
+        them all at once with what to create. `shown`: values to show instead of ids."""
         if missing and not self.cfg.create_prerequisites:
             raise MissingPrerequisites(
                 "missing in NetBox: " + "; ".join(f"{label} ({_describe(body)})" for _, label, body in missing) +
                 "; create them, or set [netbox] create_prerequisites = true")
         return [self._write("create", endpoint, [(Change("create", endpoint, label,
-                                                         {k: (None, v) for k, v in body.items()}), body)])[0]
+                                                         _created({**body, **(shown or {})})), body)])[0]
                 for endpoint, label, body in missing]
 
     def _ref(self, endpoint: str, slug: str, body: dict, label: str, missing: list) -> int | None:
@@ -259,7 +260,7 @@ class Sync:
         """Site, role, device type (and its maker), platform and tenant for a new device: all
         the missing ones at once, created in dependency order or reported together."""
         f, cfg = self.facts, self.cfg
-        model, maker = f.model or "Generic Linux host", f.manufacturer or "Generic"
+        model, maker = f.model or GENERIC_MODEL, f.manufacturer or GENERIC_MAKER
         missing: list[tuple[str, str, dict]] = []
         wanted = [("site", "dcim/sites", cfg.site, {"name": cfg.site, "status": "active"}, f"site {cfg.site}"),
                   ("role", "dcim/device-roles", cfg.role, {"name": cfg.role.replace("-", " ").title(),
@@ -277,9 +278,10 @@ class Sync:
                 self._create_missing(missing)  # raises, naming them all
             for key, endpoint, slug, body, label in wanted:  # in order: the maker before its device type
                 if refs[key] is None:
+                    shown = None
                     if key == "device_type":
-                        body = {**body, "manufacturer": refs["manufacturer"]}
-                    refs[key] = self._create_missing([(endpoint, label, {**body, "slug": slug})])[0]
+                        body, shown = {**body, "manufacturer": refs["manufacturer"]}, {"manufacturer": maker}
+                    refs[key] = self._create_missing([(endpoint, label, {**body, "slug": slug})], shown)[0]
             self._create_missing([m for m in missing if m[0] in ("extras/tags", "extras/custom-fields")])
         refs.pop("manufacturer")
         return refs
@@ -306,10 +308,10 @@ class Sync:
                     "tags": [{"slug": MANAGED_TAG, "name": TAGS[MANAGED_TAG][0]}], "custom_fields": owned_cf}
             if f.serial:
                 body["serial"] = f.serial
-            change = Change("create", "dcim/devices", f"device {self.name}",
-                            {"site": (None, self.cfg.site), "role": (None, self.cfg.role),
-                             "device_type": (None, f.model), "platform": (None, f.os), "serial": (None, f.serial),
-                             **{f"custom_fields.{k}": (None, v) for k, v in owned_cf.items()}})
+            change = Change("create", "dcim/devices", f"device {self.name}", _created(
+                {"site": self.cfg.site, "role": self.cfg.role, "tenant": self.cfg.tenant or None,
+                 "device_type": f.model or GENERIC_MODEL, "platform": f.os, "serial": f.serial,
+                 **{f"custom_fields.{k}": v for k, v in owned_cf.items()}}))
             new_id = self._write("create", "dcim/devices", [(change, body)])[0]
             return {"id": new_id, "name": self.name, "primary_ip4": None, "tags": [{"slug": MANAGED_TAG}],
                     "custom_fields": owned_cf} if new_id is not None or self.dry_run else None
@@ -480,7 +482,7 @@ class Sync:
                 body = {"device": device_id, "name": p.name, "discovered": True, "tags": [{"slug": MANAGED_TAG}],
                         **wanted}
                 creates.append((Change("create", "dcim/inventory-items", f"inventory item {p.name}",
-                                       {k: (None, v) for k, v in wanted.items()}), body))
+                                       _created(wanted)), body))
                 continue
             item = mine[0]
             diffs = {k: (item.get(k) or None, v) for k, v in wanted.items() if (item.get(k) or None) != v}
@@ -562,6 +564,11 @@ def _rejection(exc: pynetbox.RequestError, labels: list[str]) -> str:
                                       for k, v in err.items())
              for label, err in zip(labels, errors) if isinstance(err, dict) and err]
     return ", ".join(parts) or ", ".join(labels)
+
+
+def _created(values: dict) -> dict[str, tuple[Any, Any]]:
+    """The fields of a created object, as diff lines (unset ones left out)."""
+    return {k: (None, v) for k, v in values.items() if v is not None}
 
 
 def _describe(body: dict) -> str:

@@ -80,7 +80,7 @@ class NetboxWorker(Worker):
                entity_category="diagnostic", icon="mdi:sync"),
         Entity("sensor", "netbox_changed", "NetBox objects changed", state=STATE,
                value_template="{{ value_json.changed }}", entity_category="diagnostic", icon="mdi:database-edit"),
-        Entity("binary_sensor", "netbox_problem", "NetBox sync problem", state=STATE,
+        Entity("binary_sensor", "netbox_sync_problem", "NetBox sync problem", state=STATE,
                value_template="{{ 'ON' if value_json.problem else 'OFF' }}", device_class="problem",
                entity_category="diagnostic", attributes=STATE),
         Entity("button", "netbox_sync", "Sync NetBox", command="netbox_sync", icon="mdi:database-sync",
