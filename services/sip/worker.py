@@ -43,7 +43,7 @@ RING = "doorbell.ring"                     # the doorbell's event (services/door
 OPEN_DOOR = "open_door"                    # the doorbell's command (services/doorbell/commands.py)
 CALL_EVENT, DOOR_OPENED, PRESS_DURING_CALL = "sip.call", "sip.door_opened", "sip.press_during_call"
 LOOP_WAIT_S = 0.05
-STOP_TIMEOUT_S = 5.0
+STOP_TIMEOUT_S = 4.0  # inside the supervisor's default stop_timeout_s (5 s) for all workers
 
 
 class SipWorker(Worker):
