@@ -1,0 +1,45 @@
+"""The [netbox] section: off by default, its problems named with the fix, a warning for a
+token sent over plain http to another host, the token kept out of the values."""
+
+from __future__ import annotations
+
+import pytest
+
+from edge.assembly import all_sections, worker_classes
+from edge.config import ConfigError, build, load
+from services.netbox.sections import SECTION
+from services.netbox.worker import NetboxWorker
+
+
+def section(values: dict, env: dict | None = None):
+    return build([SECTION], {"netbox": values}, env or {}, "pi")
+
+
+def test_the_worker_is_off_by_default_and_neither_essential_nor_critical():
+    config = load(all_sections(worker_classes()), None, {})
+    assert NetboxWorker.enabled(config) is False
+    assert not NetboxWorker.essential and not NetboxWorker.critical
+
+
+def test_plain_http_to_another_host_draws_a_warning_and_loopback_does_not(tmp_path):
+    token = tmp_path / "token"
+    token.write_text("0123456789abcdef\n")
+    remote = section({"enabled": True, "url": "http://netbox.lan", "site": "home", "token_file": str(token)})
+    assert any("plain http" in w and "https://" in w for w in remote.warnings)
+    local = section({"enabled": True, "url": "http://127.0.0.1:8000", "site": "home", "token_file": str(token)})
+    assert local.warnings == []
+    assert "0123456789abcdef" not in repr(local["netbox"].redacted())
+    assert local["netbox"].secret("token") == "0123456789abcdef"
+
+
+def test_an_enabled_sync_without_token_or_site_names_what_to_set():
+    with pytest.raises(ConfigError) as caught:
+        section({"enabled": True, "url": "https://netbox.example.org"})
+    text = str(caught.value)
+    assert "token_file" in text and "EDGE_NETBOX_TOKEN" in text and "site" in text
+
+
+def test_the_url_and_token_come_from_the_environment_too():
+    config = section({"enabled": True, "site": "home"},
+                     {"EDGE_NETBOX_URL": "https://netbox.example.org", "EDGE_NETBOX_TOKEN": "abc123def456"})
+    assert config["netbox"].url == "https://netbox.example.org" and config["netbox"].secret("token") == "abc123def456"
