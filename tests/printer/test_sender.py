@@ -1,0 +1,192 @@
+"""The sender against the simulated Marlin printer: every fault the fake can inject, and the
+job's commands reach the firmware in order, each exactly once."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from printer.helpers import gcode_lines, job_commands
+from edge.testing.waiting import wait_for
+
+
+def test_sync_survives_boot_noise_and_the_reset_a_board_does_when_the_port_opens(make_fake, make_link):
+    fake = make_fake(reset_on_open=True, boot_s=0.3)
+    link = make_link(fake)
+    assert fake.boots >= 2  # power-on, and the reset when the host opened the port
+    firmware = link.sender.firmware
+    assert firmware.name.startswith("Marlin")
+    assert firmware.has("AUTOREPORT_TEMP") and firmware.has("EMERGENCY_PARSER")
+    wait_for(lambda: "M155 S2" in fake.executed_since(), 5, message="temperature autoreport turned on")
+    wait_for(lambda: "T" in link.sender.temps, 5, message="a temperature report")
+
+
+def test_ten_thousand_line_job_with_two_percent_random_resends_runs_every_line_once_in_order(make_fake, make_link):
+    fake = make_fake(advanced_ok=True)
+    fake.resend_probability = 0.02
+    link = make_link(fake)
+    assert link.sender.window_limits()[0] > 1  # ADVANCED_OK: a window
+    commands = gcode_lines(10_000)
+    assert link.print(commands, timeout=120) == commands
+    counters = link.sender.snapshot()["counters"]
+    assert counters["resends"] >= 100 and counters["timeouts"] == 0
+
+
+def test_resend_request_replays_from_the_requested_line_and_ignores_stale_requests(make_fake, make_link):
+    fake = make_fake()
+    fake.resend_lines.update({5, 60, 61, 300})
+    link = make_link(fake, window=4)
+    commands = gcode_lines(400)
+    assert link.print(commands) == commands
+    snapshot = link.sender.snapshot()["counters"]
+    assert snapshot["resends"] >= 4
+    assert snapshot["stale_resends_ignored"] >= 1  # lines in flight past the bad one each asked again
+    assert snapshot["timeouts"] == 0
+
+
+def test_checksum_errors_on_the_wire_are_resent(make_fake, make_link):
+    fake = make_fake()
+    fake.checksum_error_probability = 0.05
+    link = make_link(fake, window=3)
+    commands = gcode_lines(600)
+    assert link.print(commands) == commands
+    assert fake.resends_requested >= 10
+
+
+def test_firmware_that_sends_no_ok_after_a_resend_is_learnt_and_nothing_stalls(make_fake, make_link):
+    fake = make_fake()
+    fake.ok_after_resend = False
+    fake.resend_probability = 0.05
+    link = make_link(fake)
+    commands = gcode_lines(500)
+    assert link.print(commands) == commands
+    assert link.sender._ok_follows_resend is False
+    assert link.sender.snapshot()["counters"]["timeouts"] == 0
+
+
+def test_a_line_arriving_twice_draws_a_request_for_the_next_unsent_line_which_is_not_an_error(make_fake, make_link):
+    fake = make_fake()
+    fake.duplicate_lines.update({10, 20})
+    link = make_link(fake)
+    commands = gcode_lines(40)
+    assert link.print(commands) == commands
+    assert link.sender.snapshot()["counters"]["resends"] == 0
+
+
+def test_echo_busy_extends_the_timeout_during_a_long_command(make_fake, make_link):
+    fake = make_fake(keepalive_s=0.3)
+    link = make_link(fake, timeout_s=1.0)
+    fake.busy(2.5)  # the next command takes 2.5 s: a filament change, a probe
+    commands = gcode_lines(30)
+    assert link.print(commands) == commands
+    assert link.sender.snapshot()["counters"]["timeouts"] == 0
+
+
+def test_silence_is_answered_with_m105_and_reported_unresponsive_then_responsive(make_fake, make_link):
+    fake = make_fake()
+    link = make_link(fake, timeout_s=0.4, unresponsive_after=2)
+    commands = gcode_lines(200)
+    mark = fake.executed_count()
+    from printer.helpers import ListFeed
+    link.sender.set_feed(ListFeed(commands))
+    wait_for(lambda: len(job_commands(fake.executed_since(mark))) > 20, 10, message="the job under way")
+    fake.silence(1.5)
+    link.wait_event("unresponsive", 10)
+    link.wait_event("responsive", 10)
+    link.wait_event("job_drained", 30)
+    assert job_commands(fake.executed_since(mark)) == commands
+    assert link.sender.snapshot()["counters"]["timeouts"] >= 2
+
+
+def test_receive_buffer_overrun_drops_bytes_and_resends_recover_them(make_fake, make_link):
+    fake = make_fake(rx_buffer=48, move_s=0.003)  # the host believes Marlin's 128 bytes
+    link = make_link(fake, window=4, timeout_s=1.0)
+    commands = gcode_lines(300)
+    assert link.print(commands) == commands
+    assert fake.dropped_bytes > 0 and fake.resends_requested > 0
+    assert link.sender.window_limits()[1] < 128  # it learnt to send less at once
+
+
+def test_the_window_never_sends_more_unacknowledged_bytes_than_the_receive_buffer(make_fake, make_link):
+    fake = make_fake(rx_buffer=128, move_s=0.003)
+    link = make_link(fake, window=16, rx_buffer=128)
+    commands = gcode_lines(300)
+    assert link.print(commands) == commands
+    assert fake.dropped_bytes == 0 and fake.resends_requested == 0
+
+
+def test_a_link_that_asks_for_the_same_line_over_ten_times_fails_the_job(make_fake, make_link):
+    fake = make_fake()
+    link = make_link(fake)
+    fake.resend_probability = 1.0
+    from printer.helpers import ListFeed
+    link.sender.set_feed(ListFeed(gcode_lines(20)))
+    event = link.wait_event("link_failed", 20)
+    assert "11 times in a row" in event.data["reason"]
+    assert "job_drained" not in link.kinds()
+
+
+def test_thermal_runaway_halts_the_link_with_the_firmware_message(make_fake, make_link):
+    fake = make_fake()
+    link = make_link(fake)
+    from printer.helpers import ListFeed
+    fake_lines = gcode_lines(2000)
+    link.sender.set_feed(ListFeed(fake_lines))
+    wait_for(lambda: link.sender.job_lines_acked > 10, 10, message="the job under way")
+    fake.thermal_runaway()
+    event = link.wait_event("fatal", 10)
+    assert "Thermal Runaway" in event.data["message"]
+    assert link.sender.state == "halted"
+    with pytest.raises(AssertionError):
+        link.wait_event("job_drained", 0.5)
+
+
+def test_firmware_reset_mid_print_is_reported_and_the_link_syncs_again(make_fake, make_link):
+    fake = make_fake()
+    link = make_link(fake)
+    from printer.helpers import ListFeed
+    link.sender.set_feed(ListFeed(gcode_lines(2000)))
+    wait_for(lambda: link.sender.job_lines_acked > 10, 10, message="the job under way")
+    fake.reset()
+    link.wait_event("reset", 10)
+    wait_for(lambda: link.sender.state == "ready" and link.sender.firmware.name.startswith("Marlin"), 10,
+             message="synced again after the reset")
+    assert sum(1 for e in link.seen if e.kind == "synced") == 2
+
+
+def test_emergency_stop_reaches_the_firmware_before_the_next_job_line(make_fake, make_link):
+    fake = make_fake(baud=250000, move_s=0.01)
+    link = make_link(fake)
+    from printer.helpers import ListFeed
+    link.sender.set_feed(ListFeed(gcode_lines(500)))
+    wait_for(lambda: link.sender.job_lines_acked > 5, 10, message="the job under way")
+    before = fake.executed_count()
+    sent_at = time.monotonic()
+    link.sender.emergency_stop()
+    wait_for(lambda: fake.last_m112_at is not None, 2, message="M112 at the firmware")
+    executed = fake.executed_since(before)
+    # The emergency parser acts on M112 as it arrives: at most the one line in flight ran first.
+    assert executed.index("M112") <= 1, executed
+    assert fake.last_m112_at - sent_at < 1.0
+    link.wait_event("fatal", 5)
+
+
+def test_unplugged_port_ends_the_sender_with_gone(make_fake, make_link):
+    fake = make_fake()
+    link = make_link(fake)
+    fake.unplug()
+    event = link.wait_event("gone", 5)
+    assert "vanished" in event.data["reason"] or "closed" in event.data["reason"]
+    assert not fake.plugged
+
+
+def test_commands_too_long_for_the_firmware_are_refused_before_sending(make_fake, make_link):
+    fake = make_fake()
+    link = make_link(fake)
+    with pytest.raises(ValueError, match="more than the firmware"):
+        link.sender.submit("M117 " + "x" * 100)
+    ticket = link.sender.submit("M114")
+    assert ticket.wait(5) and ticket.error is None
+    assert any(line.startswith("X:") for line in ticket.replies)
+    assert link.sender.position["X"] == 0.0
