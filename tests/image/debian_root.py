@@ -1,0 +1,77 @@
+"""A minimal Debian bookworm amd64 root for the installer and container tests, built with
+mmdebstrap once and cached as a tarball outside the checkout (like .ci/aarch64's arm64 root),
+keyed by the package list: changing the list builds a new one. pip's cache lives beside it,
+so re-runs install the project without downloading it again.
+
+Environment: EDGE_CI_CACHE (default /var/cache/edge-ci).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import subprocess
+from pathlib import Path
+
+from edge.testing.requirements import missing, require_program
+
+SUITE = "bookworm"
+MIRROR = "http://deb.debian.org/debian"
+# What the installer needs in a root (python3-venv for the release venv, passwd for its user,
+# ca-certificates for pip), what the boot test needs (systemd as init, udev as on a Pi) and the Debian packages
+# the example config's features ask for on Debian (mosquitto-clients), so the installer finds
+# them installed and the tests do not depend on apt.
+PACKAGES = ("python3", "python3-venv", "passwd", "ca-certificates", "systemd", "systemd-sysv", "udev",
+            "mosquitto-clients")
+MMDEBSTRAP_ARGS = ("--arch=amd64", "--variant=apt", f"--include={','.join(PACKAGES)}",
+                   "--dpkgopt=path-exclude=/usr/share/man/*", "--dpkgopt=path-exclude=/usr/share/locale/*",
+                   "--dpkgopt=path-exclude=/usr/share/doc/*")
+
+
+def cache_dir() -> Path:
+    path = Path(os.environ.get("EDGE_CI_CACHE") or "/var/cache/edge-ci")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def pip_cache() -> Path:
+    path = cache_dir() / "pip"
+    path.mkdir(exist_ok=True)
+    return path
+
+
+def require_root_user() -> None:
+    if os.geteuid() != 0:
+        missing("building and entering a throwaway Debian root needs root: run the tests as root (CI does)")
+
+
+def root_tarball() -> Path:
+    """The cached tarball, built on the first call for this package list (minutes, cold)."""
+    require_root_user()
+    mmdebstrap = require_program("mmdebstrap")
+    cache = cache_dir()
+    key = hashlib.sha256("\n".join((SUITE, MIRROR, *MMDEBSTRAP_ARGS)).encode()).hexdigest()[:12]
+    tarball = cache / f"{SUITE}-amd64-{key}.tar"
+    with open(cache / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # .ci/aarch64 and parallel runs share the cache
+        if not tarball.is_file() or tarball.stat().st_size == 0:
+            building = cache / f".building-{os.getpid()}.tar"
+            result = subprocess.run([mmdebstrap, "--quiet", *MMDEBSTRAP_ARGS, SUITE, str(building), MIRROR],
+                                    capture_output=True, text=True)
+            if result.returncode != 0:
+                building.unlink(missing_ok=True)
+                raise RuntimeError(f"mmdebstrap could not build the {SUITE} amd64 root:\n{result.stderr[-3000:]}")
+            building.rename(tarball)
+            for other in cache.glob(f"{SUITE}-amd64-*.tar"):  # roots of other package lists
+                if other != tarball:
+                    other.unlink()
+    return tarball
+
+
+def unpack_root(target: Path) -> Path:
+    """A fresh copy of the cached root in `target` (a test's temporary directory)."""
+    tarball = root_tarball()
+    target.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["tar", "-C", str(target), "-xf", str(tarball)], check=True)
+    return target

@@ -1,0 +1,286 @@
+"""image/install.sh against a throwaway Debian bookworm root (mmdebstrap, cached): a second
+run changes nothing, a user's config survives, keys are made 0600, uninstall keeps the data
+and purge removes it, and the installed root boots under systemd-nspawn with the real unit
+until the service is READY.
+
+The installer runs with --root, as it does for a Raspberry Pi image: it chroots into the
+root in a mount namespace of its own, so nothing on this machine changes. pip's cache is
+$EDGE_CI_CACHE/pip (see debian_root.py); the first run downloads the dependencies.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import signal
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from edge.testing.requirements import require_program
+from edge.testing.waiting import wait_for
+from image.debian_root import pip_cache, require_root_user, unpack_root
+
+REPO = Path(__file__).resolve().parents[2]
+IMAGE = REPO / "image"
+VERSION = re.search(r'^version = "([^"]+)"', (REPO / "pyproject.toml").read_text(), re.M).group(1)
+# Not walked: mount points the installer or nspawn use, and apt's lists.
+SKIP = {"proc", "dev", "sys", "run", "tmp"}
+ACCOUNTS = {f"etc/{name}{suffix}" for name in ("passwd", "group", "shadow", "gshadow") for suffix in ("", "-")}
+# What the service sees on top of edge.toml (the unit's EnvironmentFile=): no face libraries,
+# so the test installs in seconds from pip's cache.
+SERVICE_ENV = "EDGE_FACES_ENABLED=false\n"
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+
+
+# Checksums by inode and times: a file written again gets a new ctime (which no program can
+# set back), so an unchanged key means unchanged content and the root is hashed only once.
+_digests: dict[tuple, str] = {}
+
+
+def _digest(path: str, st: os.stat_result) -> str:  # (an inode's content, whatever its name)
+    key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    if key not in _digests:
+        with open(path, "rb") as f:
+            _digests[key] = hashlib.file_digest(f, "sha256").hexdigest()
+    return _digests[key]
+
+
+def listing(root: Path) -> dict[str, tuple]:
+    """Every path under `root` with its type, mode, owner, and content checksum or link
+    target: what "changes nothing" compares."""
+    found: dict[str, tuple] = {}
+
+    def walk(directory: Path, rel: str) -> None:
+        for entry in os.scandir(directory):
+            path = f"{rel}{entry.name}"
+            if not rel and entry.name in SKIP:
+                continue
+            st = entry.stat(follow_symlinks=False)
+            if stat.S_ISLNK(st.st_mode):
+                what = os.readlink(entry.path)
+            elif stat.S_ISREG(st.st_mode):
+                what = _digest(entry.path, st)
+            else:
+                what = ""
+            found[path] = (stat.S_IFMT(st.st_mode), stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, what)
+            if stat.S_ISDIR(st.st_mode):
+                walk(Path(entry.path), path + "/")
+
+    walk(root, "")
+    return found
+
+
+def changed(before: dict, after: dict) -> dict[str, tuple]:
+    return {p: (before.get(p), after.get(p)) for p in before.keys() | after.keys() if before.get(p) != after.get(p)}
+
+
+def install(root: Path, *args: str, image: Path = IMAGE, check: bool = True) -> subprocess.CompletedProcess:
+    # PIP_CERT: the host's CA bundle, copied into the root below (any local CA that HTTPS to
+    # PyPI goes through is in it).
+    env = {**os.environ, "PIP_CERT": "/etc/ssl/certs/ca-certificates.crt"}
+    env.pop("PIP_FIND_LINKS", None)
+    result = subprocess.run(["bash", str(image / "install.sh"), "--root", str(root), "--pip-cache", str(pip_cache()),
+                             *args], capture_output=True, text=True, env=env, timeout=540)
+    if check:
+        assert result.returncode == 0, f"install.sh {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
+    return result
+
+
+def account(root: Path, name: str, database: str = "passwd") -> list[str] | None:
+    for line in (root / "etc" / database).read_text().splitlines():
+        if line.split(":")[0] == name:
+            return line.split(":")
+    return None
+
+
+class Installed:
+    def __init__(self, root: Path, pristine: dict, first: subprocess.CompletedProcess, after_first: dict):
+        self.root, self.pristine, self.first, self.after_first = root, pristine, first, after_first
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory):
+    """A root with the project installed once from this checkout."""
+    require_root_user()
+    require_program("mmdebstrap")
+    base = tmp_path_factory.mktemp("installer")
+    root = unpack_root(base / "root")
+    try:
+        shutil.copyfile("/etc/ssl/certs/ca-certificates.crt", root / "etc/ssl/certs/ca-certificates.crt")
+        (root / "etc/edge").mkdir()
+        (root / "etc/edge/edge.env").write_text(SERVICE_ENV)
+        pristine = listing(root)
+        first = install(root)
+        yield Installed(root, pristine, first, listing(root))
+    finally:
+        subprocess.run(["rm", "-rf", "--one-file-system", str(base)], check=True)
+
+
+def test_installer_is_shellcheck_clean():
+    shellcheck = require_program("shellcheck")
+    result = subprocess.run([shellcheck, str(IMAGE / "install.sh")], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout
+
+
+def test_help_and_wrong_options_say_what_to_do():
+    result = subprocess.run(["bash", str(IMAGE / "install.sh"), "--help"], capture_output=True, text=True)
+    assert result.returncode == 0 and "--uninstall" in result.stdout and "--root DIR" in result.stdout
+    for args, message in ((["--bogus"], "unknown option: --bogus"), (["--purge"], "--purge goes with --uninstall"),
+                          (["--root"], "--root needs a directory")):
+        result = subprocess.run(["bash", str(IMAGE / "install.sh"), *args], capture_output=True, text=True)
+        assert result.returncode != 0 and message in result.stderr, (args, result.stderr)
+    require_root_user()
+    result = subprocess.run(["bash", str(IMAGE / "install.sh"), "--root", "/nonexistent/edge-root"],
+                            capture_output=True, text=True)
+    assert result.returncode != 0 and "is not a directory" in result.stderr
+
+
+def test_first_install_lays_out_a_release_config_user_unit_and_rules(installed):
+    root, after = installed.root, installed.after_first
+    release = f"opt/edge/releases/{VERSION}"
+    assert after["opt/edge/current"][4] == f"releases/{VERSION}"
+    assert after[f"{release}/bin/edge"][0] == stat.S_IFREG
+    assert after[f"{release}/pyvenv.cfg"]  # a venv of its own
+    # Debian, not Raspberry Pi OS: no system site-packages (nothing but picamera2 needs them)
+    assert "include-system-site-packages = false" in (root / release / "pyvenv.cfg").read_text()
+    assert after["usr/local/bin/edge"][4] == "/opt/edge/current/bin/edge"
+    user = account(root, "edge")
+    assert user and user[5] == "/var/lib/edge" and user[6] == "/usr/sbin/nologin"
+    uid, gid = int(user[2]), int(user[3])
+    for group in ("gpio", "video", "dialout", "audio"):
+        assert "edge" in account(root, group, "group")[3].split(","), group
+    example = hashlib.sha256((IMAGE / "edge.example.toml").read_bytes()).hexdigest()
+    assert after["etc/edge/edge.toml"] == (stat.S_IFREG, 0o640, 0, gid, example)
+    assert after["var/lib/edge"][1:4] == (0o700, uid, gid)
+    unit = hashlib.sha256((IMAGE / "edge.service").read_bytes()).hexdigest()
+    assert after["etc/systemd/system/edge.service"] == (stat.S_IFREG, 0o644, 0, 0, unit)
+    assert after["etc/systemd/system/multi-user.target.wants/edge.service"][4] == "/etc/systemd/system/edge.service"
+    rules = hashlib.sha256((IMAGE / "99-edge.rules").read_bytes()).hexdigest()
+    assert after["etc/udev/rules.d/99-edge.rules"][4] == rules
+    # the example asks for the picamera2 backend, which Debian's archive does not have
+    assert "python3-picamera2, which only Raspberry Pi OS offers" in installed.first.stderr
+
+
+def test_unit_verifies_inside_the_installed_root(installed):
+    analyze = require_program("systemd-analyze", "systemd")
+    result = subprocess.run([analyze, "verify", f"--root={installed.root}", "/etc/systemd/system/edge.service"],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_second_run_changes_nothing(installed):
+    before = listing(installed.root)
+    result = install(installed.root)
+    assert changed(before, listing(installed.root)) == {}
+    assert f"release {VERSION} is already installed" in result.stdout
+
+
+def test_edited_config_survives_and_a_changed_example_is_left_beside_it(installed, tmp_path):
+    root = installed.root
+    config = root / "etc/edge/edge.toml"
+    edited = config.read_text().replace('name = "Front door"', 'name = "Back door"').replace(
+        '# key_file = "/etc/edge/audit.key"', 'key_file = "/etc/edge/audit.key"')
+    assert 'key_file = "/etc/edge/audit.key"' in edited
+    config.write_text(edited)
+    install(root)
+    assert config.read_text() == edited and not (root / "etc/edge/edge.toml.new").exists()
+    # the audit key the config names: made once, 64 hex digits, readable by the service only
+    key = root / "etc/edge/audit.key"
+    user = account(root, "edge")
+    st = key.stat()
+    assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == (0o600, int(user[2]), int(user[3]))
+    assert re.fullmatch(r"[0-9a-f]{64}\n", key.read_text())
+
+    image = tmp_path / "image"
+    shutil.copytree(IMAGE, image)
+    new_example = (IMAGE / "edge.example.toml").read_text() + "\n# a setting a newer release documents\n"
+    (image / "edge.example.toml").write_text(new_example)
+    result = install(root, "--from", str(REPO), image=image)
+    assert config.read_text() == edited
+    assert (root / "etc/edge/edge.toml.new").read_text() == new_example
+    assert "edge.toml.new" in result.stdout
+    before = listing(root)
+    install(root, "--from", str(REPO), image=image)
+    assert changed(before, listing(root)) == {}
+
+
+def test_a_config_the_release_rejects_fails_the_install_with_the_problem(installed):
+    config = installed.root / "etc/edge/edge.toml"
+    good = config.read_text()
+    try:
+        config.write_text(good.replace("port = 1883", 'port = "eighteen"'))
+        result = install(installed.root, check=False)
+        assert result.returncode != 0
+        assert "edge install FAILED: /etc/edge/edge.toml is not valid" in result.stderr
+        assert "port" in result.stderr and "run the installer again" in result.stderr
+    finally:
+        config.write_text(good)
+
+
+def test_installed_root_boots_and_the_service_reaches_ready(installed, tmp_path):
+    """The real unit (hardening, User=edge, Type=notify) under systemd in the installed root:
+    a probe unit ordered after edge.service records its state once systemd has it started,
+    which for Type=notify means READY=1 arrived. The root is volatile (an overlay thrown
+    away) and has only a loopback network."""
+    nspawn = require_program("systemd-nspawn", "systemd-container")
+    out = tmp_path / "out"
+    out.mkdir()
+    probe = tmp_path / "edge-probe.service"
+    probe.write_text("[Unit]\nAfter=edge.service\n[Service]\nType=oneshot\nExecStart=/bin/sh -c '"
+                     "systemctl show edge.service -p ActiveState -p SubState -p NRestarts > /probe/state.tmp; "
+                     "/usr/local/bin/edge status > /probe/status 2>&1; mv /probe/state.tmp /probe/state; "
+                     "systemctl poweroff'\n")
+    log = open(tmp_path / "console.log", "wb")
+    proc = subprocess.Popen([nspawn, "-q", "-D", str(installed.root), "--volatile=overlay", "--private-network",
+                             "--register=no", "--keep-unit", "--console=pipe", f"--bind={out}:/probe",
+                             f"--bind-ro={probe}:/etc/systemd/system/edge-probe.service",
+                             "--boot", "systemd.firstboot=off", "systemd.wants=edge-probe.service"],
+                            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        def console() -> str:
+            return f"; console:\n{(tmp_path / 'console.log').read_text(errors='replace')[-3000:]}"
+        wait_for(lambda: (out / "state").exists() or proc.poll() is not None, timeout=90,
+                 message=lambda: "the probe after edge.service" + console())
+        state = (out / "state").read_text() if (out / "state").exists() else ""
+        assert "ActiveState=active" in state and "SubState=running" in state, state + console()
+        assert "NRestarts=0" in state
+        status = (out / "status").read_text()
+        assert "store" in status and "OK" in status, status
+        wait_for(lambda: proc.poll() is not None, timeout=60, message=lambda: "poweroff" + console())
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)  # nspawn asks the container's systemd to power off
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        log.close()
+
+
+def test_uninstall_keeps_the_data_and_purge_removes_it(installed, tmp_path):
+    root = tmp_path / "root"
+    # Hard links: a copy in a second, and the uninstaller only unlinks files or replaces them
+    # (userdel writes the account files anew), so the shared root stays as it was.
+    subprocess.run(["cp", "-al", str(installed.root), str(root)], check=True)
+    try:
+        result = install(root, "--uninstall")
+        assert "kept /etc/edge, /var/lib/edge" in result.stdout
+        left = changed(installed.pristine, listing(root))
+        data = {p for p in left if p.startswith(("etc/edge", "var/lib/edge"))}
+        assert set(left) - data - ACCOUNTS == set(), sorted(set(left) - data - ACCOUNTS)
+        assert "var/lib/edge" in data and (root / "etc/edge/edge.toml").exists() and account(root, "edge")
+
+        result = install(root, "--uninstall", "--purge")
+        left = changed(installed.pristine, listing(root))
+        assert set(left) - ACCOUNTS == {"etc/edge/edge.env", "etc/edge"}, sorted(set(left) - ACCOUNTS)
+        assert not (root / "etc/edge").exists() and not (root / "var/lib/edge").exists()
+        assert account(root, "edge") is None and account(root, "edge", "group") is None
+    finally:
+        subprocess.run(["rm", "-rf", "--one-file-system", str(root)], check=True)
