@@ -82,8 +82,8 @@ def sources_for(config, classes, state_dir: Path, config_path: Path | None) -> S
     from edge.assembly import all_sections
     from edge.audit import key_path_for
 
-    secrets = {f"{s.name}.{k.name}": Path(config[s.name][k.name])
-               for s in all_sections(classes) for k in s.keys if k.secret_file and config[s.name][k.name]}
+    secrets = {f"{s.name}.{k.name}": Path(config[s.name][k.name]) for s in all_sections(classes)
+               if s.name in config.sections for k in s.keys if k.secret_file and config[s.name][k.name]}
     secrets["audit.key_file"] = key_path_for(config, state_dir)
     extra = {}
     printer = config.sections.get("printer")
@@ -337,6 +337,26 @@ def restore_staged(staging: Path, manifest: dict, sources: Sources) -> list[str]
         raise
     own_like(state_dir, state_dir)
     return notes
+
+
+def restore_backup(path: Path, sources: Sources, known: dict[str, int], service,
+                   progress: Progress | None = None) -> tuple[dict, list[str]]:
+    """Check the backup at `path` completely, then stop the service (`service.stop()`),
+    move it into place and start the service again. Returns (manifest, notes). A refused
+    backup raises BackupError before the service is touched."""
+    staging = sources.state_dir / STAGING
+    shutil.rmtree(staging, ignore_errors=True)
+    sources.state_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        manifest = unpack_verified(Path(path), staging, known, progress)
+        service.stop()
+        try:
+            notes = restore_staged(staging, manifest, sources)
+        finally:
+            service.start()
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return manifest, notes
 
 
 def _inside(path: Path, directory: Path) -> bool:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -188,27 +187,17 @@ def cmd_backup(args) -> int:
 
 def cmd_restore(args) -> int:
     from edge.assembly import store_schemas
-    from edge.backup import STAGING, BackupError, restore_staged, unpack_verified
+    from edge.backup import BackupError, restore_backup
     from edge.store import CORE_SCHEMA
 
     device = CliDevice(args)
     sources, classes = _sources(device)
     known = {s.component: len(s.scripts) for s in [CORE_SCHEMA, *store_schemas(classes)]}
-    staging = device.state_dir / STAGING
-    shutil.rmtree(staging, ignore_errors=True)
-    service = ServiceControl.from_env()
     try:
-        device.state_dir.mkdir(parents=True, exist_ok=True)
-        manifest = unpack_verified(Path(args.file), staging, known, None if args.json else ByteProgress())
-        service.stop()
-        try:
-            notes = restore_staged(staging, manifest, sources)
-        finally:
-            service.start()
+        manifest, notes = restore_backup(Path(args.file), sources, known, ServiceControl.from_env(),
+                                         None if args.json else ByteProgress())
     except (BackupError, ServiceControlError, OSError) as exc:
         return _failed(args, "restore", exc)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     for note in notes if not args.json else ():
         print(f"note: {note}", file=sys.stderr)
     return _say(args, {"ok": True, "file": args.file, "notes": notes, **{k: manifest.get(k) for k in (

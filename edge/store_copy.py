@@ -2,10 +2,12 @@
 copy says about its schema. Used by backups (edge.backup) and by the updater, which saves the
 store before a new release migrates it (edge.update).
 
-SQLite's online backup API copies page by page under a read lock and starts over when
-another connection writes in between (https://www.sqlite.org/backup.html), so the copy is
-one consistent snapshot even with the device running; a plain file copy of a WAL database
-is not (the -wal file holds the latest commits).
+SQLite's online backup API copies the pages under a read transaction, so the copy is one
+consistent snapshot even with the device running; a plain file copy of a WAL database is
+not (the -wal file holds the latest commits). The copy is made in one step: copied in
+several, it starts over whenever another process commits in between
+(https://www.sqlite.org/backup.html), which a busy device could make endless, while in WAL
+mode one long read transaction does not hold up the device's writes.
 
 Not responsible for: which components and versions this release knows (edge.assembly's
 store_schemas) or deciding what to do with a newer schema (the callers).
@@ -19,8 +21,6 @@ import sqlite3
 from pathlib import Path
 from typing import Callable
 
-PAGES_PER_STEP = 256
-
 
 def copy_store(source: Path, target: Path, progress: Callable[[int, int], None] | None = None) -> None:
     """Copy the database `source` (possibly live) into a new file `target` (replaced when it
@@ -33,9 +33,9 @@ def copy_store(source: Path, target: Path, progress: Callable[[int, int], None] 
     try:
         dst = sqlite3.connect(tmp)
         try:
-            src.backup(dst, pages=PAGES_PER_STEP,
-                       progress=(lambda status, remaining, total: progress(total - remaining, total))
-                       if progress else None)
+            page_size = src.execute("PRAGMA page_size").fetchone()[0]
+            src.backup(dst, pages=-1, progress=(lambda status, remaining, total: progress(
+                (total - remaining) * page_size, total * page_size)) if progress else None)
             dst.execute("PRAGMA journal_mode=DELETE")  # one self-contained file, no -wal beside it
         finally:
             dst.close()
