@@ -59,7 +59,7 @@ def test_hung_critical_worker_makes_systemd_restart_the_service(tmp_path):
     units = tmp_path / "units"
     (units / "edge.service.d").mkdir(parents=True)
     (units / "multi-user.target.wants").mkdir()
-    (units / "edge.service").write_text((REPO / "image" / "edge.service").read_text().replace("@EDGE_BIN@", str(EDGE)))
+    (units / "edge.service").write_text((REPO / "image" / "edge.service").read_text().replace("/opt/edge/current/bin/edge", str(EDGE)))
     (units / "edge.service.d" / "test.conf").write_text(DROP_IN.format(edge=EDGE))
     (units / "multi-user.target.wants" / "edge.service").symlink_to("../edge.service")
     state = tmp_path / "state"

@@ -17,13 +17,18 @@ from services.system.worker import SystemWorker
 
 IMAGE = Path(__file__).resolve().parents[2] / "image"
 EDGE = Path(sys.executable).with_name("edge")
-MAX_EXPOSURE = 3.0  # systemd-analyze security: "OK" is below 4.0
+MAX_EXPOSURE = 2.0  # systemd-analyze security: "OK" is below 4.0; issue 14 holds it at 2.0
+INSTALLED_EDGE = "/opt/edge/current/bin/edge"  # the release install.sh made current
 
 
 @pytest.fixture
 def unit(tmp_path):
     path = tmp_path / "edge.service"
-    path.write_text((IMAGE / "edge.service").read_text().replace("@EDGE_BIN@", str(EDGE)))
+    # verify wants ExecStart's program to exist: this venv's stands in for the installed one
+    # (test_installer.py verifies the unit as installed, inside its root)
+    text = (IMAGE / "edge.service").read_text()
+    assert INSTALLED_EDGE in text
+    path.write_text(text.replace(INSTALLED_EDGE, str(EDGE)))
     return path
 
 
