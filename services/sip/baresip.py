@@ -63,8 +63,9 @@ def target_uri(target: str, cfg) -> str:
     return f"sip:{target}@{host}"
 
 
-def account_line(cfg, password: str | None) -> str:
-    """baresip's accounts line for the door (docs/examples/accounts in baresip's sources)."""
+def account_line(cfg, password: str | None, register: bool = True) -> str:
+    """baresip's accounts line for the door (docs/examples/accounts in baresip's sources);
+    without `register` (a test call from the CLI) it only authenticates its INVITEs."""
     for name, value in (("username", cfg.username), ("password", password or ""), ("registrar", cfg.registrar)):
         if _UNSAFE_IN_ACCOUNT.search(value):
             raise BackendError(f"the SIP {name} contains a space, ';', ',', '\"', '<' or '>', which baresip's "
@@ -73,7 +74,7 @@ def account_line(cfg, password: str | None) -> str:
     params = [f"auth_user={cfg.username}"]
     if password:
         params.append(f"auth_pass={password}")
-    params += [f'outbound="sip:{cfg.registrar}{transport}"', f"regint={cfg.register_expires_s}",
+    params += [f'outbound="sip:{cfg.registrar}{transport}"', f"regint={cfg.register_expires_s if register else 0}",
                "answermode=manual"]
     return f"<{account_uri(cfg)}{transport}>;" + ";".join(params) + "\n"
 
@@ -98,8 +99,9 @@ def write_tone(path: Path, seconds: float) -> None:
 class BaresipFiles:
     """The files of one baresip start, in the runtime directory."""
 
-    def __init__(self, runtime_dir: Path, cfg, password: str | None, control_port: int):
+    def __init__(self, runtime_dir: Path, cfg, password: str | None, control_port: int, register: bool = True):
         self.dir, self.cfg, self.password, self.control_port = Path(runtime_dir), cfg, password, control_port
+        self.register = register
 
     def source(self) -> str:
         if self.cfg.audio_source == TONE:
@@ -138,14 +140,15 @@ class BaresipFiles:
         fd = os.open(accounts, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         os.fchmod(fd, 0o600)  # an older file may have had another mode
         with os.fdopen(fd, "w") as out:
-            out.write(account_line(self.cfg, self.password))
+            out.write(account_line(self.cfg, self.password, self.register))
         (self.dir / "contacts").write_text("")  # baresip creates a sample one otherwise
 
 
 class BaresipBackend(IntercomBackend):
     def __init__(self, cfg, password: str | None, runtime_dir: Path, log: logging.Logger,
-                 backoff: Backoff = Backoff()):
+                 backoff: Backoff = Backoff(), register: bool = True):
         self.cfg, self.password, self.runtime_dir, self.log = cfg, password, Path(runtime_dir), log
+        self.register = register
         self.child = SupervisedChild("baresip", log, ready_line=r"baresip is ready", backoff=backoff)
         self.link: ControlLink | None = None
         self._statmode_off = False
@@ -157,7 +160,7 @@ class BaresipBackend(IntercomBackend):
             self.link.close()
             self.link = None
         self.control_port = self.cfg.control_port or free_control_port()
-        BaresipFiles(self.runtime_dir, self.cfg, self.password, self.control_port).write()
+        BaresipFiles(self.runtime_dir, self.cfg, self.password, self.control_port, self.register).write()
         self._statmode_off = False
         try:
             self.child.start([self.cfg.program, "-f", str(self.runtime_dir)], cwd=self.runtime_dir)

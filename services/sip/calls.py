@@ -206,6 +206,8 @@ class DoorCall:
         return unknown[0] if len(unknown) == 1 else None
 
     def _answered(self, leg: Leg, now: float) -> list:
+        if leg is self.answered:
+            return []
         if self.answered is not None:
             return self._hangup(leg, now, "answered elsewhere")
         if leg.state == "ending":  # answered as we cancelled it: its stack hangs it up

@@ -67,7 +67,8 @@ def cmd_call(args) -> int:
     own = SectionValues("sip", {**dict(cfg), "listen": f"{host}:{free_control_port()}", "control_port": 0},
                         {"password": cfg.secret("password")} if cfg.secret("password") else {})
     with tempfile.TemporaryDirectory(prefix="edge-sip-call-") as tmp:
-        backend = BaresipBackend(own, own.secret("password"), Path(tmp), logging.getLogger("edge.sip.cli"))
+        backend = BaresipBackend(own, own.secret("password"), Path(tmp), logging.getLogger("edge.sip.cli"),
+                                 register=False)
         try:
             backend.start()
         except BackendError as exc:

@@ -32,7 +32,7 @@ from edge.entities import Entity
 from edge.health import DEGRADED
 from edge.jsonlog import current_event_id
 from edge.worker import Worker, WorkerContext
-from services.sip.backend import (ANSWERED, AUTH_FAILED, INCOMING, REGISTERED, REGISTERING, UNREACHABLE,
+from services.sip.backend import (AUTH_FAILED, INCOMING, REGISTERED, REGISTERING, UNREACHABLE,
                                   UNREGISTERED, BackendError, BackendGone, CallEvent, LineEvent)
 from services.sip.baresip import BaresipBackend, target_uri
 from services.sip.calls import (CALL_STATES, IDLE, CallSettings, Dial, DoorCall, Finished, Hangup, OpenDoor,
@@ -290,11 +290,10 @@ class SipWorker(Worker):
         event_id = new_event_id()
         ctx.log.info("answering a call to the door from %s", event.peer, extra={"event_id": event_id})
         self.call = DoorCall(event_id, self._settings([event.peer]), ctx.clock.monotonic())
-        self.call.start(ctx.clock.monotonic())  # the leg exists; nothing to dial
+        self.call.start(ctx.clock.monotonic())  # the caller's leg; nothing to dial
         self.call.legs[0].call_id = event.call_id
-        if self._safely(self.backend.accept, event.peer, event.call_id):
-            self._apply(self.call.on_event(CallEvent(ANSWERED, event.peer, event.call_id),
-                                           ctx.clock.monotonic()))
+        if not self._safely(self.backend.accept, event.peer, event.call_id):  # its CALL_ESTABLISHED answers it
+            self._apply(self.call.abandon(ctx.clock.monotonic(), "baresip did not accept the call"))
 
     def _apply(self, actions: list) -> None:
         ctx, call = self._ctx, self.call

@@ -25,7 +25,7 @@ def ring(bell):
     return bell.wait_event("doorbell.ring")
 
 
-def test_answered_call_and_the_code_open_the_door_once_audited_with_the_rings_event_id(make_door, house_phones):
+def test_answered_call_and_the_code_open_the_door_once_audited_with_the_rings_event_id(house_phones, make_door):
     house = house_phones("house")
     wait_for(house.registered, 10, message="the house phone to register")
     bell = ready_door(make_door, open_code="#9")
@@ -43,7 +43,7 @@ def test_answered_call_and_the_code_open_the_door_once_audited_with_the_rings_ev
                                    ("sip", "door_opened", pressed.event_id)]
 
 
-def test_wrong_codes_are_counted_open_nothing_and_end_the_call(make_door, house_phones):
+def test_wrong_codes_are_counted_open_nothing_and_end_the_call(house_phones, make_door):
     house = house_phones("house")
     wait_for(house.registered, 10, message="the house phone to register")
     bell = ready_door(make_door, open_code="#9", max_wrong_codes=2)
@@ -57,7 +57,7 @@ def test_wrong_codes_are_counted_open_nothing_and_end_the_call(make_door, house_
     assert on_seconds(bell.relay) == [] and audit_actions(bell) == []
 
 
-def test_busy_moves_on_to_the_next_target(make_door, house_phones, sipp_peers):
+def test_busy_moves_on_to_the_next_target(sipp_peers, house_phones, make_door):
     busy = sipp_peers("busy", "office")
     house = house_phones("house")
     wait_for(house.registered, 10, message="the house phone to register")
@@ -71,7 +71,7 @@ def test_busy_moves_on_to_the_next_target(make_door, house_phones, sipp_peers):
     assert call.data["targets"][0]["code"] == 486
 
 
-def test_no_answer_is_cancelled_after_the_ring_timeout(make_door, sipp_peers):
+def test_no_answer_is_cancelled_after_the_ring_timeout(sipp_peers, make_door):
     silent = sipp_peers("no_answer", "garage")
     bell = ready_door(make_door, targets=["garage"], ring_timeout_s=1.5)
     pressed = ring(bell)
@@ -80,7 +80,7 @@ def test_no_answer_is_cancelled_after_the_ring_timeout(make_door, sipp_peers):
     assert silent.wait() == 0  # SIPp's scenario passes only when a CANCEL came
 
 
-def test_a_ring_group_rings_everyone_and_the_first_to_answer_takes_the_call(make_door, house_phones, sipp_peers):
+def test_a_ring_group_rings_everyone_and_the_first_to_answer_takes_the_call(sipp_peers, house_phones, make_door):
     silent = sipp_peers("no_answer", "garage")
     house = house_phones("house")
     wait_for(house.registered, 10, message="the house phone to register")

@@ -11,7 +11,7 @@ from services.sip.backend import REGISTERED
 from sip.conftest import sip_worker
 
 
-def in_call(make_door, house_phones):
+def in_call(house_phones, make_door):
     house = house_phones("house")
     wait_for(house.registered, 10, message="the house phone to register")
     bell = make_door()
@@ -23,7 +23,7 @@ def in_call(make_door, house_phones):
 
 
 def test_stopping_the_device_during_a_call_sends_bye_and_un_registers(make_door, house_phones, kamailio):
-    bell, house, pressed = in_call(make_door, house_phones)
+    bell, house, pressed = in_call(house_phones, make_door)
     before = kamailio.requests("REGISTER", "door")
     pid = sip_worker(bell).backend.pid()
     bell.stop()  # the runtime's stop: what SIGTERM to `edge run` does
@@ -34,8 +34,8 @@ def test_stopping_the_device_during_a_call_sends_bye_and_un_registers(make_door,
     assert not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split()[2] == "Z"
 
 
-def test_baresip_killed_mid_call_is_restarted_and_the_call_reported_failed(make_door, house_phones):
-    bell, house, pressed = in_call(make_door, house_phones)
+def test_baresip_killed_mid_call_is_restarted_and_the_call_reported_failed(house_phones, make_door):
+    bell, house, pressed = in_call(house_phones, make_door)
     worker = sip_worker(bell)
     old = worker.backend.pid()
     os.kill(old, signal.SIGKILL)
