@@ -122,7 +122,8 @@ def classify(exc: BaseException) -> Failure | None:
     reason = getattr(exc.args[0], "reason", None) if getattr(exc, "args", None) else None
     if isinstance(exc, requests.exceptions.ReadTimeout) or isinstance(reason, ReadTimeoutError):
         # (after the retries, requests reports a read timeout as a ConnectionError)
-        return Failure(SLOW, f"NetBox did not answer in time ({exc.__class__.__name__})")
+        return Failure(SLOW, "NetBox did not answer in time (read timeout); it is overloaded or hung, or "
+                             "[netbox] read_timeout_s is too short for it")
     if isinstance(exc, (requests.exceptions.ConnectionError, requests.exceptions.Timeout)):
         return Failure(UNREACHABLE, f"cannot reach NetBox ({_root_cause(exc)})")
     if isinstance(exc, pynetbox.RequestError):

@@ -29,17 +29,17 @@ SAMPLES = Path(__file__).parent / "samples"
 class RunningWorker:
     """The worker on a thread of its own, with a real store and state board."""
 
-    def __init__(self, cfg, tmp_path: Path, states: dict | None = None):
+    def __init__(self, cfg, tmp_path: Path, states: dict | None = None, clock=SYSTEM_CLOCK):
         self.addresses = ["192.0.2.10/24"]
         self.worker = NetboxWorker(None, root=SAMPLES / "pi4", interfaces=self._interfaces)
         self.states = StateBoard()
         for key, value in (states or {"peripheral.printer": {"kind": "printer", "name": "Printer",
                                                                "state": "connected"}}).items():
             self.states.set(key, value)
-        self.breakers = BreakerBoard()
+        self.breakers = BreakerBoard(clock)
         self.store = Store(tmp_path / "edge.sqlite3")
         self.stopping = threading.Event()
-        self.ctx = WorkerContext(self.worker, stopping=self.stopping, clock=SYSTEM_CLOCK, bus=EventBus(),
+        self.ctx = WorkerContext(self.worker, stopping=self.stopping, clock=clock, bus=EventBus(clock),
                                  store=self.store, breakers=self.breakers, health=HealthRegistry(), metrics=None,
                                  states=self.states, config=cfg, on_heartbeat=lambda: None,
                                  node=SectionValues("node", {"id": "front"}, {}))
@@ -184,3 +184,41 @@ def test_a_conflict_is_reported_in_health_and_home_assistant(fake, running):
     wait_for(lambda: worker.state.get("problem") == "conflict", timeout=15)
     assert worker.worker.health()[0] == DEGRADED and "2 devices" in worker.state["reason"]
     assert fake.counters.writes == 0, "nothing written through the API"
+
+
+def test_a_periodic_sync_runs_every_interval_on_the_runtime_clock(fake, tmp_path):
+    from edge.clock import FakeClock
+    clock = FakeClock()
+    cfg = netbox_config(fake, facts_check_s=0.1, interval_s=3600)
+    worker = RunningWorker(cfg, tmp_path, clock=clock)
+    try:
+        wait_for(lambda: worker.state.get("reason") == "waiting for the first sync", timeout=10)
+        clock.advance(0.2)  # the first sync waits one facts check
+        wait_for(synced(worker), timeout=15)
+        fake.reset_counters()
+        clock.advance(3600)
+        wait_for(lambda: fake.counters.requests >= 6, timeout=15, message="the periodic sync")
+        assert fake.counters.writes == 0
+    finally:
+        worker.stop()
+
+
+def test_a_hung_netbox_never_delays_the_doorbell(fake, tmp_path):
+    from services.doorbell.testing import NO_FACES, doorbells
+    from services.doorbell.worker import DoorbellWorker
+
+    fake.delay_s = 60.0  # every answer hangs (released when the fake stops)
+    netbox = {"enabled": True, "url": fake.url, "site": "home", "facts_check_s": 0.1, "connect_timeout_s": 0.5,
+              "read_timeout_s": 0.5, "retries": 0}
+    with doorbells(tmp_path) as make:
+        bell = make({"netbox": netbox, "doorbell": {"cooldown_s": 0}, **NO_FACES},
+                    classes=(DoorbellWorker, NetboxWorker), env={"EDGE_NETBOX_TOKEN": fake.token})
+        bell.button.drive_low()
+        assert bell.chime.state is True and len(bell.events("doorbell.ring")) == 1, "rang inside the press"
+        bell.button.drive_high()
+        wait_for(lambda: (bell.runtime.states.get("netbox") or {}).get("problem") == "slow", timeout=20)
+        bell.button.drive_low()
+        assert bell.chime.state is True and len(bell.events("doorbell.ring")) == 2, "NetBox degraded, the bell rings"
+        bell.button.drive_high()
+        assert bell.runtime.health.get("worker.doorbell").state == "OK"
+        wait_for(lambda: bell.runtime.health.get("worker.netbox").state == DEGRADED, timeout=10)
