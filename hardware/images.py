@@ -4,13 +4,17 @@ RGB array, fitting a picture into a camera frame, and measuring how sharp a fram
 Pure functions on H×W×3 uint8 RGB arrays (the format every camera delivers); no device,
 no state. Not responsible for capturing (hardware/camera/) or for finding faces
 (services/doorbell/recognition.py).
+
+Built on Pillow and numpy, not OpenCV: importing cv2 costs about 17 MB of resident memory
+in every process that does (the runtime and the recognizer child), a Pi Zero 2 W has 512 MB,
+and these few operations are all the device needs of it (issue 9 item 11). Only the USB
+camera backend, hardware/camera/opencv.py, imports cv2, when it is chosen.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import cv2
 import numpy as np
 from PIL import Image, ImageOps
 
@@ -39,9 +43,8 @@ def fit_into_frame(image: np.ndarray, width: int, height: int,
     background: what a doorbell sees of a person standing in front of it."""
     h, w = image.shape[:2]
     scale = min(width / w, height / h)
-    new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
-    interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
-    resized = cv2.resize(image, (new_w, new_h), interpolation=interpolation)
+    resized = resize(image, max(1, round(w * scale)), max(1, round(h * scale)))
+    new_h, new_w = resized.shape[:2]
     frame = np.empty((height, width, 3), np.uint8)
     frame[:] = background
     top, left = (height - new_h) // 2, (width - new_w) // 2
@@ -49,9 +52,29 @@ def fit_into_frame(image: np.ndarray, width: int, height: int,
     return frame
 
 
+def resize(image: np.ndarray, width: int, height: int) -> np.ndarray:
+    """`image` (RGB or grayscale uint8) scaled to width×height: area averaging when
+    shrinking (no aliasing, like OpenCV's INTER_AREA), bilinear when enlarging."""
+    h, w = image.shape[:2]
+    if (w, h) == (width, height):
+        return image
+    shrinking = width * height < w * h
+    filter_ = Image.Resampling.BOX if shrinking else Image.Resampling.BILINEAR
+    return np.asarray(Image.fromarray(image).resize((width, height), filter_))
+
+
+def to_gray(frame: np.ndarray) -> np.ndarray:
+    """Luma of an RGB frame (ITU-R 601: 0.299 R + 0.587 G + 0.114 B, as OpenCV's RGB2GRAY);
+    a grayscale frame is returned as it is."""
+    return np.asarray(Image.fromarray(frame).convert("L")) if frame.ndim == 3 else frame
+
+
 def sharpness(frame: np.ndarray) -> float:
     """Variance of the Laplacian of the grayscale frame: higher is sharper. The classic
     focus measure (Pech-Pacheco et al., "Diatom autofocusing in brightfield microscopy",
-    ICPR 2000); cheap enough to rank every frame of a burst."""
-    gray = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY) if frame.ndim == 3 else frame
-    return float(cv2.Laplacian(gray, cv2.CV_64F).var())
+    ICPR 2000); cheap enough to rank every frame of a burst. The 4-neighbour kernel with
+    mirrored borders gives what OpenCV's Laplacian (ksize 1, BORDER_REFLECT_101) gives."""
+    gray = np.pad(to_gray(frame).astype(np.int32), 1, mode="reflect")
+    laplacian = (gray[:-2, 1:-1] + gray[2:, 1:-1] + gray[1:-1, :-2] + gray[1:-1, 2:]
+                 - 4 * gray[1:-1, 1:-1])
+    return float(laplacian.var())

@@ -65,3 +65,15 @@ def test_every_module_imports_on_its_own():
     for m in modules:
         result = subprocess.run([sys.executable, "-c", code, m], capture_output=True, text=True, cwd=REPO)
         assert result.returncode == 0, f"{m}: {result.stderr[-500:]}"
+
+
+def test_runtime_and_recognizer_load_no_opencv():
+    """cv2 costs ~17 MB resident in each process that imports it (issue 9 item 11): only
+    the USB camera backend may load it, when it is configured."""
+    code = ("import sys, edge.runtime, edge.cli, hardware.camera, services.doorbell.worker, "
+            "services.doorbell.recognizer_child, services.doorbell.enrollment\n"
+            "hardware.camera.make_camera('fake', None, 64, 48)\n"
+            "print(sorted(m for m in sys.modules if m == 'cv2' or m.startswith('cv2.')))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 0, result.stderr[-800:]
+    assert result.stdout.strip() == "[]", f"cv2 was imported: {result.stdout.strip()}"

@@ -6,7 +6,8 @@ module, as gpiozero keeps one pin factory per module under `gpiozero/pins/`:
 - `burst.py`: `capture_burst` and `burst_fault` (black or frozen pictures).
 - `fake.py`: `FakeCamera`, an image file or synthetic frames with injectable faults; what
   the simulator and the tests use.
-- `opencv.py`: `OpenCVCamera`, USB webcams (V4L2 index), RTSP streams and video files.
+- `opencv.py`: `OpenCVCamera`, USB webcams (V4L2 index), RTSP streams and video files;
+  imported only when asked for (cv2 costs ~17 MB of memory a Pi camera never needs).
 - `picamera2.py`: `Picamera2Camera`, the Raspberry Pi camera (apt package, lazy import).
 
 This module picks the backend from config (`make_camera`, `BACKENDS`) and re-exports the
@@ -25,7 +26,6 @@ from __future__ import annotations
 from hardware.camera.base import BurstInterrupted, Camera, CameraError
 from hardware.camera.burst import BLACK_MAX_LEVEL, burst_fault, capture_burst
 from hardware.camera.fake import FAULTS, FakeCamera
-from hardware.camera.opencv import OpenCVCamera
 from hardware.camera.picamera2 import Picamera2Camera
 from hardware.images import fit_into_frame, load_rgb, sharpness
 
@@ -38,6 +38,14 @@ __all__ = [
 BACKENDS = ("fake", "opencv", "picamera2")
 
 
+def __getattr__(name: str):
+    """`OpenCVCamera` on first use (PEP 562), so importing this package loads no cv2."""
+    if name == "OpenCVCamera":
+        from hardware.camera.opencv import OpenCVCamera
+        return OpenCVCamera
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def make_camera(backend: str, source: str | None, width: int, height: int) -> Camera:
     """The camera for config `camera.backend` / `camera.source`, not yet opened.
 
@@ -46,6 +54,7 @@ def make_camera(backend: str, source: str | None, width: int, height: int) -> Ca
     if backend == "fake":
         return FakeCamera(width=width, height=height, source=source)
     if backend == "opencv":
+        from hardware.camera.opencv import OpenCVCamera
         return OpenCVCamera(source if source is not None else "0", width=width, height=height)
     if backend == "picamera2":
         return Picamera2Camera(width=width, height=height)

@@ -46,10 +46,9 @@ from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Mapping, Sequence
 
-import cv2
 import numpy as np
 
-from hardware.images import sharpness
+from hardware.images import resize, sharpness, to_gray
 from services.doorbell.matching import (DEFAULT_MIN_VOTES, DEFAULT_TOLERANCE, DEFAULT_UNCERTAIN_MARGIN, KNOWN,
                                         Match, match, vote)
 
@@ -159,16 +158,11 @@ def _iou(a: Box, b: Box) -> float:
     return inter / union if union else 0.0
 
 
-def _gray(frame: np.ndarray) -> np.ndarray:
-    return cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY) if frame.ndim == 3 else frame
-
-
 def _scaled(gray: np.ndarray, scale: float) -> np.ndarray:
     if scale == 1.0:
         return gray
     h, w = gray.shape
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    return cv2.resize(gray, size, interpolation=cv2.INTER_AREA if scale < 1.0 else cv2.INTER_LINEAR)
+    return resize(gray, max(1, round(w * scale)), max(1, round(h * scale)))
 
 
 def _detect(scaled: np.ndarray, scale: float, shape: tuple[int, ...]) -> list[Box]:
@@ -248,7 +242,7 @@ def detect_faces(frame: np.ndarray, *, min_face_px: int = DEFAULT_MIN_FACE_PX,
     companion pass scans at the scale that also finds faces half as tall, so the people
     standing next to the visitor are not missed. Faces much smaller than the largest one
     are not looked for: a doorbell announces who stands in front of it, not passers-by."""
-    gray = _gray(frame)
+    gray = to_gray(frame)
     boxes, scale = _first_pass(gray, min_face_px, coarse_pass_pixels, fast_pass_pixels)
     return _largest_first(_refine(gray, boxes, scale, min_face_px), max_faces)
 
@@ -261,7 +255,7 @@ def find_face_near(frame: np.ndarray, anchor: Box, *, margin: float = 0.5,
     top, right, bottom, left = anchor
     size = max(bottom - top, right - left, 1)
     pad = int(size * margin)
-    gray = _gray(frame)
+    gray = to_gray(frame)
     y0, x0 = max(0, top - pad), max(0, left - pad)
     crop = gray[y0:bottom + pad, x0:right + pad]
     if crop.size == 0:
@@ -315,7 +309,7 @@ def _face_sharpness(frame: np.ndarray, box: Box) -> float:
     crop = frame[top:bottom, left:right]
     if crop.size == 0:
         return 0.0
-    return sharpness(cv2.resize(crop, (128, 128), interpolation=cv2.INTER_AREA))
+    return sharpness(resize(np.ascontiguousarray(crop), 128, 128))
 
 
 def choose_frame(frames: Sequence[np.ndarray], detections: Sequence[Sequence[Box]]) -> int:
@@ -434,7 +428,7 @@ def recognize_burst(frames: Sequence[np.ndarray], known: Mapping[str, Sequence[n
     if not frames:
         return VisitorResult((), None, {"detect": 0.0, "encode": 0.0, "total": 0.0})
     encode = _Encoder(model)
-    grays = [_gray(frame) for frame in frames]
+    grays = [to_gray(frame) for frame in frames]
     passes = [_first_pass(gray, min_face_px, coarse_pass_pixels, fast_pass_pixels) for gray in grays]
     fast = [_largest_first(boxes, None) for boxes, _ in passes]
     chosen = choose_frame(frames, fast)

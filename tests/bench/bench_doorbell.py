@@ -10,8 +10,8 @@
     press → chime is read from the mock pin's recorded history (clear_states() just
     before each press, so the first recorded change is the chime's delay).
 (c) RSS of an `edge run --sim` runtime with the doorbell (no embedded broker) and of its
-    recognition child, as a series over `--memory-rings` recognised rings (1, 10, 50, 100,
-    200): memory must not grow with rings.
+    recognition child, idle (models loaded, no ring yet) and as a series over
+    `--memory-rings` recognised rings (1, 10, 50, 100, 200): memory must not grow with rings.
 
     python tests/bench/bench_doorbell.py [--presses 200] [--interval-s 0.1] [--memory-rings 200]
     python tests/bench/bench_doorbell.py --only-memory --memory-rings 200
@@ -206,6 +206,14 @@ def memory(photos: Path, tmp: Path, rings: int) -> dict:
             raise RuntimeError("no visitor event within 60 s")
 
         series, checkpoints = [], sorted({1, 10, 50, 100, 200, rings} & set(range(1, rings + 1)))
+        deadline = time.monotonic() + 120
+        while not ((sim("status").get("recognition") or {}).get("available")):  # models loaded: idle
+            if time.monotonic() > deadline:
+                raise RuntimeError("the recognizer did not start within 120 s")
+            time.sleep(0.2)
+        child = sim("status")["recognition"]["pid"]
+        series.append({"rings": 0, "runtime_rss_mb": rss_mb(proc.pid), "recognizer_child_rss_mb": rss_mb(child),
+                       "visitor": None})
         for n in range(1, rings + 1):
             status = one_ring()
             if n in checkpoints:

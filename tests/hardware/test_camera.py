@@ -16,6 +16,7 @@ from PIL import Image
 from edge.testing.requirements import PLATFORM_SKIP
 from hardware.camera import (BurstInterrupted, CameraError, FakeCamera, OpenCVCamera, burst_fault,
                              Picamera2Camera, capture_burst, load_rgb, make_camera, sharpness)
+from hardware.images import resize
 
 
 def _on_pi() -> bool:
@@ -189,6 +190,22 @@ def test_load_rgb_composites_transparency_onto_the_background(tmp_path):
 def test_sharpness_is_lower_for_a_blurred_frame(camera):
     frame = camera.capture()
     assert sharpness(cv2.GaussianBlur(frame, (9, 9), 0)) < sharpness(frame)
+
+
+def test_sharpness_equals_opencvs_laplacian_variance(camera):
+    """The numpy Laplacian stands in for cv2.Laplacian (ksize 1, mirrored borders)."""
+    frame = camera.capture()
+    gray = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
+    assert sharpness(frame) == pytest.approx(float(cv2.Laplacian(gray, cv2.CV_64F).var()), rel=1e-6, abs=0.5)
+
+
+def test_resize_shrinks_by_area_averaging_like_opencv():
+    rng = np.random.default_rng(7)
+    image = rng.integers(0, 256, size=(120, 160, 3), dtype=np.uint8)
+    ours = resize(image, 40, 30).astype(int)
+    theirs = cv2.resize(image, (40, 30), interpolation=cv2.INTER_AREA).astype(int)
+    assert ours.shape == theirs.shape == (30, 40, 3)
+    assert np.abs(ours - theirs).max() <= 1
 
 
 def test_opencv_camera_on_a_missing_index_raises_camera_error():
