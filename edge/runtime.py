@@ -30,7 +30,7 @@ import threading
 from pathlib import Path
 from typing import Any, Mapping
 
-from edge import __version__, jsonlog
+from edge import __version__, jsonlog, malloc_tuning
 from edge.assembly import config_path_for, load_config_with_fallback, save_last_good, state_dir_for, store_schemas
 from edge.audit import AuditLog, key_path_for
 from edge.breaker import BreakerBoard
@@ -397,6 +397,7 @@ def run(config_path: str | None, sim: bool, environ: Mapping[str, str] = os.envi
     """`edge run`: the whole process lifetime."""
     # A systemd watchdog abort (SIGABRT) then dumps every thread's stack to the journal.
     faulthandler.enable()
+    malloc_tuning.tune()  # before any thread or child exists
     jsonlog.setup()
     state_dir = state_dir_for(sim, environ)
     if not sim:  # a power cut mid-update left an uncommitted release: roll it back first
