@@ -12,8 +12,13 @@ import sys
 
 import pytest
 
+from edge import __version__
+from edge.commands import CommandRejected
 from edge.store import DB_NAME
+from edge.testing.device import TestDevice
+from edge.testing.waiting import wait_for
 from edge.update import STEPS, read_result
+from edge.update_entity import REQUEST_FILE, UpdateWorker
 
 
 @pytest.fixture
@@ -29,15 +34,41 @@ def links(device) -> tuple[str | None, str | None]:
     return device.layout.current(), device.layout.committed()
 
 
-def test_an_update_from_a_url_that_becomes_ready_is_committed_and_edge_rollback_goes_back(running, file_server):
+def test_home_assistants_install_action_updates_from_the_feed_and_edge_rollback_goes_back(running, file_server,
+                                                                                        tmp_path):
+    """The update entity shows the feed's release; its install action is refused unless
+    dangerous commands are allowed, then leaves an audited request that `edge update
+    --requested` (the privileged side) carries out: download, checksum, switch, health,
+    commit. `edge rollback` then goes back by hand, with the same checks."""
     www, base = file_server
     archive = running.release("1.1.0")
-    for path in (archive, archive.with_name(archive.name + ".sha256")):
-        shutil.copy(path, www / path.name)
-    done = running.edge("update", f"{base}/{archive.name}")  # checksum from the .sha256 beside it
+    shutil.copy(archive, www / archive.name)
+    sha256 = archive.with_name(archive.name + ".sha256").read_text().split()[0]
+    (www / "latest.json").write_text(json.dumps({"version": "1.1.0", "url": archive.name, "sha256": sha256,
+                                                 "release_notes_url": "https://example.org/notes/1.1.0"}))
+    ha_side = TestDevice(tmp_path / "ha-side", [UpdateWorker], {"update": {"feed_url": f"{base}/latest.json"}})
+    with ha_side:
+        value = wait_for(lambda: (v := ha_side.runtime.states.get("update")) and v["latest_version"] == "1.1.0" and v,
+                         timeout=10)
+        assert value["installed_version"] == __version__ and value["in_progress"] is False
+        assert value["release_url"] == "https://example.org/notes/1.1.0"
+        with pytest.raises(CommandRejected) as refused:
+            ha_side.command("install_update", {}, via="mqtt", allow_dangerous=False)
+        assert refused.value.code == "unauthorized" and "installs other software" in str(refused.value)
+        assert ha_side.command("install_update", {}, via="mqtt") == {"requested": "1.1.0"}
+        assert ha_side.runtime.states.get("update")["in_progress"] is True
+        assert ha_side.runtime.audit.verify().ok
+        records = ha_side.runtime.store.read("SELECT actor, action FROM audit WHERE action = 'update.requested'")
+        assert [tuple(r) for r in records] == [("mqtt", "update.requested")]
+    request = tmp_path / "ha-side" / REQUEST_FILE
+    assert json.loads(request.read_text())["url"] == f"{base}/{archive.name}"
+    shutil.copy(request, running.state / REQUEST_FILE)
+
+    done = running.edge("update", "--requested")
     assert done.returncode == 0, done.stdout + done.stderr + running.log()[-2000:]
     assert "updated 1.0.0 -> 1.1.0: ready and healthy, committed" in done.stdout
     assert running.health()["version"] == "1.1.0"
+    assert not (running.state / REQUEST_FILE).exists()
     status = json.loads(running.edge("update", "--status", "--json").stdout)
     assert (status["current"], status["committed"], status["pending"]) == ("1.1.0", "1.1.0", None)
     assert {r["version"]: r["previous"] for r in status["releases"]} == {"1.0.0": True, "1.1.0": False}
