@@ -343,6 +343,56 @@ SIPP_SCENARIOS = {
         "[last_CSeq:]", "CSeq: [$invite_cseq] INVITE") + """  <recv request="ACK" />
 </scenario>
 """,
+    # Answers, then keys `#` and `9` as SIP INFO (application/dtmf-relay), and waits for the
+    # door's BYE.
+    "answer_info_dtmf": _UAS_HEAD.format(name="answer_info_dtmf").replace(
+        '<recv request="INVITE" />', '<recv request="INVITE" rrs="true" />') + _REPLY.format(status="180 Ringing")
+    + """  <send><![CDATA[
+      SIP/2.0 200 OK
+      [last_Via:]
+      [last_From:]
+      [last_To:];tag=[pid]SIPpTag01[call_number]
+      [last_Call-ID:]
+      [last_CSeq:]
+      [last_Record-Route:]
+      Contact: <sip:[local_ip]:[local_port];transport=[transport]>
+      Content-Type: application/sdp
+      Content-Length: [len]
+
+      v=0
+      o=user1 53655765 2353687637 IN IP[local_ip_type] [local_ip]
+      s=-
+      c=IN IP[media_ip_type] [media_ip]
+      t=0 0
+      m=audio [media_port] RTP/AVP 0
+      a=rtpmap:0 PCMU/8000
+
+    ]]></send>
+  <recv request="ACK">
+    <action>
+      <ereg regexp=".*" search_in="hdr" header="From:" assign_to="door_side" />
+      <ereg regexp=".*" search_in="hdr" header="To:" assign_to="our_side" />
+    </action>
+  </recv>
+""" + "".join(f"""  <send><![CDATA[
+      INFO [next_url] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: [$our_side]
+      To: [$door_side]
+      [routes]
+      Call-ID: [call_id]
+      CSeq: {cseq} INFO
+      Max-Forwards: 70
+      Content-Type: application/dtmf-relay
+      Content-Length: [len]
+
+      Signal={key}
+      Duration=160
+    ]]></send>
+  <recv response="200" />
+""" for cseq, key in ((1, "#"), (2, "9"))) + """  <recv request="BYE" />
+""" + _REPLY.format(status="200 OK") + """</scenario>
+""",
 }
 
 

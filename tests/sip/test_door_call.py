@@ -95,3 +95,12 @@ def test_a_ring_group_rings_everyone_and_the_first_to_answer_takes_the_call(sipp
     call = bell.wait_event("sip.call", event_id=pressed.event_id, timeout=10)
     assert call.data["target"].startswith("sip:house@") and len(call.data["presses"]) == 1
     assert len(bell.events("sip.call")) == 1
+
+
+def test_the_code_sent_as_sip_info_opens_the_door_too(sipp_peers, make_door):
+    peer = sipp_peers("answer_info_dtmf", "porch")
+    bell = ready_door(make_door, targets=["porch"], open_code="#9")
+    pressed = ring(bell)
+    bell.wait_event("sip.door_opened", event_id=pressed.event_id)
+    assert peer.wait() == 0  # it got the door's BYE after hangup_after_open_s
+    assert len(on_seconds(bell.relay)) == 1
