@@ -35,6 +35,7 @@ import ipaddress
 import json
 import socket
 import threading
+import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -132,7 +133,9 @@ class FakeNetbox:
         self.changelog: list[dict] = []
         self.objects: dict[str, dict[int, dict]] = {e: {} for e in ENDPOINTS}
         self._next_id = 1
-        self._failures: list[tuple[int, str | None]] = []
+        self._failures: list[tuple[int, str | None, str | None]] = []
+        # (monotonic time, method, path, status, objects in the body) of every request answered
+        self.log: list[tuple[float, str, str, int, int]] = []
         self._lock = threading.RLock()
         self._host, self._port = host, port
         self._httpd: ThreadingHTTPServer | None = None
@@ -190,9 +193,14 @@ class FakeNetbox:
         if self._httpd is None:
             self.start()
 
-    def fail_next(self, count: int, status: int, retry_after: str | None = None) -> None:
+    def fail_next(self, count: int, status: int, retry_after: str | None = None, method: str | None = None) -> None:
+        """Answer the next `count` requests (of `method` only, when given) with `status`."""
         with self._lock:
-            self._failures.extend([(status, retry_after)] * count)
+            self._failures.extend([(status, retry_after, method)] * count)
+
+    def clear_failures(self) -> None:
+        with self._lock:
+            self._failures.clear()
 
     def reset_counters(self) -> None:
         with self._lock:
@@ -475,6 +483,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _reply(self, code: int, body: Any, extra: dict[str, str] | None = None) -> None:
         raw = b"" if body is None else json.dumps(body).encode()
+        with self.server_fake._lock:
+            self.server_fake.log.append((time.monotonic(), self.command, self.path.split("?")[0], code,
+                                         getattr(self, "_objects", 0)))
         self.send_response(code)
         self.send_header("Content-Type", "application/json")
         self.send_header("API-Version", self.server_fake.api_version)
@@ -491,15 +502,22 @@ class _Handler(BaseHTTPRequestHandler):
         fake = self.server_fake
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
+        try:
+            parsed = json.loads(raw) if raw else None
+        except ValueError:
+            parsed = None
+        self._objects = len(parsed) if isinstance(parsed, list) else (1 if parsed is not None else 0)
         with fake._lock:
             fake.counters.requests += 1
             fake.counters.bytes_in += len(raw) + len(self.requestline) + len(str(self.headers))
             fake.counters.by_method[method] = fake.counters.by_method.get(method, 0) + 1
-            failure = fake._failures.pop(0) if fake._failures else None
+            failure = next((f for f in fake._failures if f[2] in (None, method)), None)
+            if failure is not None:
+                fake._failures.remove(failure)
         if fake.delay_s:
             fake.release.wait(fake.delay_s)
         if failure is not None:
-            status, retry_after = failure
+            status, retry_after, _ = failure
             self._reply(status, {"detail": "Request was throttled." if status == 429 else "Server Error"},
                         {"Retry-After": retry_after} if retry_after else None)
             return

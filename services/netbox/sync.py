@@ -290,6 +290,7 @@ class Sync:
     def run(self) -> Result:
         device = self._device()
         device_id = self.result.device_id = device.get("id") if device else None
+        self._keep({"device": device_id})
         interfaces = self._interfaces(device_id)
         self._macs(device_id, interfaces)
         self._addresses(device, interfaces)
@@ -357,6 +358,7 @@ class Sync:
             existing[body["name"]] = {"id": new_id, "name": body["name"], "tags": [{"slug": MANAGED_TAG}],
                                       "primary_mac_address": None, "custom_fields": {}}
         self._mark_seen("dcim/interfaces", "interface", existing, set(wanted))
+        self._keep({f"interface {name}": existing[name]["id"] for name in wanted})
         return existing
 
     def _macs(self, device_id: int | None, interfaces: dict[str, dict]) -> None:
@@ -375,7 +377,10 @@ class Sync:
                                 body))
             elif nb.get("primary_mac_address") is None:
                 primaries.append((nb, mac["id"], iface.mac))
+        self._keep({f"MAC address {m['mac_address'].upper()}": m["id"] for m in existing
+                    if m["mac_address"].upper() in {i.mac for i in self.facts.interfaces}})
         for (change, body), new_id in zip(creates, self._write("create", "dcim/mac-addresses", creates)):
+            self._keep({f"MAC address {body['mac_address']}": new_id})
             nb = next(i for i in interfaces.values() if i["id"] == body["assigned_object_id"])
             if nb.get("primary_mac_address") is None:
                 primaries.append((nb, new_id, body["mac_address"]))
@@ -417,6 +422,7 @@ class Sync:
         for (_, body), new_id in zip(creates, self._write("create", "ipam/ip-addresses", creates)):
             on_device[_host(body["address"])] = {"id": new_id, "address": body["address"],
                                                  "tags": [{"slug": MANAGED_TAG}]}
+        self._keep({f"IP address {ip['address']}": ip["id"] for host, ip in on_device.items() if host in wanted})
         self._mark_seen("ipam/ip-addresses", "IP address", {ip["address"]: ip for ip in existing},
                         {ip["address"] for host, ip in on_device.items() if host in wanted})
         if device is not None:
@@ -494,10 +500,17 @@ class Sync:
             if patch:
                 updates.append((Change("update", "dcim/inventory-items", f"inventory item {p.name}", diffs,
                                        item["id"]), {"id": item["id"], **patch}))
-        self._write("create", "dcim/inventory-items", creates)
+        made = self._write("create", "dcim/inventory-items", creates)
         self._write("update", "dcim/inventory-items", updates)
+        self._keep({f"inventory item {name}": group[0]["id"] for name, group in by_name.items()
+                    if name in seen and _ours(group[0])})
+        self._keep({f"inventory item {body['name']}": new_id for (_, body), new_id in zip(creates, made)})
         self._mark_stale("dcim/inventory-items", "inventory item",
                          [i for name, group in by_name.items() if name not in seen for i in group if _ours(i)])
+
+    def _keep(self, ids: dict[str, int | None]) -> None:
+        """Remember what this node is in NetBox (label → id), for the store."""
+        self.result.ids.update({label: i for label, i in ids.items() if i is not None})
 
     # -- stale marking ---------------------------------------------------------------------------
     def _unstale(self, obj: dict) -> dict:

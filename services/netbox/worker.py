@@ -189,7 +189,7 @@ class NetboxWorker(Worker):
         breaker.record_success()
         now = datetime.fromtimestamp(ctx.clock.wall(), timezone.utc).isoformat(timespec="seconds")
         self.last = {"time": now, "device_id": result.device_id, "run": run_id, "changed": len(result.changes),
-                     "ids": {c.label: c.id for c in result.changes if c.id is not None},
+                     "ids": result.ids,
                      "peripherals": [asdict(p) for p in facts.peripherals] if facts.peripherals is not None else None}
         self._save(ctx)
         if result.changes:

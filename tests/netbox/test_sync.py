@@ -3,6 +3,7 @@ writes (nothing), what people's edits and other devices' objects keep, matching 
 
 from __future__ import annotations
 
+import pynetbox
 import pytest
 
 from services.netbox.sync import Conflict, MissingPrerequisites, Sync
@@ -170,9 +171,30 @@ def test_prune_after_days_deletes_only_what_the_sync_created_and_long_stale(fake
 def test_a_400_names_the_object_and_the_field_and_the_bulk_write_is_all_or_nothing(fake, cfg, api):
     from services.netbox.sync import Rejected
     first = sync(api, cfg, node_facts(eth0=()))
+    mark = len(fake.log)
     # Someone registers 192.0.2.10 for another machine just before our write.
     fake.before_write = lambda: fake.add("ipam/ip-addresses", address="192.0.2.10/16")
     with pytest.raises(Rejected) as caught:
         sync(api, cfg, node_facts(eth0=("192.0.2.10/24", "192.0.2.12/24")), run="r2", cached=first.device_id)
     assert "IP address 192.0.2.10/24: address: Duplicate IP address found in global table" in str(caught.value)
     assert "192.0.2.12/24" not in {ip["address"] for ip in fake.all("ipam/ip-addresses")}, "all or nothing"
+    assert [e[3] for e in fake.log[mark:] if e[1] == "POST"] == [400], "a 400 is not retried"
+
+
+def test_a_5xx_on_a_write_is_not_repeated_inside_the_call_and_the_next_run_creates_it_once(fake, cfg, api):
+    first = sync(api, cfg)
+    mark = len(fake.log)
+    fake.fail_next(1, 500, method="POST")
+    with pytest.raises(pynetbox.RequestError):
+        sync(api, cfg, node_facts(eth0=("192.0.2.40/24",)), run="r2", cached=first.device_id)
+    posts = [entry for entry in fake.log[mark:] if entry[1] == "POST"]
+    assert [entry[3] for entry in posts] == [500], "a POST that may have been stored is not sent again"
+    sync(api, cfg, node_facts(eth0=("192.0.2.40/24",)), run="r3", cached=first.device_id)
+    assert [ip["address"] for ip in fake.all("ipam/ip-addresses")].count("192.0.2.40/24") == 1
+
+
+def test_bulk_writes_go_in_chunks_of_chunk_size(fake, api):
+    cfg = netbox_config(fake, chunk_size=2)
+    sync(api, cfg, node_facts(eth0=("192.0.2.10/24", "192.0.2.12/24", "192.0.2.13/24", "2001:db8::10/64")))
+    ip_posts = [entry for entry in fake.log if entry[1] == "POST" and entry[2] == "/api/ipam/ip-addresses/"]
+    assert [entry[4] for entry in ip_posts] == [2, 2, 1]

@@ -85,7 +85,10 @@ def test_the_worker_syncs_at_start_up_and_keeps_the_last_sync_in_the_store(fake,
     worker = running()
     wait_for(synced(worker), timeout=15)
     device = only(fake, "dcim/devices", name="front-door")
-    assert worker.store.kv_get(LAST_SYNC_KEY)["device_id"] == device["id"]
+    last = worker.store.kv_get(LAST_SYNC_KEY)
+    assert last["device_id"] == device["id"] and last["time"] == worker.state["last_success"]
+    assert {"device", "interface eth0", "MAC address DC:A6:32:01:02:03", "IP address 192.0.2.10/24",
+            "inventory item Printer"} <= set(last["ids"])
     assert {i["name"] for i in fake.all("dcim/inventory-items")} == {"Printer"}
     assert worker.worker.health() is None and worker.breakers.get("netbox").state == CLOSED
 
@@ -137,9 +140,7 @@ def test_a_few_500s_are_retried_inside_the_call_and_many_make_it_degraded(fake, 
     fake.fail_next(50, 500)
     worker.addresses = ["192.0.2.30/24"]
     wait_for(lambda: worker.state.get("problem") == "server_error", timeout=15)
-    fake.fail_next(0, 500)
-    with fake._lock:
-        fake._failures.clear()
+    fake.clear_failures()
     wait_for(lambda: any(ip["address"] == "192.0.2.30/24" for ip in fake.all("ipam/ip-addresses")), timeout=30)
     assert worker.state["last_success"] >= first
 
@@ -148,6 +149,8 @@ def test_429_with_a_short_retry_after_is_honoured_and_a_long_one_is_waited_out_b
     fake.fail_next(1, 429, retry_after="1")
     worker = running()
     wait_for(synced(worker), timeout=15)
+    (throttled, _, path, status, _), (again, _, path_again, _, _) = fake.log[:2]
+    assert status == 429 and path_again == path and again - throttled >= 0.95, "waited the Retry-After"
     fake.reset_counters()
     fake.fail_next(1, 429, retry_after="3600")
     worker.ctx.commands.call("netbox_sync", {}, via="test")
