@@ -136,3 +136,15 @@ def register_sip(subparsers, add_device_args) -> None:
     call.add_argument("--talk", type=float, default=2.0, metavar="SECONDS",
                       help="hang up this long after the answer (default 2)")
     call.set_defaults(func=cmd_call)
+
+
+def cmd_sim_sip(args) -> int:
+    return CliDevice(args).post_sim("sip", {})
+
+
+def register_sim(sub, add_device_args) -> None:
+    """`edge sim sip`: the simulated device's line and call state (--sim is implied)."""
+    p = sub.add_parser("sip", help="the intercom of the running simulator: line, call state, last call",
+                       description="the intercom of the running simulator: line, call state, last call")
+    add_device_args(p)
+    p.set_defaults(func=cmd_sim_sip, sim=True)

@@ -37,6 +37,8 @@ from services.sip.backend import (AUTH_FAILED, INCOMING, REGISTERED, REGISTERING
 from services.sip.baresip import BaresipBackend, target_uri
 from services.sip.calls import (CALL_STATES, IDLE, CallSettings, Dial, DoorCall, Finished, Hangup, OpenDoor,
                                 _same_uri)
+from services.sip.audio import missing_devices
+from services.sip.doctor import checks
 from services.sip.sections import SIP_SECTION
 
 RING = "doorbell.ring"                     # the doorbell's event (services/doorbell/worker.py)
@@ -66,9 +68,14 @@ class SipWorker(Worker):
         Entity("button", "sip_hangup", "Hang up", command="sip_hangup", device="sip_line", icon="mdi:phone-hangup"),
     )
 
+    @classmethod
+    def doctor(cls, config):
+        return checks(config)
+
     def __init__(self, config):
         super().__init__(config)
         self.cfg = config["sip"]
+        self.audio_problems: list[str] = []
         self.backend: BaresipBackend | None = None
         self.call: DoorCall | None = None
         self.line_state, self.line_reason = REGISTERING, "not registered yet"
@@ -93,6 +100,9 @@ class SipWorker(Worker):
         ctx.commands.register(Command("sip_hangup", self._cmd_hangup, fields={}))
         ctx.register_sim("sip", self._sim_status)
         self.backend = self.make_backend(ctx)
+        self.audio_problems = missing_devices(self.cfg)
+        for problem in self.audio_problems:  # calls still go out: the line and the door code work without sound
+            ctx.log.error("%s", problem)
         self._publish()
         try:
             while not ctx.stopping.is_set():
@@ -126,6 +136,8 @@ class SipWorker(Worker):
     def health(self):
         if not self.cfg.enabled:
             return None
+        if self.audio_problems:
+            return DEGRADED, "; ".join(self.audio_problems)
         if self.line_state == AUTH_FAILED:
             return DEGRADED, (f"SIP registration refused ({self.line_reason}): check [sip] username and "
                               f"password_file; the line stays down until the config changes")
