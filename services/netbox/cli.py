@@ -17,7 +17,8 @@ from pathlib import Path
 from edge.cli_device import CliDevice
 from services.netbox import client
 from services.netbox.facts import read_facts
-from services.netbox.sync import Conflict, MissingPrerequisites, Rejected, Sync
+from services.netbox.matching import Conflict
+from services.netbox.sync import MissingPrerequisites, Rejected, Sync
 from services.netbox.worker import load_last_sync, stored_peripherals
 
 

@@ -30,8 +30,8 @@ from typing import Any, Iterable
 
 import pynetbox
 
-from services.netbox.facts import Facts, Interface, Peripheral
-from services.netbox.matching import Conflict, match_device  # noqa: F401 (Conflict: raised from here)
+from services.netbox.facts import Facts, Peripheral
+from services.netbox.matching import match_device
 
 MANAGED_TAG, STALE_TAG = "edge-managed", "edge-stale"
 CF_IDENTITY, CF_RUNTIME, CF_LAST_SEEN = "edge_identity", "edge_runtime_version", "edge_last_seen"
@@ -134,10 +134,6 @@ def _ours(obj: dict) -> bool:
 
 def _slug(obj: Any) -> str | None:
     return obj.get("slug") if isinstance(obj, dict) else None
-
-
-def _id(obj: Any) -> int | None:
-    return obj.get("id") if isinstance(obj, dict) else None
 
 
 def _host(address: str) -> str:
@@ -522,10 +518,13 @@ class Sync:
 
     def _mark_seen(self, endpoint: str, kind: str, existing: dict[str, dict], seen: set[str]) -> None:
         """Ours and seen again: no longer stale. Ours and not seen: stale (or pruned)."""
-        back = [(Change("update", endpoint, f"{kind} {key}", {"tags": (_tag_slugs(o), [s["slug"] for s in
-                                                                                   self._unstale(o)["tags"]])}, o["id"]),
-                 {"id": o["id"], **self._unstale(o)})
-                for key, o in existing.items() if key in seen and o.get("id") and _ours(o) and self._unstale(o)]
+        back = []
+        for key, obj in existing.items():
+            patch = self._unstale(obj) if key in seen and obj.get("id") and _ours(obj) else {}
+            if patch:
+                back.append((Change("update", endpoint, f"{kind} {key}",
+                                    {"tags": (_tag_slugs(obj), [t["slug"] for t in patch["tags"]])}, obj["id"]),
+                             {"id": obj["id"], **patch}))
         self._write("update", endpoint, back)
         self._mark_stale(endpoint, kind, [o for key, o in existing.items() if key not in seen and _ours(o)])
 
@@ -533,7 +532,7 @@ class Sync:
         stale, prune = [], []
         horizon = self.now - timedelta(days=self.cfg.prune_after_days)
         for obj in gone:
-            label = f"{kind} {obj.get('name') or obj.get('address')}"
+            label = f"{kind} {obj.get('name') or obj.get('address') or obj.get('mac_address')}"
             tags = _tag_slugs(obj)
             if STALE_TAG in tags:
                 last_seen = (obj.get("custom_fields") or {}).get(CF_LAST_SEEN)

@@ -35,9 +35,11 @@ from edge.health import DEGRADED
 from edge.store import StoreUnavailable
 from edge.worker import Worker, WorkerContext
 from services.netbox import client
+from services.netbox.doctor import checks
 from services.netbox.facts import Facts, Peripheral, read_facts
 from services.netbox.sections import SECTION
-from services.netbox.sync import Conflict, MissingPrerequisites, Rejected, Sync
+from services.netbox.matching import Conflict
+from services.netbox.sync import MissingPrerequisites, Rejected, Sync
 
 STATE = "netbox"                 # state-board key of the outcome (HA entities read it)
 LAST_SYNC_KEY = "netbox.last_sync"  # store key of the last successful sync
@@ -86,6 +88,10 @@ class NetboxWorker(Worker):
         Entity("button", "netbox_sync", "Sync NetBox", command="netbox_sync", icon="mdi:database-sync",
                entity_category="config", requires=("netbox.enabled",)),
     )
+
+    @classmethod
+    def doctor(cls, config):
+        return checks(config)
 
     def __init__(self, config, *, root: Path = Path("/"), interfaces=None):
         super().__init__(config)

@@ -43,3 +43,14 @@ def test_the_url_and_token_come_from_the_environment_too():
     config = section({"enabled": True, "site": "home"},
                      {"EDGE_NETBOX_URL": "https://netbox.example.org", "EDGE_NETBOX_TOKEN": "abc123def456"})
     assert config["netbox"].url == "https://netbox.example.org" and config["netbox"].secret("token") == "abc123def456"
+
+
+def test_doctor_says_whether_netbox_answers_and_takes_the_token(fake):
+    from edge.doctor import FAIL, OK
+    from netbox.helpers import netbox_config
+
+    good = NetboxWorker.doctor({"netbox": netbox_config(fake)})
+    assert [c.status for c in good] == [OK] and "API 4.4" in good[0].detail
+    bad = NetboxWorker.doctor({"netbox": netbox_config(fake, token="revoked")})
+    assert bad[0].status == FAIL and "token" in bad[0].detail and bad[0].fix
+    assert fake.counters.writes == 0

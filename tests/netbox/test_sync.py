@@ -6,7 +6,8 @@ from __future__ import annotations
 import pynetbox
 import pytest
 
-from services.netbox.sync import Conflict, MissingPrerequisites, Sync
+from services.netbox.matching import Conflict
+from services.netbox.sync import MissingPrerequisites, Sync
 
 from netbox.helpers import netbox_config, node_facts, only, prerequisites, tags_of
 
