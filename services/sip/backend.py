@@ -67,6 +67,10 @@ class IntercomBackend:
     def next_event(self, timeout_s: float) -> LineEvent | CallEvent | BackendGone | None:
         raise NotImplementedError
 
+    def wake(self) -> None:
+        """Make a `next_event` waiting now return None at once."""
+        raise NotImplementedError
+
     def dial(self, uri: str) -> None:
         raise NotImplementedError
 

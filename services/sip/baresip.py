@@ -209,6 +209,12 @@ class BaresipBackend(IntercomBackend):
         if link is not None:
             link.close()
 
+    def wake(self) -> None:
+        """End a `next_event` wait early (the owner has something else to do: a ring)."""
+        link = self.link
+        if link is not None:
+            link.events.put({"type": "wake"})  # no record comes of it: next_event returns None
+
     def kill(self, reason: str) -> None:
         self.child.kill(reason)
 

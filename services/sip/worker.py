@@ -96,6 +96,9 @@ class SipWorker(Worker):
     def run(self, ctx: WorkerContext) -> None:
         self._ctx = ctx
         rings = ctx.bus.subscribe("sip", RING, maxsize=64)
+        forwarding = threading.Event()
+        forwarder = threading.Thread(target=self._forward_rings, args=(rings, forwarding), name="sip-rings",
+                                     daemon=True)
         ctx.commands.register(Command("sip_call", self._cmd_call, fields={}, optional={"target": str}))
         ctx.commands.register(Command("sip_hangup", self._cmd_hangup, fields={}))
         ctx.register_sim("sip", self._sim_status)
@@ -104,6 +107,7 @@ class SipWorker(Worker):
         for problem in self.audio_problems:  # calls still go out: the line and the door code work without sound
             ctx.log.error("%s", problem)
         self._publish()
+        forwarder.start()
         try:
             while not ctx.stopping.is_set():
                 ctx.heartbeat()
@@ -112,16 +116,26 @@ class SipWorker(Worker):
                 self._keep_running(ctx)
                 self._handle_backend(ctx)
                 self._check_refresh(ctx.clock.monotonic())
-                ring = rings.get(timeout=0)
-                if ring is not None:
-                    self._on_ring(ring.event_id)
                 self._handle_requests()
                 if self.call is not None:
                     self._apply(self.call.tick(ctx.clock.monotonic()))
                 self._publish()
         finally:
+            forwarding.set()
+            forwarder.join(2.0)
             rings.close()
             self._stop_backend()
+
+    def _forward_rings(self, rings, done: threading.Event) -> None:
+        """Hand each ring to run() at once: run() waits on baresip's events, and a ring must
+        not wait for that wait to end (press → INVITE is the intercom's latency)."""
+        while not done.is_set():
+            ring = rings.get(timeout=0.25)
+            if ring is not None:
+                with self._lock:
+                    self._requests.append(("ring", {"event_id": ring.event_id}))
+                if self.backend is not None:
+                    self.backend.wake()
 
     def make_backend(self, ctx: WorkerContext) -> BaresipBackend:
         runtime_dir = Path(ctx.state_dir or ".") / "sip"
@@ -360,18 +374,22 @@ class SipWorker(Worker):
         event_id = new_event_id()
         with self._lock:
             self._requests.append(("call", {"event_id": event_id, "target": payload.get("target")}))
+        self.backend.wake()
         return {"calling": payload.get("target") or list(self.cfg.targets), "event_id": event_id}
 
     def _cmd_hangup(self, payload: dict, via: str) -> dict:
         with self._lock:
             self._requests.append(("hangup", {}))
+        self.backend.wake()
         return {"hanging_up": self.call is not None}
 
     def _handle_requests(self) -> None:
         with self._lock:
             requests, self._requests = self._requests, []
         for kind, args in requests:
-            if kind == "call":
+            if kind == "ring":
+                self._on_ring(args["event_id"])
+            elif kind == "call":
                 self._on_ring(args["event_id"], [args["target"]] if args["target"] else None)
             elif kind == "hangup" and self.call is not None:
                 self._apply(self.call.hang_up_all(self._ctx.clock.monotonic(), "hangup_button"))
