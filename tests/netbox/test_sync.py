@@ -199,3 +199,13 @@ def test_bulk_writes_go_in_chunks_of_chunk_size(fake, api):
     sync(api, cfg, node_facts(eth0=("192.0.2.10/24", "192.0.2.12/24", "192.0.2.13/24", "2001:db8::10/64")))
     ip_posts = [entry for entry in fake.log if entry[1] == "POST" and entry[2] == "/api/ipam/ip-addresses/"]
     assert [entry[4] for entry in ip_posts] == [2, 2, 1]
+
+
+def test_a_cached_id_is_used_only_when_the_device_still_carries_our_identity(fake, cfg, api):
+    first = sync(api, cfg)
+    # NetBox restored from an old backup: the cached id now names someone else's device.
+    fake.edit("dcim/devices", first.device_id, name="someone-else", serial="", custom_fields={"edge_identity": None})
+    fake.reset_counters()
+    result = sync(api, cfg, run="r2", cached=first.device_id)
+    assert result.device_id != first.device_id, "not confirmed by edge_identity: matched afresh"
+    assert fake.get("dcim/devices", first.device_id)["name"] == "someone-else"
