@@ -101,9 +101,9 @@ def check_version(api: pynetbox.api) -> str:
 
 
 # Outcomes of a failed sync, as the worker reports them.
-UNREACHABLE, SLOW, SERVER_ERROR, RATE_LIMITED, FORBIDDEN, REJECTED, UNSUPPORTED, CONFLICT, MISSING = (
-    "unreachable", "slow", "server_error", "rate_limited", "forbidden", "rejected", "unsupported", "conflict",
-    "prerequisites_missing")
+UNREACHABLE, SLOW, SERVER_ERROR, RATE_LIMITED, FORBIDDEN, TLS, REJECTED, UNSUPPORTED, CONFLICT, MISSING = (
+    "unreachable", "slow", "server_error", "rate_limited", "forbidden", "tls", "rejected", "unsupported",
+    "conflict", "prerequisites_missing")
 # Outcomes that are NetBox's trouble (retried later, DEGRADED) vs. ours to fix (a problem).
 TRANSIENT = frozenset({UNREACHABLE, SLOW, SERVER_ERROR, RATE_LIMITED})
 
@@ -119,6 +119,12 @@ def classify(exc: BaseException) -> Failure | None:
     """What a request failure means (None: not a NetBox failure, a bug of ours)."""
     if isinstance(exc, UnsupportedVersion):
         return Failure(UNSUPPORTED, str(exc))
+    if isinstance(exc, requests.exceptions.SSLError):
+        return Failure(TLS, f"NetBox's TLS certificate was not accepted ({_root_cause(exc)}); set [netbox] ca_file "
+                            f"to the CA that signed it (verify_tls = false only on a trusted network)")
+    if isinstance(exc, pynetbox.ContentError):
+        return Failure(SERVER_ERROR, "NetBox answered with something that is not JSON (a proxy's error page?); "
+                                     "check [netbox] url")
     reason = getattr(exc.args[0], "reason", None) if getattr(exc, "args", None) else None
     if isinstance(exc, requests.exceptions.ReadTimeout) or isinstance(reason, ReadTimeoutError):
         # (after the retries, requests reports a read timeout as a ConnectionError)
@@ -162,7 +168,8 @@ def _retry_after(resp: requests.Response) -> float | None:
 
 def _root_cause(exc: BaseException) -> str:
     text = str(exc)
-    for marker in ("Connection refused", "Name or service not known", "timed out", "No route to host"):
+    for marker in ("Connection refused", "Name or service not known", "timed out", "No route to host",
+                   "certificate verify failed", "self-signed certificate", "hostname mismatch"):
         if marker in text:
             return marker.lower()
     return exc.__class__.__name__

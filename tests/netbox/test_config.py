@@ -54,3 +54,44 @@ def test_doctor_says_whether_netbox_answers_and_takes_the_token(fake):
     bad = NetboxWorker.doctor({"netbox": netbox_config(fake, token="revoked")})
     assert bad[0].status == FAIL and "token" in bad[0].detail and bad[0].fix
     assert fake.counters.writes == 0
+
+
+def test_a_server_that_is_not_netbox_is_named_not_crashed_on(tmp_path):
+    """A web server answering HTML where NetBox should be (a proxy's error page)."""
+    import http.server
+    import threading
+
+    from services.netbox.client import SERVER_ERROR, check_version, classify, make_api
+    from netbox.helpers import netbox_config
+
+    class Html(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = b"<html>502 Bad Gateway</html>"
+            self.send_response(200)
+            self.send_header("API-Version", "4.4")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Html)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.start()
+    try:
+        class Where:
+            url = f"http://127.0.0.1:{server.server_address[1]}"
+            token = "t"
+        cfg = netbox_config(Where, token="t")
+        api = make_api(cfg, "t")
+        check_version(api)
+        with pytest.raises(Exception) as caught:
+            list(api.dcim.devices.filter(name="x"))
+        failure = classify(caught.value)
+        api.http_session.close()
+        assert failure.kind == SERVER_ERROR and "not JSON" in failure.message
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
