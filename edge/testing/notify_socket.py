@@ -6,6 +6,8 @@ import socket
 import time
 from pathlib import Path
 
+from edge.testing.waiting import scaled
+
 
 class NotifyListener:
     def __init__(self, path: Path):
@@ -25,6 +27,7 @@ class NotifyListener:
             self.sock.settimeout(0.0001)
 
     def wait_for(self, prefix: str, timeout: float = 10.0, after: float = 0.0) -> str:
+        timeout = scaled(timeout)
         deadline = time.monotonic() + timeout
         while True:
             for t, m in self.messages:

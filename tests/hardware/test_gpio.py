@@ -13,7 +13,7 @@ import time
 import pytest
 from gpiozero.pins.mock import MockFactory
 
-from edge.testing.waiting import wait_for
+from edge.testing.waiting import scaled, wait_for
 from hardware.gpio import DoorbellGpio, DoorbellPins, GpioError, PulseTimer, pin_factory
 from services.doorbell.testing import on_seconds
 
@@ -127,7 +127,7 @@ def test_relay_goes_off_at_interpreter_exit_mid_pulse():
         print("relay during the pulse:", relay.state, flush=True)
         sys.exit(0)
     """)
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=scaled(60))
     assert out.returncode == 0, out.stderr
     assert "relay during the pulse: True" in out.stdout
     assert "relay at exit: [False, True, False]" in out.stdout

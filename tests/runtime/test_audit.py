@@ -16,6 +16,7 @@ from runtime_helpers import EDGE, edge_env, running_edge
 
 from edge.audit import AUDIT_SCHEMA, GENESIS, AuditLog, _canonical
 from edge.store import Store, StoreUnavailable
+from edge.testing.waiting import scaled
 
 
 @pytest.fixture
@@ -302,7 +303,7 @@ def test_the_key_can_live_outside_the_state_directory(tmp_path):
     env = edge_env(state, EDGE_CONFIG=config)
     with running_edge(tmp_path, env) as (proc, _):
         proc.send_signal(signal.SIGTERM)
-        proc.communicate(timeout=10)
+        proc.communicate(timeout=scaled(10))
     assert (etc / "audit.key").exists() and not (state / "audit.key").exists()
     store = Store(state / "edge.sqlite3", schemas=[AUDIT_SCHEMA])
     AuditLog(store, etc / "audit.key", state / "audit.anchor").append("cli", "door.open", {})

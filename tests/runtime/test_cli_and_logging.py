@@ -12,6 +12,7 @@ import threading
 from runtime_helpers import EDGE, edge_env, running_edge
 
 from edge import jsonlog
+from edge.testing.waiting import scaled
 
 
 def test_status_without_a_running_device_says_so(tmp_path):
@@ -32,7 +33,7 @@ def test_status_shows_a_table_of_the_running_simulator(tmp_path):
         assert lines[1].split() == ["COMPONENT", "STATE", "FOR", "REASON"]
         assert any(line.split()[:2] == ["worker.system", "OK"] for line in lines)
         proc.send_signal(signal.SIGTERM)
-        out, _ = proc.communicate(timeout=10)
+        out, _ = proc.communicate(timeout=scaled(10))
     assert b"edge simulator: node" in out and b"Ctrl-C stops it." in out
 
 
@@ -108,7 +109,7 @@ def test_a_stopped_device_leaves_no_endpoint_for_the_cli_to_find(tmp_path):
     with running_edge(tmp_path, env) as (proc, _):
         assert (tmp_path / "state" / "endpoint").read_text().startswith("http://127.0.0.1:")
         proc.send_signal(signal.SIGTERM)
-        proc.communicate(timeout=10)
+        proc.communicate(timeout=scaled(10))
     assert not (tmp_path / "state" / "endpoint").exists()
 
 
@@ -157,7 +158,7 @@ def test_a_taken_health_port_moves_the_device_and_the_cli_still_finds_it(tmp_pat
             assert status.returncode == 0, status.stderr
             assert f"port {stranger.port} is taken; serving on" in status.stdout  # health_http DEGRADED
             proc.send_signal(signal.SIGTERM)
-            proc.communicate(timeout=10)
+            proc.communicate(timeout=scaled(10))
         alone = subprocess.run([EDGE, "status", "--sim"], env=env, capture_output=True, text=True)
         assert alone.returncode == 1 and "Traceback" not in alone.stderr
         assert f"the server at http://127.0.0.1:{stranger.port} is not an edge device" in alone.stderr

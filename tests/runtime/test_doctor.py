@@ -12,10 +12,11 @@ from edge.assembly import load_config
 from edge.doctor import FAIL, OK, clock_synchronized
 from edge.mqtt.doctor import broker_check
 from edge.testing.ports import free_port
+from edge.testing.waiting import scaled
 
 
 def doctor(env, *args) -> subprocess.CompletedProcess:
-    return subprocess.run([EDGE, "doctor", *args], env=env, capture_output=True, text=True, timeout=60)
+    return subprocess.run([EDGE, "doctor", *args], env=env, capture_output=True, text=True, timeout=scaled(60))
 
 
 def checks_by_name(result) -> dict[tuple[str, str], dict]:

@@ -14,7 +14,7 @@ from edge.config import ConfigError
 from edge.assembly import LAST_GOOD, load_config_with_fallback, save_last_good
 from edge.runtime import EXIT_NO_CONFIG, Runtime
 from edge.safemode import BootCounter
-from edge.testing.waiting import wait_for
+from edge.testing.waiting import scaled, wait_for
 from edge.testing.workers import CrashingCritical, IdleEssential, IdleWorker
 from edge.worker import Worker
 
@@ -137,7 +137,7 @@ def test_edge_run_without_usable_config_exits_with_distinct_code(tmp_path, text,
     bad.write_bytes(text if isinstance(text, bytes) else text.encode())
     proc = spawn_edge(["run", "--sim", "--config", str(bad)], edge_env(tmp_path / "state"))
     try:
-        out, _ = proc.communicate(timeout=30)
+        out, _ = proc.communicate(timeout=scaled(30))
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -153,7 +153,7 @@ def test_edge_run_on_last_good_config_still_starts(tmp_path):
     with running_edge(tmp_path, edge_env(state), args=("run", "--sim", "--config", str(bad))) as (proc, listener):
         assert "config degraded" in listener.wait_for("READY=1")
         proc.send_signal(signal.SIGTERM)
-        out, _ = proc.communicate(timeout=10)
+        out, _ = proc.communicate(timeout=scaled(10))
         assert proc.returncode == 0
         assert b"running on the last known-good config" in out
 

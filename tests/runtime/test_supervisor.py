@@ -15,7 +15,7 @@ from edge.clock import Clock, FakeClock
 from edge.health import DEGRADED, FAILED, HUNG, OK, STOPPED, HealthRegistry
 from edge.runtime import Runtime
 from edge.supervisor import Policy, Supervisor
-from edge.testing.waiting import wait_for
+from edge.testing.waiting import scaled, wait_for
 from edge.testing.workers import BlockedInRecv, CrashingWorker, IdleWorker
 from edge.worker import TEMPORARY, TRANSIENT, Worker
 
@@ -75,7 +75,7 @@ def test_critical_crash_loop_exits_process_non_zero(tmp_path):
     env = edge_env(tmp_path / "state", EDGE_RUNTIME_PLUGINS="edge.testing.workers:CrashingCritical",
                    EDGE_SUPERVISOR_BACKOFF_INITIAL_S="0.01", EDGE_SUPERVISOR_MAX_RESTARTS="2")
     proc = spawn_edge(["run", "--sim"], env)
-    out, _ = proc.communicate(timeout=30)
+    out, _ = proc.communicate(timeout=scaled(30))
     assert proc.returncode == 70, out.decode()[-2000:]
     assert b"critical worker critical_crasher failed" in out
 
