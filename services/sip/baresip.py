@@ -49,6 +49,30 @@ def free_control_port() -> int:
         return s.getsockname()[1]
 
 
+def free_sip_port() -> int:
+    """A port free for SIP on UDP and TCP, with the next one free too (baresip's TLS)."""
+    for _ in range(200):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        if port >= 65534:
+            continue
+        socks = []
+        try:
+            for kind, p in ((socket.SOCK_DGRAM, port), (socket.SOCK_STREAM, port), (socket.SOCK_STREAM, port + 1),
+                            (socket.SOCK_DGRAM, port + 1)):
+                s = socket.socket(socket.AF_INET, kind)
+                socks.append(s)
+                s.bind(("127.0.0.1", p))
+            return port
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError("no free SIP port pair on 127.0.0.1")
+
+
 def account_uri(cfg) -> str:
     host = cfg.domain or cfg.registrar.rsplit(":", 1)[0]
     user = cfg.username

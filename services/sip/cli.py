@@ -18,7 +18,7 @@ from edge.clock import SYSTEM_CLOCK
 from edge.config import SectionValues
 from edge.store import StoreUnavailable
 from services.sip.backend import BackendError, BackendGone, CallEvent, LineEvent
-from services.sip.baresip import BaresipBackend, free_control_port, target_uri
+from services.sip.baresip import BaresipBackend, free_sip_port, target_uri
 from services.sip.calls import CallSettings, Dial, DoorCall, Finished, Hangup
 from services.sip.worker import CALL_EVENT
 
@@ -64,7 +64,7 @@ def cmd_call(args) -> int:
         return 2
     host = cfg.listen.rpartition(":")[0]
     # Its own SIP port and control port: the running device keeps its own.
-    own = SectionValues("sip", {**dict(cfg), "listen": f"{host}:{free_control_port()}", "control_port": 0},
+    own = SectionValues("sip", {**dict(cfg), "listen": f"{host}:{free_sip_port()}", "control_port": 0},
                         {"password": cfg.secret("password")} if cfg.secret("password") else {})
     with tempfile.TemporaryDirectory(prefix="edge-sip-call-") as tmp:
         backend = BaresipBackend(own, own.secret("password"), Path(tmp), logging.getLogger("edge.sip.cli"),

@@ -70,7 +70,7 @@ SIP_SECTION = Section("sip", (
         "\"tone\" (a generated test tone)", profiles={"sim": TONE}),
     Key("audio_sink", str, "alsa,default", "speaker: MODULE,DEVICE for baresip, or \"discard\"",
         profiles={"sim": DISCARD}),
-    Key("allowed_callers", list, [], "SIP users or URIs whose calls to the door are answered; others get 403",
+    Key("allowed_callers", list, [], "SIP users or URIs whose calls to the door are answered; others are rejected",
         example=["sip:kitchen@pbx.lan"]),
     Key("listen", str, "0.0.0.0:5062", "local address and port of the door's SIP stack (the next port is "
         "taken too, for TLS)"),

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from edge.testing.waiting import wait_for
-from services.sip.baresip import write_tone
+from services.sip.baresip import free_sip_port, write_tone
 from services.sip.control import ControlLink
 from services.sip.netstring import encode
 
@@ -88,30 +88,6 @@ class FakeControlServer:
         if self.conn is not None:
             self.conn.close()
         self._thread.join(2)
-
-
-def free_sip_port() -> int:
-    """A port free for SIP on UDP and TCP, with the next one free too (baresip's TLS)."""
-    for _ in range(200):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
-        if port >= 65534:
-            continue
-        socks = []
-        try:
-            for kind, p in ((socket.SOCK_DGRAM, port), (socket.SOCK_STREAM, port), (socket.SOCK_STREAM, port + 1),
-                            (socket.SOCK_DGRAM, port + 1)):
-                s = socket.socket(socket.AF_INET, kind)
-                socks.append(s)
-                s.bind(("127.0.0.1", p))
-            return port
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise RuntimeError("no free SIP port pair on 127.0.0.1")
 
 
 KAMAILIO_CFG = """#!KAMAILIO

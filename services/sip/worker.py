@@ -21,7 +21,7 @@ control.py (its control link). Not here: the relay (the doorbell's), MQTT.
 
 from __future__ import annotations
 
-import logging
+import contextlib
 import threading
 from pathlib import Path
 
@@ -118,7 +118,8 @@ class SipWorker(Worker):
                 self._check_refresh(ctx.clock.monotonic())
                 self._handle_requests()
                 if self.call is not None:
-                    self._apply(self.call.tick(ctx.clock.monotonic()))
+                    with self._call_context():
+                        self._apply(self.call.tick(ctx.clock.monotonic()))
                 self._publish()
         finally:
             forwarding.set()
@@ -204,6 +205,16 @@ class SipWorker(Worker):
     def _stop_watch(self) -> None:
         self._ctx.stopping.wait(LOOP_WAIT_S)
 
+    @contextlib.contextmanager
+    def _call_context(self):
+        """Log lines while a call is handled carry its event_id (the ring's)."""
+        token = current_event_id.set(self.call.event_id) if self.call is not None else None
+        try:
+            yield
+        finally:
+            if token is not None:
+                current_event_id.reset(token)
+
     def _on_gone(self, reason: str) -> None:
         ctx = self._ctx
         ctx.log.error("baresip stopped answering (%s); restarting it", reason)
@@ -211,7 +222,8 @@ class SipWorker(Worker):
         self.backend.child.wait(2.0)
         self._set_line(UNREACHABLE, f"baresip restarting ({reason})")
         if self.call is not None:
-            self._apply(self.call.abandon(ctx.clock.monotonic(), f"baresip ended mid-call ({reason})"))
+            with self._call_context():
+                self._apply(self.call.abandon(ctx.clock.monotonic(), f"baresip ended mid-call ({reason})"))
 
     def _set_line(self, state: str, reason: str) -> None:
         self.line_state, self.line_reason = state, reason
@@ -297,11 +309,8 @@ class SipWorker(Worker):
         call = self.call
         if call is None:
             return
-        token = current_event_id.set(call.event_id)
-        try:
+        with self._call_context():
             self._apply(call.on_event(event, self._ctx.clock.monotonic()))
-        finally:
-            current_event_id.reset(token)
 
     def _incoming(self, event: CallEvent) -> None:
         ctx = self._ctx
@@ -392,7 +401,8 @@ class SipWorker(Worker):
             elif kind == "call":
                 self._on_ring(args["event_id"], [args["target"]] if args["target"] else None)
             elif kind == "hangup" and self.call is not None:
-                self._apply(self.call.hang_up_all(self._ctx.clock.monotonic(), "hangup_button"))
+                with self._call_context():
+                    self._apply(self.call.hang_up_all(self._ctx.clock.monotonic(), "hangup_button"))
 
     def _sim_status(self, args: dict) -> dict:
         return self.status()

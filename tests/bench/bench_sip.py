@@ -35,7 +35,8 @@ from edge.testing.waiting import wait_for
 from services.doorbell.testing import NO_FACES, SimulatedDoorbell
 from services.doorbell.worker import DoorbellWorker
 from services.sip.backend import REGISTERED
-from services.sip.testing import HousePhone, Kamailio, free_sip_port
+from services.sip.baresip import free_sip_port
+from services.sip.testing import HousePhone, Kamailio
 from services.sip.worker import SipWorker
 
 DOOR_PW, HOUSE_PW = "bench-door-pw", "bench-house-pw"

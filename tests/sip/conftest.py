@@ -4,14 +4,14 @@ doorbell running the real intercom worker, all on 127.0.0.1 and free ports."""
 
 from __future__ import annotations
 
-import contextlib
 
 import pytest
 
 from edge.testing.requirements import require_program
 from services.doorbell.testing import NO_FACES, doorbells
 from services.doorbell.worker import DoorbellWorker
-from services.sip.testing import HousePhone, Kamailio, Sipp, free_sip_port
+from services.sip.baresip import free_sip_port
+from services.sip.testing import HousePhone, Kamailio, Sipp
 from services.sip.worker import SipWorker
 
 DOOR_PASSWORD, HOUSE_PASSWORD = "door-secret-7", "house-secret-9"

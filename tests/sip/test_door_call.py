@@ -87,6 +87,8 @@ def test_a_ring_group_rings_everyone_and_the_first_to_answer_takes_the_call(sipp
     bell = ready_door(make_door, targets=["garage", "house"], ring_group=True)
     pressed = ring(bell)
     house.wait_event("CALL_ESTABLISHED")
+    states = bell.runtime.states
+    wait_for(lambda: states.get("sip.call_state") == "in_call", 5, message="Home Assistant's call state")
     assert silent.wait() == 0  # the one still ringing was cancelled
     bell.press()  # a second press during the call: reported on it, no second call
     second = bell.wait_event("sip.press_during_call")
@@ -95,6 +97,9 @@ def test_a_ring_group_rings_everyone_and_the_first_to_answer_takes_the_call(sipp
     call = bell.wait_event("sip.call", event_id=pressed.event_id, timeout=10)
     assert call.data["target"].startswith("sip:house@") and len(call.data["presses"]) == 1
     assert len(bell.events("sip.call")) == 1
+    wait_for(lambda: states.get("sip.call_state") == "idle", 5, message="the call state back to idle")
+    assert states.get("sip.last_call")["result"] == "answered"
+    assert states.get("sip.last_call_duration_s") == call.data["duration_s"] > 0
 
 
 def test_the_code_sent_as_sip_info_opens_the_door_too(sipp_peers, make_door):

@@ -19,6 +19,7 @@ def in_call(house_phones, make_door):
     bell.press()
     pressed = bell.wait_event("doorbell.ring")
     house.wait_event("CALL_ESTABLISHED")
+    wait_for(lambda: sip_worker(bell).status()["call_state"] == "in_call", 5, message="the door to be in the call")
     return bell, house, pressed
 
 

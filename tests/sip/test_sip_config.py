@@ -1,0 +1,68 @@
+"""The [sip] section: off by default, environment overrides as the schema says, and the
+problems a person must fix before the intercom starts, each naming the key."""
+
+from __future__ import annotations
+
+import pytest
+
+from edge import config as configmod
+from edge.assembly import all_sections
+from services.doorbell.worker import DoorbellWorker
+from services.sip.baresip import BaresipFiles, account_line
+from services.sip.backend import BackendError
+from services.sip.worker import SipWorker
+
+SECTIONS = all_sections([DoorbellWorker, SipWorker])
+
+
+def build(sip: dict, env: dict | None = None, profile: str = "pi"):
+    return configmod.build(SECTIONS, {"sip": sip}, env or {}, profile, source="test")
+
+
+def test_the_intercom_is_off_by_default_and_its_worker_not_run():
+    config = build({})
+    assert config["sip"].enabled is False and not SipWorker.enabled(config)
+
+
+def test_environment_overrides_follow_the_schema():
+    config = build({"enabled": True, "registrar": "pbx.lan"}, {
+        "EDGE_SIP_USERNAME": "door", "EDGE_SIP_TARGETS": "**610, sip:kitchen@pbx.lan",
+        "EDGE_SIP_OPEN_CODE": "#9", "EDGE_SIP_PASSWORD": "s3cret-line", "EDGE_SIP_RING_GROUP": "yes"})
+    sip = config["sip"]
+    assert sip.targets == ["**610", "sip:kitchen@pbx.lan"] and sip.ring_group is True
+    assert sip.secret("password") == "s3cret-line" and "s3cret-line" not in repr(sip.redacted())
+
+
+@pytest.mark.parametrize("sip, problem", [
+    ({"enabled": True, "username": "door"}, "[sip] registrar: the intercom is enabled but has no registrar"),
+    ({"enabled": True, "registrar": "pbx.lan"}, "[sip] username: the intercom is enabled but has no username"),
+    ({"enabled": True, "registrar": "pbx.lan", "username": "door", "open_code": "9x"}, "[sip] open_code: '9x'"),
+    ({"enabled": True, "registrar": "pbx lan:5060", "username": "door"}, "[sip] registrar: 'pbx lan:5060'"),
+    ({"enabled": True, "registrar": "pbx.lan", "username": "door", "audio_source": "default"},
+     "[sip] audio_source: 'default' is not a baresip audio device"),
+    ({"transport": "sctp"}, "[sip] transport: 'sctp' is not one of"),
+])
+def test_problems_name_the_key_and_the_fix(sip, problem):
+    with pytest.raises(configmod.ConfigError) as err:
+        build(sip)
+    assert any(p.startswith(problem) for p in err.value.problems), err.value.problems
+
+
+def test_an_open_code_without_remote_open_is_warned_about():
+    config = build({"enabled": True, "registrar": "pbx.lan", "username": "door", "targets": ["1"],
+                    "open_code": "#9", "password_file": "/dev/null"})
+    assert any("allow_remote_open" in w for w in config.warnings)
+
+
+def test_the_account_line_holds_the_password_and_refuses_what_baresip_cannot_parse(tmp_path):
+    sip = build({"enabled": True, "registrar": "pbx.lan:5060", "username": "door", "transport": "tcp"})["sip"]
+    line = account_line(sip, "pw-123")
+    assert line.startswith("<sip:door@pbx.lan;transport=tcp>;auth_user=door;auth_pass=pw-123;")
+    assert 'outbound="sip:pbx.lan:5060;transport=tcp"' in line and "answermode=manual" in line
+    with pytest.raises(BackendError, match="password contains") as err:
+        account_line(sip, "pw;regint=1")
+    assert "pw;regint=1" not in str(err.value)
+    files = BaresipFiles(tmp_path / "rt", sip, "pw-123", 4444)
+    files.write()
+    assert "pw-123" not in (tmp_path / "rt" / "config").read_text()
+    assert "ctrl_tcp_listen     127.0.0.1:4444\n" in (tmp_path / "rt" / "config").read_text()
