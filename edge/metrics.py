@@ -52,6 +52,10 @@ class RuntimeCollector:
                                       "total_changes)", value=counters["total_changes"])
             yield CounterMetricFamily("edge_store_failed_writes", "store writes refused by the disk",
                                       value=counters["failed_writes"])
+            yield GaugeMetricFamily("edge_store_pending_events", "events (rings) kept in memory while the "
+                                    "store refuses writes", value=counters["pending_events"])
+            yield CounterMetricFamily("edge_store_lost_events", "events dropped from the full in-memory "
+                                      "buffer while the store refused writes", value=counters["pending_dropped"])
         yield GaugeMetricFamily("edge_safe_mode", "1 while running in safe mode", value=1.0 if rt.safe_mode else 0.0)
 
 

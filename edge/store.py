@@ -181,6 +181,9 @@ class Store:
             self.failed_writes += 1
             if self._pending:
                 reason += f"; {len(self._pending)} event(s) wait in memory to be recorded"
+            if self.pending_dropped:
+                reason += (f"; {self.pending_dropped} event(s) lost: more than {MAX_PENDING_EVENTS} "
+                           "waited in memory")
             changed = self.healthy or reason != self.reason
             self.healthy, self.reason = False, reason
         if changed and self._on_health:
@@ -229,10 +232,12 @@ class Store:
             self._conn.close()
 
     def counters(self) -> dict[str, int]:
-        """SQLite's own view of what this connection changed, for the idle-writes benchmark."""
+        """SQLite's own view of what this connection changed (for the idle-writes benchmark),
+        and the events waiting in memory or lost while the disk refused them (for metrics)."""
         with self._lock:
             return {"commits": self.commits, "total_changes": self._conn.total_changes,
-                    "failed_writes": self.failed_writes}
+                    "failed_writes": self.failed_writes, "pending_events": len(self._pending),
+                    "pending_dropped": self.pending_dropped}
 
     # -- key/value cache ------------------------------------------------------------------
     def kv_set(self, key: str, value: Any, ttl_s: float | None = None) -> None:

@@ -85,6 +85,7 @@ def test_metrics_show_components_breakers_and_restarts(runtime):
     assert 'edge_breaker_state{breaker="camera",state="open"} 1.0' in text
     assert 'edge_worker_restarts_total{worker="idle"} 0.0' in text
     assert rt.health.get("breaker.camera").state == "DEGRADED"
+    assert "edge_store_pending_events 0.0" in text and "edge_store_lost_events_total 0.0" in text
 
 
 def test_sim_routes_exist_only_in_simulation(runtime):

@@ -238,6 +238,27 @@ def test_kept_events_wait_in_memory_while_the_disk_is_full_and_are_written_in_or
         store.close()
 
 
+def test_events_beyond_the_memory_buffer_are_dropped_oldest_first_and_reported(tmp_path, monkeypatch):
+    monkeypatch.setattr("edge.store.MAX_PENDING_EVENTS", 5)
+    health = []
+    store = Store(tmp_path / "full.sqlite3", on_health=lambda ok, reason: health.append((ok, reason)))
+    try:
+        pages = store.read("PRAGMA page_count")[0][0]
+        store.read(f"PRAGMA max_page_count = {pages}")
+        for n in range(40):
+            store.keep_event(f"ring{n}", "doorbell.ring", {"pad": "x" * 4000})
+        counters = store.counters()
+        assert counters["pending_events"] == 5
+        assert counters["pending_dropped"] >= 35 - 5  # some may have fitted on the disk before it filled
+        assert f"{counters['pending_dropped']} event(s) lost: more than 5 waited in memory" in health[-1][1]
+        store.read("PRAGMA max_page_count = 1000000")
+        assert store.flush_pending() == 0
+        assert [e["event_id"] for e in store.recent_events("doorbell.ring", limit=5)] == \
+            [f"ring{n}" for n in range(39, 34, -1)]  # the newest kept
+    finally:
+        store.close()
+
+
 class StoreWatcher(IdleWorker):
     """Remembers the store its context shows while it runs."""
 
