@@ -22,8 +22,11 @@ control.py (its control link). Not here: the relay (the doorbell's), MQTT.
 from __future__ import annotations
 
 import contextlib
+import socket
 import threading
 from pathlib import Path
+
+import psutil
 
 from edge.bus import new_event_id
 from edge.child import Backoff
@@ -45,6 +48,7 @@ RING = "doorbell.ring"                     # the doorbell's event (services/door
 OPEN_DOOR = "open_door"                    # the doorbell's command (services/doorbell/commands.py)
 CALL_EVENT, DOOR_OPENED, PRESS_DURING_CALL = "sip.call", "sip.door_opened", "sip.press_during_call"
 LOOP_WAIT_S = 0.05
+NETWORK_CHECK_S = 5.0  # how often the local addresses are compared (a DHCP renewal, a Wi-Fi roam)
 STOP_TIMEOUT_S = 4.0  # inside the supervisor's default stop_timeout_s (5 s) for all workers
 
 
@@ -91,6 +95,8 @@ class SipWorker(Worker):
         self._interrupted = False
         self._last_ok_at: float | None = None     # the registrar's last 200 to a REGISTER
         self._ok_interval: float | None = None    # the expiry the registrar granted
+        self._addresses: frozenset[str] | None = None
+        self._network_checked_at = 0.0
 
     # -- run -----------------------------------------------------------------------------------
     def run(self, ctx: WorkerContext) -> None:
@@ -116,6 +122,7 @@ class SipWorker(Worker):
                 self._keep_running(ctx)
                 self._handle_backend(ctx)
                 self._check_refresh(ctx.clock.monotonic())
+                self._check_network(ctx.clock.monotonic())
                 self._handle_requests()
                 if self.call is not None:
                     with self._call_context():
@@ -274,6 +281,26 @@ class SipWorker(Worker):
             self._last_ok_at = None
             self._on_line(LineEvent(UNREACHABLE, f"the registration ran out ({granted:g} s) without the "
                                                  f"registrar confirming it again"))
+
+    def local_addresses(self) -> frozenset[str]:
+        """This machine's addresses, loopback aside (psutil)."""
+        return frozenset(f"{name}:{a.address}" for name, addrs in psutil.net_if_addrs().items()
+                         for a in addrs if a.family in (socket.AF_INET, socket.AF_INET6)
+                         and not a.address.startswith(("127.", "::1")))
+
+    def _check_network(self, now: float) -> None:
+        """baresip keeps its sockets and its Contact from the address it started with, and
+        keeps re-registering through a dead socket after the address changed: a changed
+        address set restarts it (after the call, if one is going on)."""
+        if now - self._network_checked_at < NETWORK_CHECK_S:
+            return
+        self._network_checked_at = now
+        addresses = self.local_addresses()
+        if self._addresses is not None and addresses != self._addresses and self._restart_at is None:
+            self._ctx.log.warning("the network changed (%s); restarting baresip to register from the new address",
+                                  ", ".join(sorted(addresses ^ self._addresses)))
+            self._restart_at = now
+        self._addresses = addresses
 
     # -- calls ----------------------------------------------------------------------------------
     def _settings(self, targets: list[str] | None = None) -> CallSettings:

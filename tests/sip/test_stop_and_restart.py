@@ -45,3 +45,27 @@ def test_baresip_killed_mid_call_is_restarted_and_the_call_reported_failed(house
     wait_for(lambda: worker.backend.pid() not in (None, old), 10, message="baresip to be restarted")
     wait_for(lambda: worker.line_state == REGISTERED, 10, message="the line to register again")
     assert worker.restarts == 1
+
+
+def test_a_network_change_restarts_baresip_and_the_line_registers_again(tmp_path, kamailio, monkeypatch):
+    from services.doorbell.testing import doorbells
+    from services.doorbell.worker import DoorbellWorker
+    from services.sip import worker as sip_module
+    from sip.conftest import DOOR_PASSWORD, sip_config
+
+    addresses = {"eth0:192.0.2.10"}  # documentation addresses: nothing is sent to them
+
+    class MovingSip(sip_module.SipWorker):
+        def local_addresses(self):
+            return frozenset(addresses)
+
+    monkeypatch.setattr(sip_module, "NETWORK_CHECK_S", 0.1)
+    with doorbells(tmp_path / "devices") as make:
+        bell = make(sip_config(kamailio), classes=(DoorbellWorker, MovingSip), watch=("sip.*",),
+                    env={"EDGE_SIP_PASSWORD": DOOR_PASSWORD})
+        worker = sip_worker(bell)
+        wait_for(lambda: worker.line_state == REGISTERED, 10, message="the line to register")
+        first = worker.backend.pid()
+        addresses.add("wlan0:192.0.2.77")
+        wait_for(lambda: worker.backend.pid() not in (None, first), 10, message="baresip to be restarted")
+        wait_for(lambda: worker.line_state == REGISTERED, 10, message="the line to register again")
