@@ -326,10 +326,14 @@ def restore_staged(staging: Path, manifest: dict, sources: Sources) -> list[str]
             if target is None:
                 notes.append(f"{entry['name']}: this device's config has no place for it; left out")
                 continue
+            owner = None
             if not _inside(target, state_dir):
+                owner = _owner(target)
                 put_aside(target)
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.move(staging / entry["name"], target)  # a rename when on one file system
+            if owner is not None and os.geteuid() == 0:  # /etc/edge/edge.toml stays root:edge
+                os.chown(target, *owner)
     except OSError:
         for original, aside in reversed(moved):  # put the previous files back
             shutil.rmtree(original, ignore_errors=True) if original.is_dir() else original.unlink(missing_ok=True)
@@ -365,6 +369,14 @@ def _inside(path: Path, directory: Path) -> bool:
         return True
     except ValueError:
         return False
+
+
+def _owner(path: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_uid, st.st_gid
 
 
 def own_like(path: Path, reference: Path) -> None:

@@ -44,7 +44,8 @@ class ScheduledBackup(Worker):
         while True:
             backups = list_backups(directory)
             age_s = time.time() - backups[-1].stat().st_mtime if backups else None
-            due_in = 0.0 if age_s is None else max(0.0, cfg.interval_h * 3600 - age_s)
+            # clamped: a wall clock set back (a Pi has no RTC) must not postpone backups for long
+            due_in = 0.0 if age_s is None else min(cfg.interval_h * 3600, max(0.0, cfg.interval_h * 3600 - age_s))
             if due_in <= 0:
                 self._backup(ctx, directory, cfg)
                 due_in = cfg.interval_h * 3600

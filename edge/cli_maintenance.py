@@ -51,7 +51,8 @@ def _say(args, data: dict, text: str, code: int = 0) -> int:
 
 
 def _failed(args, what: str, exc: Exception) -> int:
-    return _say(args, {"ok": False, "error": str(exc)}, f"edge {what}: {exc}", 1)
+    hint = "; run it as root (sudo edge ...)" if isinstance(exc, PermissionError) else ""
+    return _say(args, {"ok": False, "error": f"{exc}{hint}"}, f"edge {what}: {exc}{hint}", 1)
 
 
 def _updater(args, device: CliDevice, layout: ReleaseLayout):

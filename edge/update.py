@@ -30,6 +30,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import sys
 import time
@@ -49,6 +50,8 @@ log = logging.getLogger("edge.update")
 BACKUP_DIR = "update-backup"  # under the state directory
 RESULT_FILE = "update-result.json"  # under the state directory: the last outcome, for Home Assistant
 ANCHOR = "audit.anchor"
+# store-<older>-before-<newer>.sqlite3, its .anchor, and the -migrated store a rollback kept
+COPY_NAME = re.compile(r"^store-(?P<older>.+)-before-(?P<newer>.+?)(-migrated)?\.(sqlite3|anchor)$")
 STEPS = ("installed", "stopped", "store-saved", "recorded", "switched", "started", "committed")
 
 
@@ -183,7 +186,7 @@ class Updater:
                                      last={"outcome": "committed", "version": version, "from": previous,
                                            "why": why, "wall": time.time()})
             self.on_step("committed")
-            self.layout.prune(self.keep)
+            self._prune()
             outcome = Outcome("committed", version, previous, store_restored=restored)
         else:
             self.service.stop()
@@ -195,6 +198,16 @@ class Updater:
             outcome = Outcome("rolled-back", version, previous, reason, restored)
         write_result(self.state_dir, outcome)
         return outcome
+
+    def _prune(self) -> None:
+        """Old releases beyond `keep`, and the store copies saved for updates between
+        releases that are gone."""
+        self.layout.prune(self.keep)
+        installed = set(self.layout.versions())
+        for copy in (self.state_dir / BACKUP_DIR).glob("store-*"):
+            match = COPY_NAME.match(copy.name)
+            if match and not {match["older"], match["newer"]} <= installed:
+                copy.unlink(missing_ok=True)
 
     def _copy_for(self, older: str, newer: str) -> Path:
         return self.state_dir / BACKUP_DIR / f"store-{older}-before-{newer}.sqlite3"
@@ -294,6 +307,11 @@ def recover_at_boot(environ: Mapping[str, str] = os.environ, state_dir: Path | N
         return None
     from edge.assembly import state_dir_for
 
+    if not os.access(layout.prefix, os.W_OK):  # the unit's ProtectSystem=strict: nothing half done
+        log.error("release %s was never committed (an update was interrupted), and %s is read-only here; the "
+                  "unit's `ExecStartPre=+... edge update --boot-check` rolls it back, or run `sudo edge update "
+                  "--boot-check`", layout.current(), layout.prefix)
+        return None
     try:
         target = recover(layout, state_dir or state_dir_for(False, environ), "the device booted mid-update")
     except OSError as exc:

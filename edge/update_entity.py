@@ -118,7 +118,7 @@ class UpdateWorker(Worker):
                  "title": "Edge appliance", "release_summary": summary[:255] or None,
                  "release_url": self.latest.get("release_notes_url") or None,
                  "in_progress": bool(ctx.state_dir and (ctx.state_dir / REQUEST_FILE).exists())}
-        ctx.states.set(STATE, value)
+        ctx.states.set(STATE, {k: v for k, v in value.items() if v is not None})
 
     def _install(self, payload: dict, via: str) -> dict:
         """Leave a request for the privileged updater (see the module's docstring)."""
