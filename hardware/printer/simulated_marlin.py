@@ -425,7 +425,7 @@ class SimulatedMarlin:
         self._say(f"Error:{error}, Last Line: {self.last_n}")
         self._say(f"Resend: {self.last_n + 1}")
         if self.ok_after_resend:
-            self._say("ok")
+            self._ok()  # Marlin's ok_to_send(): with ADVANCED_OK it names the last good line
 
     def _ok(self, extra: str = "") -> None:
         if self.advanced_ok:

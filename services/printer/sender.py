@@ -51,6 +51,9 @@ MAX_RESENDS = 10           # requests in a row for one line before the link coun
 HISTORY_LINES = 1024       # lines kept for resends (OctoPrint keeps 50; memory is cheap here)
 SYNC_RETRY_S = 1.0
 RESEND_GRACE_S = 0.2       # how long the first resend request waits to learn whether `ok` follows
+# What a USB serial adapter and a busy host add to a reply's way back (an FTDI chip's latency
+# timer alone is 16 ms by default): part of the quiet period after a resend request.
+DRAIN_LATENCY_S = 0.03
 MIN_BUDGET = 32            # bytes: below this the window is one line anyway
 POLL_S = 2.0               # M105 polling without autoreport; the autoreport interval otherwise
 
@@ -124,7 +127,8 @@ class Sender:
         self.temps: dict[str, tuple[float, float | None]] = {}
         self.position: dict[str, float] = {}
         # counters (read by snapshot() from other threads: plain ints, written here only)
-        self.lines_sent = self.resends = self.stale_resends_ignored = self.timeouts = self.stray_oks = 0
+        self.lines_sent = self.lines_replayed = self.resends = self.stale_resends_ignored = 0
+        self.timeouts = self.stray_oks = 0
         self.job_acked: JobLine | None = None
         self.job_lines_acked = 0
         self._stop = threading.Event()
@@ -148,6 +152,7 @@ class Sender:
         self._budget = rx_buffer  # bytes allowed in flight now (shrinks when the firmware drops bytes)
         self._drain_until: float | None = None  # after a resend request: replay once the wire is quiet
         self._drain_number = 0
+        self._last_acked = 0
         self._drain_quiet_s = 0.0
         self._max_buffer_free = 0
         self._synced_once = False
@@ -203,7 +208,8 @@ class Sender:
         return {"state": self.state, "unresponsive": self.unresponsive, "firmware": self.firmware.as_dict(),
                 "temps": dict(self.temps), "position": dict(self.position),
                 "window": {"lines": lines, "bytes": nbytes},
-                "counters": {"lines_sent": self.lines_sent, "resends": self.resends,
+                "counters": {"lines_sent": self.lines_sent, "lines_replayed": self.lines_replayed,
+                             "resends": self.resends,
                              "stale_resends_ignored": self.stale_resends_ignored, "timeouts": self.timeouts,
                              "stray_oks": self.stray_oks},
                 "job_line": acked.file_line if acked else 0, "job_offset": acked.end_offset if acked else 0,
@@ -263,6 +269,7 @@ class Sender:
                 self.port.write(data)
                 self._in_flight.append(_Sent(number, len(data), item))
                 self.lines_sent += 1
+                self.lines_replayed += 1
                 continue
             if self._priority:
                 ticket = self._priority[0]
@@ -322,7 +329,8 @@ class Sender:
         if kind == marlin.OK:
             if reply.temps:
                 self.temps.update(reply.temps)
-            if after_resend and reply.line is None and self._ok_follows_resend:
+            if after_resend and reply.line is None and (self._ok_follows_resend
+                                                        or self.firmware.has("ADVANCED_OK")):
                 return  # the ok that belongs to the resend request, not to a command
             self._on_ok(reply)
         elif kind == marlin.RESEND:
@@ -376,6 +384,7 @@ class Sender:
             self.stray_oks += 1
 
     def _acked(self, sent: _Sent) -> None:
+        self._last_acked = max(self._last_acked, sent.number)
         if self._budget < self.rx_buffer:
             self._budget += 1
         if sent.number == self._resend_number:
@@ -404,6 +413,7 @@ class Sender:
         self._history.clear()
         self._replay.clear()
         self._drain_until = None
+        self._last_acked = 0
         self._next_number = 1
         self._max_buffer_free = 0
         self.firmware = Firmware()
@@ -480,22 +490,26 @@ class Sender:
         self.resends += 1
         # Marlin flushes its receive buffer with every error, so lines still on the wire would
         # each draw another request and, worse, flush a replay sent too early: wait until the
-        # wire is quiet (the bytes in flight at wire speed, twice over), then go back.
-        in_transit = sum(s.nbytes for s in self._in_flight if s.number > number)
-        if in_transit:
+        # wire is quiet (the bytes in flight at wire speed, twice over), then go back to the
+        # first line still unacknowledged. Oks that come meanwhile still count: a request caused
+        # by a line arriving twice is followed by the ok of the line it named, which then needs
+        # no replay (replaying it would draw the same request again, for ever).
+        in_transit = sum(s.nbytes for s in self._in_flight)
+        if len(self._in_flight) > 1:
             # Requests while several lines were in flight may mean the receive buffer is smaller
             # than configured (bytes dropped): send less at once, and creep back up as lines go
             # through (additive increase, multiplicative decrease, as TCP does).
             self._budget = max(MIN_BUDGET, int(self._budget * 0.7))
-        self._in_flight.clear()
         self._replay.clear()
         self._drain_number = number
-        self._drain_quiet_s = (in_transit * 10 / self.baud) * 2 + 0.005 if in_transit else 0.0
+        self._drain_quiet_s = in_transit * 10 / self.baud * 2 + DRAIN_LATENCY_S
         self._drain_until = self.clock.monotonic() + self._drain_quiet_s
 
     def _end_drain(self) -> None:
         self._drain_until = None
-        self._replay = deque(range(self._drain_number, self._next_number))
+        start = max(self._drain_number, self._last_acked + 1)
+        self._in_flight.clear()
+        self._replay = deque(range(start, self._next_number))
 
     def _link_failed(self, reason: str) -> None:
         self.log.error("%s", reason)
@@ -519,7 +533,12 @@ class Sender:
             self._last_poll = now
             if not any(t.command == "M105" for t in self._priority):
                 self._priority.append(Ticket("M105", internal=True))
-        if now - self._last_rx < self.timeout_s:
+        if not self._in_flight and not self._priority and now - self._last_rx >= max(self.timeout_s, 3 * POLL_S):
+            # Idle and nothing heard (no autoreport, no polls answered): ask, as a poll would.
+            self._last_rx = now
+            self._priority.append(Ticket("M105", internal=True))
+            return
+        if not self._in_flight or now - self._last_rx < self.timeout_s:
             return
         # Nothing heard for timeout_s: the oks were lost (OctoPrint: "communication timeout
         # while printing, trying to trigger response from printer").

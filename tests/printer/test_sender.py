@@ -71,7 +71,10 @@ def test_a_line_arriving_twice_draws_a_request_for_the_next_unsent_line_which_is
     link = make_link(fake)
     commands = gcode_lines(40)
     assert link.print(commands) == commands
-    assert link.sender.snapshot()["counters"]["resends"] == 0
+    # The line the request names is normally already on its way and is not sent again (that
+    # would draw the same request once more, for ever); it is only when the firmware's flush at
+    # the error swallowed it (the one line in flight), once per duplicate at most.
+    assert link.sender.snapshot()["counters"]["lines_replayed"] <= 2
 
 
 def test_echo_busy_extends_the_timeout_during_a_long_command(make_fake, make_link):
