@@ -538,6 +538,16 @@ class PrinterWorker(Worker):
             states.set("printer.job", self._job_state())
             states.set("printer.temps", self._temps())
             states.set("printer.last_error", self.last_error or "none")
+            states.set("peripheral.printer", self._peripheral())
+
+    def _peripheral(self) -> dict:
+        """This printer for inventory (NetBox): the `peripheral.<id>` contract on the state board."""
+        firmware = self.sender.firmware if self.sender is not None else None
+        fields = firmware.fields if firmware is not None else {}
+        return {"kind": "printer", "name": "3D printer", "model": fields.get("MACHINE_TYPE"),
+                "serial": fields.get("UUID"), "port": self.port.url if self.port else None,
+                "firmware": firmware.name if fields else None,
+                "state": "connected" if self._synced else "disconnected"}
 
     def _check_heaters(self) -> None:
         """After a reconnect: heaters the firmware still has on, with no job printing, go to 0."""
