@@ -1,7 +1,8 @@
-"""Whether the intercom's ALSA devices exist, read from /proc/asound (an injectable root), so
-a missing USB sound card or HAT is named in health, the log and `edge doctor` instead of
-surfacing as silent calls. Untested on a Pi's own sound hardware; tested with recorded
-/proc/asound contents.
+"""The intercom's sound: whether its ALSA devices exist, read from /proc/asound (an
+injectable root), so a missing USB sound card or HAT is named in health, the log and `edge
+doctor` instead of surfacing as silent calls (untested on a Pi's own sound hardware; tested
+with recorded /proc/asound contents); and the announcement file, checked and padded for
+baresip's aufile source.
 
 Not responsible for: opening the devices (baresip's alsa module does, at each call).
 """
@@ -9,6 +10,7 @@ Not responsible for: opening the devices (baresip's alsa module does, at each ca
 from __future__ import annotations
 
 import re
+import wave
 from pathlib import Path
 
 from services.sip.sections import DISCARD, TONE
@@ -45,3 +47,34 @@ def missing_devices(cfg, asound: Path = Path("/proc/asound")) -> list[str]:
             problems.append(f"[sip] {key} = \"{value}\": there is no sound card {named.group(1)!r}; the cards here "
                             f"are {listing} (`aplay -l`)")
     return problems
+
+
+ANNOUNCEMENT_RATE = 8000   # baresip's aufile wants the codec's rate (G.711: 8 kHz), mono, 16-bit
+PAD_S = 3.0                # silence after the announcement: the source is switched back before it ends
+
+
+def announcement_problem(path: str) -> str | None:
+    """Why `path` cannot be the announcement, with the fix; None when it can."""
+    try:
+        with wave.open(path, "rb") as wav:
+            shape = (wav.getframerate(), wav.getnchannels(), wav.getsampwidth())
+    except (OSError, wave.Error, EOFError) as exc:
+        return f"[sip] announcement: cannot read {path} as a WAV file ({exc}); record or convert one, for example: " \
+               f"sox in.mp3 -r 8000 -c 1 -b 16 {path}"
+    if shape != (ANNOUNCEMENT_RATE, 1, 2):
+        return (f"[sip] announcement: {path} is {shape[0]} Hz, {shape[1]} channel(s), {8 * shape[2]}-bit; baresip "
+                f"needs 8000 Hz mono 16-bit: sox {path} -r 8000 -c 1 -b 16 converted.wav")
+    return None
+
+
+def padded_announcement(source: Path, dest: Path) -> float:
+    """Copy the announcement with PAD_S of silence after it (baresip's menu hangs a call up
+    when a file source ends); returns how long the announcement itself lasts."""
+    with wave.open(str(source), "rb") as wav:
+        params, frames = wav.getparams(), wav.readframes(wav.getnframes())
+    tmp = dest.with_suffix(".tmp")
+    with wave.open(str(tmp), "wb") as out:
+        out.setparams(params)
+        out.writeframes(frames + b"\0\0" * int(PAD_S * ANNOUNCEMENT_RATE))
+    tmp.replace(dest)
+    return params.nframes / params.framerate

@@ -32,6 +32,7 @@ from edge.child import Backoff, ChildNotReady, SupervisedChild
 from services.sip.backend import (ANSWERED, AUTH_CODES, AUTH_FAILED, DTMF, ENDED, INCOMING, REGISTERED, RINGING,
                                   UNREACHABLE, UNREGISTERED, BackendError, BackendGone, CallEvent, IntercomBackend,
                                   LineEvent, sip_code)
+from services.sip.audio import padded_announcement
 from services.sip.control import ControlError, ControlLink
 from services.sip.sections import DISCARD, TONE
 
@@ -135,15 +136,25 @@ class BaresipFiles:
         return self.cfg.audio_source
 
     def sink(self) -> str:
-        return "aufile,/dev/null" if self.cfg.audio_sink == DISCARD else self.cfg.audio_sink
+        # aubridge's player feeds a bridge device nobody reads: a real sink that plays nothing
+        # (baresip 1.0's aufile has no player).
+        return "aubridge,edge-discard" if self.cfg.audio_sink == DISCARD else self.cfg.audio_sink
+
+    def announcement(self) -> tuple[str, float] | None:
+        """(aufile source, seconds) of the padded announcement, or None without one."""
+        if not self.cfg.announcement:
+            return None
+        padded = self.dir / "announcement.wav"
+        return f"aufile,{padded}", padded_announcement(Path(self.cfg.announcement), padded)
 
     def config_text(self) -> str:
         cfg = self.cfg
         host, _, port = cfg.listen.rpartition(":")
         source, sink = self.source(), self.sink()
         modules = ["g711.so", "aufile.so"]
-        if any(s.startswith("alsa,") for s in (source, sink)):
-            modules.append("alsa.so")
+        for module in ("alsa", "aubridge"):
+            if any(s.startswith(f"{module},") for s in (source, sink)):
+                modules.append(f"{module}.so")
         lines = [("poll_method", "epoll"), ("sip_listen", cfg.listen), ("sip_trans_def", cfg.transport),
                  ("audio_player", sink), ("audio_source", source), ("audio_alert", sink),
                  ("module_path", MODULE_PATH)]
@@ -175,6 +186,8 @@ class BaresipBackend(IntercomBackend):
         self.register = register
         self.child = SupervisedChild("baresip", log, ready_line=r"baresip is ready", backoff=backoff)
         self.link: ControlLink | None = None
+        self.source = ""                                        # the microphone, as baresip names it
+        self.announcement: tuple[str, float] | None = None      # (aufile source, seconds)
         self._statmode_off = False
         self.control_port = 0
 
@@ -184,7 +197,9 @@ class BaresipBackend(IntercomBackend):
             self.link.close()
             self.link = None
         self.control_port = self.cfg.control_port or free_control_port()
-        BaresipFiles(self.runtime_dir, self.cfg, self.password, self.control_port, self.register).write()
+        files = BaresipFiles(self.runtime_dir, self.cfg, self.password, self.control_port, self.register)
+        files.write()
+        self.source, self.announcement = files.source(), files.announcement()
         self._statmode_off = False
         try:
             self.child.start([self.cfg.program, "-f", str(self.runtime_dir)], cwd=self.runtime_dir)
@@ -329,6 +344,13 @@ class BaresipBackend(IntercomBackend):
     def accept(self, peer: str, call_id: str | None) -> None:
         self._select(call_id)
         self._command("accept")
+
+    def switch_source(self, source: str) -> None:
+        """The microphone of the call going on and of the next ones (menu's `ausrc`); its
+        answer says ok even when the device failed, so the text is read."""
+        answer = self._command("ausrc", source)
+        if "failed" in answer:
+            raise BackendError(f"baresip could not switch the audio source to {source}: {answer.strip()}")
 
     def stop_registering(self) -> None:
         self._command("uadel", account_uri(self.cfg))

@@ -41,6 +41,11 @@ def check_sip(config, problems: list[str], warnings: list[str]) -> None:
                             f"example: {key} = \"alsa,default\" or \"aufile,/var/lib/edge/sound.wav\"")
     if cfg.audio_source == DISCARD or cfg.audio_sink == TONE:
         problems.append("[sip] audio_source may be \"tone\" and audio_sink \"discard\", not the other way round")
+    if cfg.announcement:
+        from services.sip.audio import announcement_problem  # audio.py imports this module
+        problem = announcement_problem(cfg.announcement)
+        if problem:
+            problems.append(problem)
     if not re.fullmatch(r"[^\s:]+(:\d{1,5})?", cfg.registrar or "x"):
         problems.append(f"[sip] registrar: {cfg.registrar!r} is not HOST or HOST:PORT; for example: "
                         f"registrar = \"pbx.lan:5060\"")
@@ -68,8 +73,10 @@ SIP_SECTION = Section("sip", (
     Key("hangup_after_open_s", float, 5.0, "the call ends this long after the door was opened", min=0, max=600),
     Key("audio_source", str, "alsa,default", "microphone: MODULE,DEVICE for baresip (\"alsa,plughw:1,0\"), or "
         "\"tone\" (a generated test tone)", profiles={"sim": TONE}),
-    Key("audio_sink", str, "alsa,default", "speaker: MODULE,DEVICE for baresip, or \"discard\"",
+    Key("audio_sink", str, "alsa,default", "speaker: MODULE,DEVICE for baresip, or \"discard\" (nothing is played)",
         profiles={"sim": DISCARD}),
+    Key("announcement", str, "", "a WAV file (8 kHz, mono, 16-bit) played to whoever answers a door call, "
+        "before the microphone", example="/etc/edge/someone-at-the-door.wav"),
     Key("allowed_callers", list, [], "SIP users or URIs whose calls to the door are answered; others are rejected",
         example=["sip:kitchen@pbx.lan"]),
     Key("listen", str, "0.0.0.0:5062", "local address and port of the door's SIP stack (the next port is "

@@ -214,8 +214,10 @@ class HousePhone:
     every call at once (answermode=auto), sends DTMF (`send_dtmf`) and dials the door
     (`dial`). Its control link's events are kept in `seen`."""
 
-    def __init__(self, workdir: Path, user: str, password: str, registrar: int, *, auto_answer: bool = True):
+    def __init__(self, workdir: Path, user: str, password: str, registrar: int, *, auto_answer: bool = True,
+                 record: bool = False):
         self.workdir = Path(workdir)
+        self.record = record  # baresip's sndfile filter keeps what it hears in heard/dump-*-dec.wav
         self.user, self.password, self.registrar, self.auto_answer = user, password, registrar, auto_answer
         self.sip_port = free_sip_port()
         with socket.socket() as s:
@@ -233,7 +235,9 @@ class HousePhone:
             f"audio_player aufile,/dev/null\naudio_alert aufile,/dev/null\n"
             f"audio_source aufile,{self.workdir / 'voice.wav'}\nmodule_path /usr/lib/baresip/modules\n"
             f"module g711.so\nmodule aufile.so\nmodule_app ctrl_tcp.so\n"
-            f"ctrl_tcp_listen 127.0.0.1:{self.control_port}\nmodule_app menu.so\nmodule_app account.so\n")
+            f"ctrl_tcp_listen 127.0.0.1:{self.control_port}\nmodule_app menu.so\nmodule_app account.so\n"
+            + (f"module sndfile.so\nsnd_path {self.workdir / 'heard'}\n" if self.record else ""))
+        (self.workdir / "heard").mkdir(exist_ok=True)
         write_tone(self.workdir / "voice.wav", 120)
         mode = "auto" if self.auto_answer else "manual"
         (self.workdir / "accounts").write_text(
@@ -260,6 +264,10 @@ class HousePhone:
     def wait_event(self, type_: str, timeout: float = 10) -> dict:
         return wait_for(lambda: next((e for e in self.events() if e.get("type") == type_), None), timeout,
                         message=f"the house phone to see {type_}")
+
+    def heard(self) -> Path:
+        """The WAV of what it heard in its last call (with `record`)."""
+        return max((self.workdir / "heard").glob("dump-*-dec.wav"), key=lambda p: p.stat().st_mtime)
 
     def registered(self) -> bool:
         return "OK" in self.link.command("reginfo")

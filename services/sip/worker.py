@@ -95,6 +95,8 @@ class SipWorker(Worker):
         self._interrupted = False
         self._last_ok_at: float | None = None     # the registrar's last 200 to a REGISTER
         self._ok_interval: float | None = None    # the expiry the registrar granted
+        self._announce = False                    # the call being set up is a door call: announce it
+        self._announce_until: float | None = None  # when the announcement ends and the microphone is back
         self._addresses: frozenset[str] | None = None
         self._network_checked_at = 0.0
 
@@ -127,6 +129,7 @@ class SipWorker(Worker):
                 if self.call is not None:
                     with self._call_context():
                         self._apply(self.call.tick(ctx.clock.monotonic()))
+                self._end_announcement(ctx.clock.monotonic())
                 self._publish()
         finally:
             forwarding.set()
@@ -323,6 +326,7 @@ class SipWorker(Worker):
                                                "targets": [], "duration_s": 0.0, "door_opened": False})
                 return
             self.call = DoorCall(event_id, self._settings(targets), ctx.clock.monotonic())
+            self._announce = True
             ctx.log.info("calling %s%s", ", ".join(self.call.settings.targets) or "nobody",
                          " (ring group)" if self.call.settings.ring_group else "")
             self._apply(self.call.start(ctx.clock.monotonic()))
@@ -338,6 +342,24 @@ class SipWorker(Worker):
             return
         with self._call_context():
             self._apply(call.on_event(event, self._ctx.clock.monotonic()))
+            if self._announce and call.answered is not None:
+                self._start_announcement()
+
+    def _start_announcement(self) -> None:
+        """"Someone is at the front door" to whoever answered, then the microphone."""
+        self._announce = False
+        announcement = self.backend.announcement
+        if announcement is None:
+            return
+        source, seconds = announcement
+        if self._safely(self.backend.switch_source, source):
+            self._announce_until = self._ctx.clock.monotonic() + seconds
+            self._ctx.log.info("playing the announcement (%.1f s)", seconds)
+
+    def _end_announcement(self, now: float) -> None:
+        if self._announce_until is not None and (now >= self._announce_until or self.call is None):
+            self._announce_until = None
+            self._safely(self.backend.switch_source, self.backend.source)
 
     def _incoming(self, event: CallEvent) -> None:
         ctx = self._ctx

@@ -109,3 +109,38 @@ def test_the_code_sent_as_sip_info_opens_the_door_too(sipp_peers, make_door):
     bell.wait_event("sip.door_opened", event_id=pressed.event_id)
     assert peer.wait() == 0  # it got the door's BYE after hangup_after_open_s
     assert len(on_seconds(bell.relay)) == 1
+
+
+def tone_power(samples, rate: int, freq: float) -> float:
+    """Goertzel's power of `freq` in `samples`."""
+    import numpy as np
+    n = np.arange(len(samples))
+    return float(abs(np.sum(samples * np.exp(-2j * np.pi * freq * n / rate))) ** 2)
+
+
+def test_whoever_answers_hears_the_announcement_then_the_door(tmp_path, house_phones, make_door):
+    import wave
+
+    import numpy as np
+
+    announcement = tmp_path / "at-the-door.wav"
+    with wave.open(str(announcement), "wb") as out:  # one second of 1 kHz: "someone is at the door"
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(8000)
+        out.writeframes((8000 * np.sin(2 * np.pi * 1000 * np.arange(8000) / 8000)).astype("<i2").tobytes())
+    house = house_phones("house", record=True)
+    wait_for(house.registered, 10, message="the house phone to register")
+    bell = ready_door(make_door, announcement=str(announcement))  # its microphone: the 440 Hz sim tone
+    ring(bell)
+    house.wait_event("CALL_ESTABLISHED")
+    heard_bytes = 44 + 2 * 8000 * 2.5
+    wait_for(lambda: house.heard().stat().st_size >= heard_bytes, 10, message="2.5 s heard by the house phone")
+    house.hangup()
+    house.wait_event("CALL_CLOSED")
+    with wave.open(str(house.heard())) as wav:
+        rate = wav.getframerate()
+        samples = np.frombuffer(wav.readframes(wav.getnframes()), "<i2").astype(float)
+    first, later = samples[int(0.2 * rate):int(0.8 * rate)], samples[int(1.6 * rate):int(2.4 * rate)]
+    assert tone_power(first, rate, 1000) > 10 * tone_power(first, rate, 440)   # the announcement
+    assert tone_power(later, rate, 440) > 10 * tone_power(later, rate, 1000)   # then the door's microphone

@@ -66,3 +66,20 @@ def test_the_account_line_holds_the_password_and_refuses_what_baresip_cannot_par
     files.write()
     assert "pw-123" not in (tmp_path / "rt" / "config").read_text()
     assert "ctrl_tcp_listen     127.0.0.1:4444\n" in (tmp_path / "rt" / "config").read_text()
+
+
+def test_an_announcement_baresip_cannot_play_says_how_to_convert_it(tmp_path):
+    import wave
+    stereo = tmp_path / "hello.wav"
+    with wave.open(str(stereo), "wb") as out:
+        out.setnchannels(2)
+        out.setsampwidth(2)
+        out.setframerate(44100)
+        out.writeframes(b"\0" * 400)
+    with pytest.raises(configmod.ConfigError) as err:
+        build({"enabled": True, "registrar": "pbx.lan", "username": "door", "announcement": str(stereo)})
+    assert any("44100 Hz, 2 channel(s), 16-bit" in p and "sox" in p for p in err.value.problems)
+    with pytest.raises(configmod.ConfigError) as err:
+        build({"enabled": True, "registrar": "pbx.lan", "username": "door",
+               "announcement": str(tmp_path / "missing.wav")})
+    assert any(p.startswith("[sip] announcement: cannot read") for p in err.value.problems)
