@@ -55,7 +55,7 @@ DOORBELL_SECTION = Section("doorbell", (
     Key("relay_pulse_s", float, 3.0, "how long the door opens per authorized request", min=0.1, max=30),
     Key("led_pin", int, -1, "BCM number of the status LED (-1: none)", min=-1, max=27, profiles={"sim": 23}),
     Key("allow_remote_open", bool, False, "let Home Assistant or the intercom open the door (audited)"),
-    Key("person_clear_s", float, 60.0, "\"Person at door\" turns off this long after the last ring", min=1),
+    Key("rang_recently_s", float, 60.0, "\"Rang recently\" stays on this long after the last ring", min=1),
 ), "the doorbell: button, chime, door relay, status LED", checks=(check_doorbell,))
 
 CAMERA_SECTION = Section("camera", (

@@ -87,9 +87,9 @@ class SimulatedDoorbell(TestDevice):
         return camera
 
     def wait_answering(self, timeout: float = 5.0) -> None:
-        """Wait until the worker has taken a press off the button path ("Person at door"
+        """Wait until the worker has taken a press off the button path ("Rang recently"
         turns on as it starts the burst)."""
-        wait_for(lambda: self.runtime.states.get("doorbell.person") == "ON", timeout,
+        wait_for(lambda: self.runtime.states.get("doorbell.rang_recently") == "ON", timeout,
                  message="the doorbell worker to take the press")
 
     def wait_recognizer(self, timeout: float = 60.0) -> None:

@@ -103,8 +103,10 @@ class DoorbellWorker(Worker):
         Entity("sensor", "last_visitor", "Last visitor", state="doorbell.last_visitor",
                value_template="{{ value_json.visitor }}", attributes="doorbell.last_visitor",
                icon="mdi:account-question"),
-        Entity("binary_sensor", "person_at_door", "Person at door", state="doorbell.person",
-               device_class="occupancy"),
+        # Named for what it is: the camera takes a burst only at a ring, so nothing here can
+        # say a person is still there (no occupancy device class, which would claim it).
+        Entity("binary_sensor", "rang_recently", "Rang recently", state="doorbell.rang_recently",
+               icon="mdi:bell-ring-outline"),
         Entity("image", "visitor_snapshot", "Visitor snapshot", event=SNAPSHOT, device="camera",
                options={"content_type": "image/jpeg"}),
         Entity("sensor", "rings", "Rings", state="doorbell.rings", state_class="total_increasing",
@@ -148,7 +150,7 @@ class DoorbellWorker(Worker):
         self._long_pressed_id: str | None = None  # the press whose long press was announced  # the ring of the press in progress (for long press)
         self._interrupted = False
         self._faces_version: int | None = None
-        self._person_until: float | None = None
+        self._rang_until: float | None = None
         self._last_burst_frame: np.ndarray | None = None  # to tell a frozen camera across bursts
         self._prune_at = 0.0
         self._recognizer_started_at = 0.0
@@ -216,8 +218,8 @@ class DoorbellWorker(Worker):
             self._sim.register(ctx)
             self._commands.register(ctx)
             # Nobody is at the door as far as this run knows: a restart lost the previous
-            # run's timer, which would otherwise leave "Person at door" on for good.
-            ctx.states.set("doorbell.person", "OFF")
+            # run's timer, which would otherwise leave "Rang recently" on for good.
+            ctx.states.set("doorbell.rang_recently", "OFF")
             self._open_gpio(ctx)
             if not self.safe_mode:
                 self._open_stores(ctx)
@@ -374,8 +376,8 @@ class DoorbellWorker(Worker):
             return self._guard.run(name, action, *args, failed=failed, default=default)
 
         try:
-            self._person_until = ctx.clock.monotonic() + self.cfg.person_clear_s
-            step("person state", ctx.states.set, "doorbell.person", "ON")
+            self._rang_until = ctx.clock.monotonic() + self.cfg.rang_recently_s
+            step("rang recently", ctx.states.set, "doorbell.rang_recently", "ON")
             step("state publishing", self._publish_states)
             step("faces reload", self._reload_faces)
             frames, camera_problem = step("camera", self._burst, default=([], None))
@@ -510,9 +512,9 @@ class DoorbellWorker(Worker):
         elif (self.camera_reopening is not None and self.camera_cfg.idle_check_s
               and now - self._camera_seen_at >= self.camera_cfg.idle_check_s):
             step("camera check", self._idle_check, now)
-        if self._person_until is not None and now >= self._person_until:
-            self._person_until = None
-            step("person state", self._ctx.states.set, "doorbell.person", "OFF")
+        if self._rang_until is not None and now >= self._rang_until:
+            self._rang_until = None
+            step("rang recently", self._ctx.states.set, "doorbell.rang_recently", "OFF")
         if now >= self._prune_at:
             step("snapshot pruning", self._prune_snapshots)
         step("recognizer restart", self._retry_recognizer, now)

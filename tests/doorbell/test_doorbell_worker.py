@@ -253,7 +253,7 @@ def test_known_visitor_is_announced_and_enrollment_elsewhere_needs_no_restart(ma
     assert (bell.state_dir / "snapshots" / visitor.data["snapshot"]).is_file()
     last = bell.runtime.states.get("doorbell.last_visitor")
     assert (last["visitor"], last["event_id"], last["confidence"]) == ("obama", ring.event_id, face["confidence"])
-    assert bell.runtime.states.get("doorbell.person") == "ON"
+    assert bell.runtime.states.get("doorbell.rang_recently") == "ON"
 
     # `edge faces remove obama` in another process: the retained "Last visitor" forgets him.
     other = Store(bell.state_dir / DB_NAME)
@@ -405,17 +405,17 @@ def test_unknown_camera_fault_from_the_simulator_is_refused_with_the_choices(mak
 
 # -- restarts and the simulator ------------------------------------------------------------------
 
-def test_person_at_door_is_off_after_a_worker_restart(make_bell):
-    bell = make_bell({"doorbell": {"person_clear_s": 600}, "supervisor": {"backoff_initial_s": 0.1}, **NO_FACES})
+def test_rang_recently_is_off_after_a_worker_restart(make_bell):
+    bell = make_bell({"doorbell": {"rang_recently_s": 600}, "supervisor": {"backoff_initial_s": 0.1}, **NO_FACES})
     bell.press()
     bell.wait_event("doorbell.visitor")
     states = bell.runtime.states
-    assert states.get("doorbell.person") == "ON"
+    assert states.get("doorbell.rang_recently") == "ON"
     runner = bell.runtime.supervisor.runner("doorbell")
     bell.runtime.supervisor.restart("doorbell")
     wait_for(lambda: runner.restarts == 1 and bell.worker.ready.is_set(), timeout=10,
              message="the restarted doorbell")
-    assert states.get("doorbell.person") == "OFF"  # the old run's 600 s timer died with it
+    assert states.get("doorbell.rang_recently") == "OFF"  # the old run's 600 s timer died with it
 
 
 def test_long_press_through_the_simulator_hold(make_bell):
