@@ -99,6 +99,7 @@ class SipWorker(Worker):
         self._announce_until: float | None = None  # when the announcement ends and the microphone is back
         self._addresses: frozenset[str] | None = None
         self._network_checked_at = 0.0
+        self._start_failures, self._start_retry_at = 0, 0.0
 
     # -- run -----------------------------------------------------------------------------------
     def run(self, ctx: WorkerContext) -> None:
@@ -181,15 +182,22 @@ class SipWorker(Worker):
             return
         if self.call is not None:  # it ended between two looks at its events
             self._on_gone(backend.child.health().reason or "baresip exited")
-        if not backend.child.may_start():
+        if not backend.child.may_start() or now < self._start_retry_at:
             return
         first = backend.child.health().starts == 0
         try:
             backend.start()
         except BackendError as exc:
+            # Not installed, a port taken, a bad account: said once per distinct reason, and
+            # tried again with a growing wait (the child's own backoff counts only exits).
+            self._start_failures += 1
+            self._start_retry_at = now + min(self.cfg.retry_max_s,
+                                             self.cfg.retry_min_s * 2 ** (self._start_failures - 1))
+            if str(exc) != self.line_reason:
+                ctx.log.error("%s; trying again in %.0f s", exc, self._start_retry_at - now)
             self._set_line(UNREACHABLE, str(exc))
-            ctx.log.error("%s", exc)
             return
+        self._start_failures, self._start_retry_at = 0, 0.0
         if not first:
             self.restarts += 1
         self.line_state = REGISTERING if self.line_state != AUTH_FAILED else AUTH_FAILED

@@ -7,6 +7,7 @@ import os
 import signal
 
 from edge.testing.waiting import wait_for
+from services.doorbell.testing import on_seconds
 from services.sip.backend import REGISTERED
 from sip.conftest import sip_worker
 
@@ -69,3 +70,17 @@ def test_a_network_change_restarts_baresip_and_the_line_registers_again(tmp_path
         addresses.add("wlan0:192.0.2.77")
         wait_for(lambda: worker.backend.pid() not in (None, first), 10, message="baresip to be restarted")
         wait_for(lambda: worker.line_state == REGISTERED, 10, message="the line to register again")
+
+
+def test_a_missing_baresip_is_reported_once_and_the_doorbell_rings_on(make_door, caplog):
+    bell = make_door(program="baresip-not-installed", retry_min_s=0.2)
+    worker = sip_worker(bell)
+    wait_for(lambda: worker.line_state == "unreachable", 10, message="the start to fail")
+    wait_for(lambda: bell.runtime.health.get("worker.sip").state == "DEGRADED", 5, message="DEGRADED")
+    assert "apt-get install baresip-core" in bell.runtime.health.get("worker.sip").reason
+    wait_for(lambda: worker._start_failures >= 3, 10, message="a few tries with a growing wait")
+    assert sum("cannot run baresip-not-installed" in r.getMessage() for r in caplog.records) == 1
+    bell.press()
+    bell.wait_event("doorbell.ring")
+    wait_for(lambda: on_seconds(bell.chime), 5, message="the chime to ring")
+    assert bell.runtime.health.overall() != "FAILED"
