@@ -87,7 +87,8 @@ def sources_for(config, classes, state_dir: Path, config_path: Path | None) -> S
     secrets["audit.key_file"] = key_path_for(config, state_dir)
     extra = {}
     printer = config.sections.get("printer")
-    if printer is not None and "jobs_dir" in printer and printer["jobs_dir"]:
+    if printer is not None and "jobs_dir" in printer and printer["jobs_dir"] \
+            and not _inside(Path(printer["jobs_dir"]), state_dir):  # inside, it is part of state/ already
         extra["printer-jobs"] = Path(printer["jobs_dir"])
     return Sources(Path(state_dir), config_path, secrets, extra, config["node"].id, __version__)
 

@@ -41,6 +41,8 @@ STATE = "update"
 MAX_FEED_BYTES = 64 * 1024
 
 SECTION = Section("update", (
+    Key("enabled", bool, True, "the firmware entity in Home Assistant and its install action (with a feed_url); "
+        "`edge update` works either way"),
     Key("feed_url", str, "", "JSON document naming the latest release (version, url, sha256, release_notes_url); "
         "empty: Home Assistant shows only the installed version", example="https://example.org/edge/latest.json"),
     Key("check_interval_h", float, 6.0, "hours between looks at the feed", min=0.001),
@@ -75,13 +77,13 @@ class UpdateWorker(Worker):
     entities = (
         Entity("update", "firmware", "Firmware", state=STATE, command="install_update", device_class="firmware",
                entity_category="config", options={"payload_install": "{}", "title": "Edge appliance"},
-               requires=("update.feed_url",)),  # without a feed it would always say "up to date"
+               requires=("update.enabled", "update.feed_url")),  # without a feed it would always say "up to date"
     )
 
     @classmethod
     def enabled(cls, config) -> bool:
         """Runs only with a feed to look at (the install action needs one)."""
-        return bool(config["update"].feed_url)
+        return bool(config["update"].enabled and config["update"].feed_url)
 
     def run(self, ctx: WorkerContext) -> None:
         cfg = ctx.config
