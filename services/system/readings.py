@@ -11,8 +11,12 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-from dataclasses import dataclass
+import socket
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
+
+import psutil
 
 log = logging.getLogger("edge.worker.system")
 
@@ -42,10 +46,17 @@ def parse_throttled(text: str) -> int:
     return int(text, 16)
 
 
+def ipv4_addresses() -> dict[str, list[str]]:
+    """This machine's IPv4 addresses by interface (psutil: getifaddrs(3))."""
+    return {name: [a.address for a in addrs if a.family == socket.AF_INET]
+            for name, addrs in psutil.net_if_addrs().items()}
+
+
 @dataclass
 class Roots:
     sys: Path = Path("/sys")
     proc: Path = Path("/proc")
+    addresses: Callable[[], dict[str, list[str]]] = field(default=ipv4_addresses)
 
 
 def _read(path: Path) -> str | None:
@@ -149,9 +160,41 @@ def _io(roots: Roots, disk_path: Path, own: Path) -> dict:
     return out
 
 
+def _default_interface(route: str) -> str | None:
+    """The interface of the IPv4 default route with the lowest metric (/proc/net/route:
+    destination and mask 00000000, flag RTF_UP 0x1)."""
+    best = None
+    for line in route.splitlines()[1:]:
+        fields = line.split()
+        if len(fields) >= 8 and fields[1] == "00000000" and fields[7] == "00000000" and int(fields[3], 16) & 1:
+            metric = int(fields[6])
+            if best is None or metric < best[0]:
+                best = (metric, fields[0])
+    return best[1] if best else None
+
+
+def _network(roots: Roots, disk_path: Path, own: Path) -> dict:
+    """The address Home Assistant users reach the device at (the default route's interface)
+    and, when that link is wireless, its signal level in dBm (/proc/net/wireless, as
+    ESPHome's "WiFi Signal" sensor shows it)."""
+    out: dict = {}
+    interface = _default_interface(_read(roots.proc / "net" / "route") or "")
+    if interface is None:
+        return out
+    out["interface"] = interface
+    addresses = roots.addresses().get(interface) or []
+    if addresses:
+        out["ip_address"] = addresses[0]
+    for line in (_read(roots.proc / "net" / "wireless") or "").splitlines()[2:]:
+        name, _, rest = line.partition(":")
+        if name.strip() == interface:
+            out["wifi_signal_dbm"] = int(float(rest.split()[2].rstrip(".")))
+    return out
+
+
 SOURCES = {"thermal_zone0/temp": _temperature, "get_throttled": _throttling, "loadavg": _load,
            "meminfo": _memory, "uptime": _uptime, "stat": _cpu_jiffies, "disk usage": _disk,
-           "status VmRSS": _rss, "io": _io}
+           "status VmRSS": _rss, "io": _io, "net/route": _network}
 
 
 def read_all(roots: Roots, disk_path: Path, pid: int | None = None, reported: set[str] | None = None) -> dict:

@@ -48,6 +48,10 @@ class SystemWorker(Worker):
         _reading("uptime", "Uptime", "uptime_s", device_class="duration", unit="s", state_class="total_increasing",
                  icon="mdi:timer-outline"),
         _reading("last_boot", "Last boot", "last_boot", device_class="timestamp", icon="mdi:restart"),
+        _reading("ip_address", "IP address", "ip_address", icon="mdi:ip-network"),
+        # unknown on a wired link, as ESPHome shows no "WiFi Signal" without Wi-Fi
+        _reading("wifi_signal", "Wi-Fi signal", "wifi_signal_dbm", device_class="signal_strength", unit="dBm",
+                 state_class="measurement"),
         _reading("cpu_usage", "CPU usage", "cpu_usage_pct", unit="%", state_class="measurement", icon="mdi:cpu-64-bit"),
         _reading("runtime_memory", "Runtime memory", "rss_mb", device_class="data_size", unit="MB",
                  state_class="measurement"),

@@ -489,6 +489,8 @@ SENSOR_UNITS: Final[dict[str, frozenset[str]]] = {
     "duration": frozenset({"d", "h", "min", "s", "ms", "μs"}),
     "data_size": frozenset({"bit", "kbit", "Mbit", "Gbit", "B", "kB", "MB", "GB", "TB", "PB", "EB", "ZB", "YB",
                             "KiB", "MiB", "GiB", "TiB", "PiB", "EiB", "ZiB", "YiB"}),
+    # sensor.markdown: "signal_strength: Signal strength in dB or dBm"
+    "signal_strength": frozenset({"dB", "dBm"}),
 }
 
 # The newest sensor.markdown lists four state classes: "Measurement", "Measurement angle",

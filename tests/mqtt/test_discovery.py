@@ -130,7 +130,7 @@ def test_the_system_workers_readings_are_sensors_on_one_state_topic():
     configs = Discovery(NodeInfo(NODE, "Test node", "1.0"), Topics(NODE)).build(owned(SystemWorker.entities, "system"))
     by_id = {cfg["unique_id"].removeprefix(f"{NODE}_"): cfg for cfg in configs.values()}
     assert set(by_id) == {"cpu_temperature", "load_1m", "memory_used", "disk_used", "uptime", "runtime_memory",
-                          "bytes_written", "throttled", "last_boot", "cpu_usage"}
+                          "bytes_written", "throttled", "last_boot", "cpu_usage", "ip_address", "wifi_signal"}
     assert {cfg["state_topic"] for cfg in by_id.values()} == {f"edge/{NODE}/state/system"}
     assert by_id["cpu_temperature"]["value_template"] == "{{ value_json.get('cpu_temp_c') }}"
     assert by_id["throttled"]["device_class"] == "problem"

@@ -56,6 +56,30 @@ def test_recorded_pi_files_are_read(tmp_path):
     assert abs(values["disk_free_mb"] - usage.free / 2**20) < 64
 
 
+ROUTE = ("Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n"
+         "eth0\t00000000\t0101A8C0\t0003\t0\t0\t202\t00000000\t0\t0\t0\n"
+         "wlan0\t00000000\t0101A8C0\t0003\t0\t0\t303\t00000000\t0\t0\t0\n"
+         "eth0\t0001A8C0\t00000000\t0001\t0\t0\t202\t00FFFFFF\t0\t0\t0\n")
+WIRELESS = ("Inter-| sta-|   Quality        |   Discarded packets               | Missed | WE\n"
+            " face | tus | link level noise |  nwid  crypt   frag  retry   misc | beacon | 22\n"
+            " wlan0: 0000   53.  -57.  -256        0      0      0      0     0        0\n")
+
+
+def test_ip_address_is_the_default_routes_and_wifi_signal_only_when_that_link_is_wireless(tmp_path):
+    """A Pi on both cable and Wi-Fi (Raspberry Pi OS gives eth0 metric 202, wlan0 303):
+    the cable wins, so no Wi-Fi signal; with the cable out, wlan0's address and -57 dBm."""
+    roots = recorded_pi(tmp_path)
+    roots.addresses = lambda: {"eth0": ["192.168.1.20"], "wlan0": ["192.168.1.31"], "lo": ["127.0.0.1"]}
+    write(roots.proc, "net/route", ROUTE)
+    write(roots.proc, "net/wireless", WIRELESS)
+    values = read_all(roots, tmp_path, pid=4242)
+    assert (values["interface"], values["ip_address"]) == ("eth0", "192.168.1.20")
+    assert "wifi_signal_dbm" not in values
+    write(roots.proc, "net/route", "\n".join(line for line in ROUTE.splitlines() if not line.startswith("eth0")))
+    values = read_all(roots, tmp_path, pid=4242)
+    assert (values["interface"], values["ip_address"], values["wifi_signal_dbm"]) == ("wlan0", "192.168.1.31", -57)
+
+
 def test_missing_sources_are_skipped_not_errors(tmp_path):
     values = read_all(Roots(tmp_path / "nosys", tmp_path / "noproc"), tmp_path / "nowhere", pid=1)
     assert values == {}
