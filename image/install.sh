@@ -281,12 +281,12 @@ example=$here/edge.example.toml
 config=$CONFIG_DIR/edge.toml
 shipped=$PREFIX/edge.example.toml  # the example the last run shipped: was the config edited?
 if [[ ! -e $R$config ]]; then
-    install -m 0640 -g "$(in_root getent group "$USER_NAME" | cut -d: -f3)" "$example" "$R$config"
+    install -m 0640 "$example" "$R$config"
     say "wrote $config from the example: edit it (node, MQTT broker), then \`edge config check\`"
 elif ! same "$example" "$R$config" && ! same "$example" "$R$shipped"; then
     if same "$R$config" "$R$shipped"; then
         # never edited: take the new example, as dpkg does with an unchanged conffile
-        install -m 0640 -g "$(in_root getent group "$USER_NAME" | cut -d: -f3)" "$example" "$R$config.tmp"
+        install -m 0640 "$example" "$R$config.tmp"
         mv -f "$R$config.tmp" "$R$config"
         say "updated $config to the new example (it had not been edited)"
     elif ! same "$example" "$R$config.new"; then
@@ -295,6 +295,13 @@ elif ! same "$example" "$R$config" && ! same "$example" "$R$shipped"; then
     fi
 fi
 put 0644 "$example" "$shipped" || true
+edge_gid=$(in_root getent group "$USER_NAME" | cut -d: -f3)
+if [[ $(stat -c %g "$R$config") != "$edge_gid" || ! $(stat -c %A "$R$config") =~ ^-...r ]]; then
+    # a config put there by hand or by an image builder: the service (group edge) must read it
+    chgrp "$edge_gid" "$R$config"
+    chmod g+r,o-rwx "$R$config"
+    say "made $config readable by the group $USER_NAME"
+fi
 
 # What the service will see: edge.toml with edge.env's EDGE_* lines on top (systemd's
 # EnvironmentFile= takes KEY=value lines).

@@ -20,10 +20,12 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
+from edge.assembly import load_config
 from edge.testing.requirements import require_program
 from edge.testing.waiting import wait_for
-from image.debian_root import pip_cache, require_root_user, unpack_root
+from image.debian_root import pip_cache, remove, require_root_user, scratch_dir, unpack_root
 
 REPO = Path(__file__).resolve().parents[2]
 IMAGE = REPO / "image"
@@ -31,9 +33,15 @@ VERSION = re.search(r'^version = "([^"]+)"', (REPO / "pyproject.toml").read_text
 # Not walked: mount points the installer or nspawn use, and apt's lists.
 SKIP = {"proc", "dev", "sys", "run", "tmp"}
 ACCOUNTS = {f"etc/{name}{suffix}" for name in ("passwd", "group", "shadow", "gshadow") for suffix in ("", "-")}
-# What the service sees on top of edge.toml (the unit's EnvironmentFile=): no face libraries,
-# so the test installs in seconds from pip's cache.
-SERVICE_ENV = "EDGE_FACES_ENABLED=false\n"
+# The per-device files image/cloud-init/user-data writes on a Pi's first boot; here they are
+# in place before the installer runs (which then must secure the password file), plus no
+# face libraries, so the test installs in seconds from pip's cache.
+CLOUD_INIT = yaml.safe_load((IMAGE / "cloud-init" / "user-data").read_text())
+SERVICE_ENV_EXTRA = "EDGE_FACES_ENABLED=false\n"
+
+
+def cloud_init_file(path: str) -> dict:
+    return next(f for f in CLOUD_INIT["write_files"] if f["path"] == path)
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -100,31 +108,72 @@ def account(root: Path, name: str, database: str = "passwd") -> list[str] | None
 
 
 class Installed:
-    def __init__(self, root: Path, pristine: dict, first: subprocess.CompletedProcess, after_first: dict):
-        self.root, self.pristine, self.first, self.after_first = root, pristine, first, after_first
+    def __init__(self, base: Path, root: Path, pristine: dict, first: subprocess.CompletedProcess, after_first: dict):
+        self.base, self.root, self.pristine, self.first, self.after_first = base, root, pristine, first, after_first
 
 
 @pytest.fixture(scope="module")
-def installed(tmp_path_factory):
+def installed():
     """A root with the project installed once from this checkout."""
     require_root_user()
     require_program("mmdebstrap")
-    base = tmp_path_factory.mktemp("installer")
-    root = unpack_root(base / "root")
+    base = scratch_dir("installer")
     try:
+        root = unpack_root(base / "root")
         shutil.copyfile("/etc/ssl/certs/ca-certificates.crt", root / "etc/ssl/certs/ca-certificates.crt")
         (root / "etc/edge").mkdir()
-        (root / "etc/edge/edge.env").write_text(SERVICE_ENV)
+        (root / "etc/edge/edge.env").write_text(cloud_init_file("/etc/edge/edge.env")["content"] + SERVICE_ENV_EXTRA)
+        (root / "etc/edge/mqtt-password").write_text(cloud_init_file("/etc/edge/mqtt-password")["content"])
         pristine = listing(root)
         first = install(root)
-        yield Installed(root, pristine, first, listing(root))
+        yield Installed(base, root, pristine, first, listing(root))
     finally:
-        subprocess.run(["rm", "-rf", "--one-file-system", str(base)], check=True)
+        remove(base)
+
+
+def test_cloud_init_template_sets_valid_device_values(tmp_path):
+    """The values the template writes are keys the runtime accepts, and its secret is 0600."""
+    assert (IMAGE / "cloud-init" / "user-data").read_text().startswith("#cloud-config\n")
+    assert CLOUD_INIT["hostname"]
+    lines = cloud_init_file("/etc/edge/edge.env")["content"].splitlines()
+    env = dict(line.split("=", 1) for line in lines)
+    assert set(env) >= {"EDGE_NODE_NAME", "EDGE_NODE_AREA", "EDGE_MQTT_HOST", "EDGE_MQTT_USERNAME",
+                        "EDGE_MQTT_PASSWORD_FILE"}
+    secret = cloud_init_file(env["EDGE_MQTT_PASSWORD_FILE"])
+    assert (secret["owner"], secret["permissions"]) == ("edge:edge", "0600")
+    (tmp_path / "password").write_text(secret["content"])
+    config, _ = load_config(IMAGE / "edge.example.toml", False,
+                            {**env, "EDGE_MQTT_PASSWORD_FILE": str(tmp_path / "password")})
+    assert (config["node"].name, config["node"].area) == (env["EDGE_NODE_NAME"], env["EDGE_NODE_AREA"])
+    assert (config["mqtt"].host, config["mqtt"].username) == (env["EDGE_MQTT_HOST"], env["EDGE_MQTT_USERNAME"])
+
+
+def test_pigen_stage_runs_the_installer_against_the_image_root(installed):
+    """pi-gen runs a sub-stage's NN-run.sh from its directory with ROOTFS_DIR set."""
+    stage = IMAGE / "pi-gen" / "stage-edge"
+    assert "copy_previous" in (stage / "prerun.sh").read_text() and (stage / "EXPORT_IMAGE").exists()
+    packages = (stage / "00-edge" / "00-packages-nr").read_text().split()
+    assert {"python3-venv", "python3-picamera2", "python3-lgpio", "cloud-init"} <= set(packages)
+    before = listing(installed.root)
+    env = {**os.environ, "ROOTFS_DIR": str(installed.root), "EDGE_PIP_CACHE": str(pip_cache()),
+           "PIP_CERT": "/etc/ssl/certs/ca-certificates.crt"}
+    try:
+        result = subprocess.run(["bash", "./01-run.sh"], cwd=stage / "00-edge", env=env, capture_output=True,
+                                text=True, timeout=300)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert f"release {VERSION} is already installed" in result.stdout  # the installer ran, with --root
+        added = changed(before, listing(installed.root))
+        assert set(added) == {"etc/cloud", "etc/cloud/cloud.cfg.d", "etc/cloud/cloud.cfg.d/99-edge-nocloud.cfg",
+                              "etc/cloud/ds-identify.cfg"}, sorted(added)
+    finally:
+        shutil.rmtree(installed.root / "etc/cloud", ignore_errors=True)  # (the root has no cloud-init)
 
 
 def test_installer_is_shellcheck_clean():
     shellcheck = require_program("shellcheck")
-    result = subprocess.run([shellcheck, str(IMAGE / "install.sh")], capture_output=True, text=True)
+    stage = IMAGE / "pi-gen" / "stage-edge"
+    result = subprocess.run([shellcheck, "-s", "bash", str(IMAGE / "install.sh"), str(stage / "prerun.sh"),
+                             str(stage / "00-edge" / "01-run.sh")], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout
 
 
@@ -155,6 +204,8 @@ def test_first_install_lays_out_a_release_config_user_unit_and_rules(installed):
     uid, gid = int(user[2]), int(user[3])
     for group in ("gpio", "video", "dialout", "audio"):
         assert "edge" in account(root, group, "group")[3].split(","), group
+    # a secret the config names (here through edge.env): the service's user's only
+    assert after["etc/edge/mqtt-password"][1:4] == (0o600, uid, gid)
     example = hashlib.sha256((IMAGE / "edge.example.toml").read_bytes()).hexdigest()
     assert after["etc/edge/edge.toml"] == (stat.S_IFREG, 0o640, 0, gid, example)
     assert after["var/lib/edge"][1:4] == (0o700, uid, gid)
@@ -214,11 +265,12 @@ def test_a_config_the_release_rejects_fails_the_install_with_the_problem(install
     config = installed.root / "etc/edge/edge.toml"
     good = config.read_text()
     try:
-        config.write_text(good.replace("port = 1883", 'port = "eighteen"'))
+        assert "cooldown_s = 3" in good
+        config.write_text(good.replace("cooldown_s = 3", 'cooldown_s = "three"'))
         result = install(installed.root, check=False)
         assert result.returncode != 0
         assert "edge install FAILED: /etc/edge/edge.toml is not valid" in result.stderr
-        assert "port" in result.stderr and "run the installer again" in result.stderr
+        assert "cooldown_s" in result.stderr and "run the installer again" in result.stderr
     finally:
         config.write_text(good)
 
@@ -264,8 +316,8 @@ def test_installed_root_boots_and_the_service_reaches_ready(installed, tmp_path)
         log.close()
 
 
-def test_uninstall_keeps_the_data_and_purge_removes_it(installed, tmp_path):
-    root = tmp_path / "root"
+def test_uninstall_keeps_the_data_and_purge_removes_it(installed):
+    root = installed.base / "uninstalled"
     # Hard links: a copy in a second, and the uninstaller only unlinks files or replaces them
     # (userdel writes the account files anew), so the shared root stays as it was.
     subprocess.run(["cp", "-al", str(installed.root), str(root)], check=True)
@@ -279,8 +331,9 @@ def test_uninstall_keeps_the_data_and_purge_removes_it(installed, tmp_path):
 
         result = install(root, "--uninstall", "--purge")
         left = changed(installed.pristine, listing(root))
-        assert set(left) - ACCOUNTS == {"etc/edge/edge.env", "etc/edge"}, sorted(set(left) - ACCOUNTS)
+        assert set(left) - ACCOUNTS == {"etc/edge", "etc/edge/edge.env", "etc/edge/mqtt-password"}, \
+            sorted(set(left) - ACCOUNTS)
         assert not (root / "etc/edge").exists() and not (root / "var/lib/edge").exists()
         assert account(root, "edge") is None and account(root, "edge", "group") is None
     finally:
-        subprocess.run(["rm", "-rf", "--one-file-system", str(root)], check=True)
+        remove(root)
