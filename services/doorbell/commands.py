@@ -1,8 +1,9 @@
 """The doorbell's commands, what may change the world from outside: "open_door" (pulse the
 door relay) and "enroll_last_visitor" ("this was Alice": enroll the largest face of the
-last ring's picture). Both are `dangerous` (the MQTT link also wants [mqtt]
-allow_dangerous_commands), each has this device's own switch, off by default, and both
-leave an audit record. They are called from other threads (the MQTT link, the intercom, the
+last ring's picture), both `dangerous` (the MQTT link also wants [mqtt]
+allow_dangerous_commands), and "set_chime" (mute the chime at night; the ring still reaches
+Home Assistant). Each has this device's own switch, off by default, and each leaves an audit
+record. They are called from other threads (the MQTT link, the intercom, the
 CLI) through `ctx.commands`, with `(payload, via)`; `via` says who asked.
 
 `DoorbellCommands` holds the worker, whose GPIO, face store and last ring's picture change
@@ -16,6 +17,7 @@ from the declarations here), the relay pulse's timer (hardware/gpio.py), the enc
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from typing import TYPE_CHECKING
 
@@ -33,6 +35,8 @@ if TYPE_CHECKING:
     from services.doorbell.worker import DoorbellWorker
 
 DOOR_OPENED, ENROLLED = "doorbell.door_opened", "faces.enrolled"
+CHIME_STATE = "doorbell.chime"  # state board: "ON" rings, "OFF" muted
+_CHIME_KV = "doorbell.chime_on"  # the switch's position, kept across restarts
 
 
 class DoorbellCommands:
@@ -51,6 +55,35 @@ class DoorbellCommands:
         ctx.commands.register(Command("enroll_last_visitor", self.enroll_last_visitor, fields={"name": str},
                                       authorized=lambda: bool(worker.faces_cfg.allow_remote_enroll),
                                       refusal="set [faces] allow_remote_enroll = true", dangerous=True))
+        ctx.commands.register(Command("set_chime", self.set_chime, fields={"on": bool},
+                                      authorized=lambda: bool(worker.cfg.allow_remote_mute),
+                                      refusal="set [doorbell] allow_remote_mute = true"))
+
+    def restore_chime(self) -> None:
+        """The switch as it was left (muted stays muted over a restart); on if the store
+        cannot say, since a chime that rings is the safe side."""
+        store = self._ctx.store
+        try:
+            on = True if store is None else bool(store.kv_get(_CHIME_KV, True))
+        except (StoreUnavailable, sqlite3.Error):
+            on = True
+        self._worker.chime_on = on
+        self._ctx.states.set(CHIME_STATE, "ON" if on else "OFF")
+
+    def set_chime(self, payload: dict, via: str) -> dict:
+        """Mute or unmute the chime: audited first (no record, no change), then kept."""
+        on, ctx = payload["on"], self._ctx
+        event_id = new_event_id()
+        self._audit_or_refuse(via, "chime_on" if on else "chime_muted", {}, event_id, "the chime stays as it was")
+        try:
+            if ctx.store is not None:
+                ctx.store.kv_set(_CHIME_KV, on)
+        except StoreUnavailable as exc:  # obeyed now; a restart brings the chime back on
+            ctx.log.warning("the chime switch is not kept over a restart: %s", exc)
+        self._worker.chime_on = on
+        ctx.states.set(CHIME_STATE, "ON" if on else "OFF")
+        ctx.log.info("chime %s (%s)", "on" if on else "muted", via, extra={"event_id": event_id})
+        return {"chime": "ON" if on else "OFF"}
 
     def close(self) -> None:
         """End a running enrollment (its child first, so the thread returns)."""

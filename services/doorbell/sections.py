@@ -55,6 +55,8 @@ DOORBELL_SECTION = Section("doorbell", (
     Key("relay_pulse_s", float, 3.0, "how long the door opens per authorized request", min=0.1, max=30),
     Key("led_pin", int, -1, "BCM number of the status LED (-1: none)", min=-1, max=27, profiles={"sim": 23}),
     Key("allow_remote_open", bool, False, "let Home Assistant or the intercom open the door (audited)"),
+    Key("allow_remote_mute", bool, False, "show Home Assistant a \"Chime\" switch that mutes the chime "
+        "(rings still reach Home Assistant; audited)"),
     Key("rang_recently_s", float, 60.0, "\"Rang recently\" stays on this long after the last ring", min=1),
 ), "the doorbell: button, chime, door relay, status LED", checks=(check_doorbell,))
 

@@ -46,7 +46,7 @@ from edge.store import StoreUnavailable
 from edge.worker import Worker, WorkerContext
 from hardware import gpio
 from hardware.camera import BurstInterrupted, CameraError, burst_fault, capture_burst, make_camera
-from services.doorbell.commands import DOOR_OPENED, ENROLLED, DoorbellCommands  # noqa: F401
+from services.doorbell.commands import CHIME_STATE, DOOR_OPENED, ENROLLED, DoorbellCommands  # noqa: F401
 from services.doorbell.doctor import checks
 from services.doorbell.faces_store import FACES_SCHEMA, FaceStore
 from services.doorbell.matching import KNOWN
@@ -107,6 +107,12 @@ class DoorbellWorker(Worker):
         # say a person is still there (no occupancy device class, which would claim it).
         Entity("binary_sensor", "rang_recently", "Rang recently", state="doorbell.rang_recently",
                icon="mdi:bell-ring-outline"),
+        # Mute at night: announced (and obeyed) only with [doorbell] allow_remote_mute, since a
+        # muted chime can hide a ring from the people inside; every change is audited.
+        Entity("switch", "chime", "Chime", state=CHIME_STATE, command="set_chime", icon="mdi:bell-cog",
+               entity_category="config", requires=("doorbell.allow_remote_mute",),
+               options={"payload_on": '{"on": true}', "payload_off": '{"on": false}', "state_on": "ON",
+                        "state_off": "OFF"}),
         Entity("image", "visitor_snapshot", "Visitor snapshot", event=SNAPSHOT, device="camera",
                options={"content_type": "image/jpeg"}),
         Entity("sensor", "rings", "Rings", state="doorbell.rings", state_class="total_increasing",
@@ -138,6 +144,7 @@ class DoorbellWorker(Worker):
         self.faces: FaceStore | None = None
         self.snapshots: SnapshotFolder | None = None
         self.safe_mode = False
+        self.chime_on = True  # False: muted by the "Chime" switch (commands.py); the ring still goes out
         self.last_visitor: LastVisitor | None = None  # the last ring's picture, for "this was Alice"
         self._ctx: WorkerContext | None = None
         self._guard: StepGuard | None = None  # the steps of a ring and of housekeeping that fail now
@@ -172,8 +179,10 @@ class DoorbellWorker(Worker):
                     return
                 self._last_ring_mono = now
                 self.rings += 1
-            self.gpio.ring_chime(self.cfg.chime_s)
-            event = ctx.bus.emit(RING, {"event_type": "ring"})
+            chime = self.chime_on or self.safe_mode  # safe mode is "button and chime"
+            if chime:
+                self.gpio.ring_chime(self.cfg.chime_s)
+            event = ctx.bus.emit(RING, {"event_type": "ring"} if chime else {"event_type": "ring", "chime": "muted"})
             with self._cond:
                 self._press_event_id = event.event_id
                 waiting = self._pending
@@ -220,6 +229,7 @@ class DoorbellWorker(Worker):
             # Nobody is at the door as far as this run knows: a restart lost the previous
             # run's timer, which would otherwise leave "Rang recently" on for good.
             ctx.states.set("doorbell.rang_recently", "OFF")
+            self._commands.restore_chime()
             self._open_gpio(ctx)
             if not self.safe_mode:
                 self._open_stores(ctx)

@@ -1,6 +1,6 @@
-"""What may change the world from outside: the door relay ("open_door") and remote
-enrollment ("enroll_last_visitor"). Both refuse unless the config allows them, both are
-audited, and the relay is fail-safe: off after a worker restart, off after its pulse even
+"""What may change the world from outside: the door relay ("open_door"), the chime switch
+("set_chime") and remote enrollment ("enroll_last_visitor"). Each refuses unless the config
+allows it, each is audited, and the relay is fail-safe: off after a worker restart, off after its pulse even
 while the worker is stuck, held off in safe mode."""
 
 from __future__ import annotations
@@ -172,3 +172,42 @@ def test_a_remote_door_opening_that_cannot_be_audited_is_refused(make_bell):
     assert "the door stays shut" in str(refused.value)
     assert not any(state.state for state in bell.relay.states)
     assert bell.events("doorbell.door_opened") == []
+
+
+def test_muting_the_chime_is_refused_unless_the_config_allows_it(make_bell):
+    bell = make_bell(NO_FACES)
+    with pytest.raises(CommandRejected) as refused:
+        bell.command("set_chime", {"on": False})
+    assert refused.value.code == "unauthorized" and "allow_remote_mute" in str(refused.value)
+    bell.press()
+    assert bell.chime.state is True
+    assert audit_actions(bell) == []
+
+
+def test_a_muted_chime_stays_silent_but_the_ring_goes_out_and_it_stays_muted_over_a_restart(make_bell):
+    bell = make_bell({"doorbell": {"allow_remote_mute": True, "cooldown_s": 0},
+                      "supervisor": {"backoff_initial_s": 0.1}, **NO_FACES})
+    assert bell.command("set_chime", {"on": False}, via="mqtt") == {"chime": "OFF"}
+    assert bell.runtime.states.get("doorbell.chime") == "OFF"
+    bell.press()
+    ring = bell.wait_event("doorbell.ring")
+    assert ring.data == {"event_type": "ring", "chime": "muted"}
+    assert not any(state.state for state in bell.chime.states)  # the chime pin never went high
+    runner = bell.runtime.supervisor.runner("doorbell")
+    bell.runtime.supervisor.restart("doorbell")
+    wait_for(lambda: runner.restarts == 1 and bell.worker.ready.is_set(), timeout=10,
+             message="the restarted doorbell")
+    assert bell.runtime.states.get("doorbell.chime") == "OFF"  # night stays quiet
+    bell.command("set_chime", {"on": True}, via="cli")
+    bell.press()
+    wait_for(lambda: bell.chime.state is True, timeout=5, message="the chime on again")
+    assert [(actor, action) for actor, action, _ in audit_actions(bell)] == [("mqtt", "chime_muted"),
+                                                                           ("cli", "chime_on")]
+
+
+def test_a_chime_command_with_a_wrong_type_is_refused_and_changes_nothing(make_bell):
+    bell = make_bell({"doorbell": {"allow_remote_mute": True}, **NO_FACES})
+    with pytest.raises(CommandRejected) as refused:
+        bell.command("set_chime", {"on": "yes"})
+    assert refused.value.code == "invalid" and "'on' must be bool" in str(refused.value)
+    assert bell.runtime.states.get("doorbell.chime") == "ON"

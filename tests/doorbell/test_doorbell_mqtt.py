@@ -194,3 +194,31 @@ def test_an_outside_lock_on_the_store_delays_no_ring_and_loses_none(make_bell, m
     recorded = lambda: {e["event_id"] for e in bell.runtime.store.recent_events("doorbell.ring")}  # noqa: E731
     wait_for(lambda: set(rang) <= recorded(), 10, message="every ring in the store once the lock is gone")
     wait_for(lambda: bell.runtime.health.get("store").state == "OK", 10, message="the store healthy again")
+
+
+def test_the_chime_switch_as_home_assistant_drives_it(make_bell, mosquitto, subscriber):
+    """HA reads the switch's discovery config, publishes its payload_off to the command
+    topic, and sees state_off on the state topic; the next ring still reaches the broker."""
+    seen = Subscriber(mosquitto.port, f"homeassistant/switch/{NODE}/chime/config", client_id="test-discovery")
+    states = Subscriber(mosquitto.port, f"edge/{NODE}/state/doorbell/chime", client_id="test-state")
+    try:
+        settings = config(mosquitto.port)
+        settings["doorbell"]["allow_remote_mute"] = True
+        bell = make_bell(settings, classes=(DoorbellWorker, MqttLink))
+        switch = json.loads(seen.wait_raw("", topic=f"homeassistant/switch/{NODE}/chime/config"))
+        assert states.wait_raw("", topic=switch["state_topic"]) == switch["state_on"].encode()
+        publisher = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="test-ha")
+        publisher.connect("127.0.0.1", mosquitto.port)
+        publisher.loop_start()
+        try:
+            publisher.publish(switch["command_topic"], switch["payload_off"], qos=1).wait_for_publish(5)
+        finally:
+            publisher.loop_stop()
+            publisher.disconnect()
+        assert states.wait_raw("", topic=switch["state_topic"]) == switch["state_off"].encode()
+        bell.press()
+        assert subscriber.wait("doorbell.ring")["data"]["chime"] == "muted"
+        assert not any(state.state for state in bell.chime.states)
+    finally:
+        seen.close()
+        states.close()

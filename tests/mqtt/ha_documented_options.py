@@ -82,6 +82,7 @@ COMPONENTS: Final[tuple[str, ...]] = (
     "event",
     "image",
     "camera",
+    "switch",
 )
 
 DOC_URLS: Final[dict[str, str]] = {
@@ -118,6 +119,10 @@ DOC_SOURCES: Final[dict[str, tuple[str, str]]] = {
         "source/_integrations/camera.mqtt.markdown",
         "9e4a69ab998700a518e366a7f54551a150fccf94",
     ),
+    "switch": (
+        "source/_integrations/switch.mqtt.markdown",
+        "53821638d65163c0c2cdb488b2d114de4c4dbc4b",
+    ),
     "mqtt": (
         "source/_integrations/mqtt.markdown",
         "0a314403e71f72c2fa6fdcb51b28d4876b4ab7c2",
@@ -131,6 +136,38 @@ DOC_SOURCES: Final[dict[str, tuple[str, str]]] = {
 # --------------------------------------------------------------------------------------
 
 PAGE_OPTIONS_AT_COMMIT: Final[dict[str, frozenset[str]]] = {
+    "switch": frozenset({
+        "availability",
+        "availability_mode",
+        "availability_template",
+        "availability_topic",
+        "command_template",
+        "command_topic",
+        "device",
+        "device_class",
+        "enabled_by_default",
+        "encoding",
+        "entity_category",
+        "entity_picture",
+        "icon",
+        "json_attributes_template",
+        "json_attributes_topic",
+        "name",
+        "object_id",
+        "optimistic",
+        "payload_available",
+        "payload_not_available",
+        "payload_off",
+        "payload_on",
+        "platform",
+        "qos",
+        "retain",
+        "state_off",
+        "state_on",
+        "state_topic",
+        "unique_id",
+        "value_template",
+    }),
     "sensor": frozenset({
         "availability",
         "availability_mode",
@@ -388,6 +425,7 @@ REQUIRED_OPTIONS: Final[dict[str, frozenset[str]]] = {
     "event": frozenset({"event_types", "state_topic"}),
     "image": frozenset(),  # exactly one of image_topic / url_topic; see EXCLUSIVE_REQUIRED
     "camera": frozenset({"topic"}),
+    "switch": frozenset({"command_topic"}),
 }
 EXCLUSIVE_REQUIRED: Final[dict[str, frozenset[str]]] = {
     "image": frozenset({"image_topic", "url_topic"}),
@@ -477,6 +515,8 @@ DEVICE_CLASSES: Final[dict[str, frozenset[str]]] = {
     "update": frozenset({"firmware"}),
     # event.markdown @ 6a717db7ebb9e73895de34e69d0b4ec703cb7c33
     "event": frozenset({"button", "doorbell", "motion"}),
+    # switch.markdown: "outlet", "switch"
+    "switch": frozenset({"outlet", "switch"}),
 }
 
 # Units a numeric sensor device class accepts (HA rejects the entity otherwise), for the
