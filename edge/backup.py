@@ -260,7 +260,8 @@ def unpack_verified(path: Path, staging: Path, known: dict[str, int], progress: 
         raise
     store = staging / STORE_MEMBER
     if store.exists():
-        problems = [] if integrity(store) == "ok" else [f"the store fails SQLite's integrity check ({integrity(store)})"]
+        check = integrity(store)
+        problems = [] if check == "ok" else [f"the store fails SQLite's integrity check ({check})"]
         if schema_versions(store) != manifest.get("schema", {}):
             problems.append("the store's schema is not the one its manifest states")
         if problems:

@@ -95,14 +95,20 @@ def cmd_update(args) -> int:
     source, sha256 = args.source, args.sha256
     request_path = None
     if args.requested:
-        from edge.update_entity import REQUEST_FILE
+        from edge.update_entity import REQUEST_FILE, release_from_feed
 
         request_path = device.state_dir / REQUEST_FILE
         try:
-            request = json.loads(request_path.read_text())
-            source, sha256 = request["url"], request.get("sha256")
+            requested = json.loads(request_path.read_text())["version"]
         except (OSError, ValueError, KeyError, TypeError):
             return _say(args, {"ok": True, "requested": None}, f"no update requested ({request_path})")
+        try:
+            # what to install comes from the feed in the root-owned config, never from the
+            # request: the unprivileged service that wrote it must not choose what root installs
+            source, sha256 = release_from_feed(device.config["update"].feed_url, requested)
+        except ReleaseError as exc:
+            request_path.unlink(missing_ok=True)
+            return _failed(args, "update --requested", exc)
     if not source:
         return _say(args, {"ok": False, "error": "nothing to install"},
                     "edge update: give a release archive, a wheel or a URL (or --status)", 2)

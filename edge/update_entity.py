@@ -7,9 +7,11 @@ whether an update is under way, with the outcome of the last one as its summary.
 install action is the `install_update` command: dangerous (refused unless `[mqtt]
 allow_dangerous_commands`), audited, and it does not install anything in this process.
 The device's service runs unprivileged and cannot replace itself: the command leaves a
-request in the state directory (`update-request.json`), which `edge update --requested`
-carries out as root (a systemd path unit watching the file runs it), with the same
-checks, health wait and rollback as `edge update` from a shell.
+request in the state directory (`update-request.json`, the version only), which `edge
+update --requested` carries out as root (a systemd path unit watching the file runs it):
+it takes the release's URL and checksum from the feed named in the root-owned config,
+never from the request, and installs with the same checks, health wait and rollback as
+`edge update` from a shell.
 
 The feed is an outside dependency with its own breaker; no feed, or none reachable, means
 "latest = installed", never an error of the device.
@@ -66,6 +68,20 @@ def read_feed(url: str, timeout: float = 10.0) -> dict:
     if data.get("url"):
         data["url"] = urllib.parse.urljoin(url, data["url"])
     return data
+
+
+def release_from_feed(feed_url: str, version: str) -> tuple[str, str | None]:
+    """(URL, SHA-256) of `version` as the feed offers it now; ReleaseError otherwise."""
+    if not feed_url:
+        raise ReleaseError("no [update] feed_url in the config, so there is nothing to install on request")
+    try:
+        latest = read_feed(feed_url)
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        raise ReleaseError(f"cannot read the update feed {feed_url} ({getattr(exc, 'reason', exc)})") from None
+    if latest["version"] != version or not latest.get("url"):
+        raise ReleaseError(f"the update feed offers {latest['version']}, not the requested {version}; nothing was "
+                           f"installed")
+    return latest["url"], latest.get("sha256")
 
 
 class UpdateWorker(Worker):
@@ -134,8 +150,7 @@ class UpdateWorker(Worker):
                                   "invalid")
         if version == __version__:
             raise CommandRejected(f"install_update: {version} is already installed", "invalid")
-        request = {"version": version, "url": self.latest["url"], "sha256": self.latest.get("sha256"),
-                   "via": via, "wall": time.time()}
+        request = {"version": version, "via": via, "wall": time.time()}
         try:
             if ctx.audit is None:
                 raise StoreUnavailable("no audit log")

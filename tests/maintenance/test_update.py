@@ -19,7 +19,7 @@ from edge.store import DB_NAME
 from edge.testing.device import TestDevice
 from edge.testing.waiting import wait_for
 from edge.update import STEPS, read_result
-from edge.update_entity import REQUEST_FILE, UpdateWorker
+from edge.update_entity import REQUEST_FILE, UpdateWorker, release_from_feed
 
 
 @pytest.fixture
@@ -62,8 +62,13 @@ def test_home_assistants_install_action_updates_from_the_feed_and_edge_rollback_
         records = ha_side.runtime.store.read("SELECT actor, action FROM audit WHERE action = 'update.requested'")
         assert [tuple(r) for r in records] == [("mqtt", "update.requested")]
     request = tmp_path / "ha-side" / REQUEST_FILE
-    assert json.loads(request.read_text())["url"] == f"{base}/{archive.name}"
+    assert json.loads(request.read_text())["version"] == "1.1.0"
     shutil.copy(request, running.state / REQUEST_FILE)
+    # the privileged side reads the feed from the device's own config, not the request
+    feed = f"{base}/latest.json"
+    running.config.write_text(running.config.read_text().replace("[update]\n", f'[update]\nfeed_url = "{feed}"\n'))
+    with pytest.raises(ReleaseError, match="offers 1.1.0, not the requested 6.6.6"):
+        release_from_feed(feed, "6.6.6")  # a request the feed does not back is not installed
 
     done = running.edge("update", "--requested")
     assert done.returncode == 0, done.stdout + done.stderr + running.log()[-2000:]
