@@ -136,7 +136,9 @@ class NetboxWorker(Worker):
                     self._wanted.clear()
                     outcome = guard.run("sync", self._sync_once, ctx, facts, breaker, default=None)
                     if outcome is None:  # a bug of ours, contained and logged by the guard
-                        self._publish(ctx, problem="internal", reason=guard.faults().get("sync", ""))
+                        reason = guard.faults().get("sync", "")
+                        self._health = (DEGRADED, f"NetBox sync failed: {reason}")
+                        self._publish(ctx, problem="internal", reason=reason)
                         breaker.record_success()
                     # NetBox's trouble: try again when it lets us; ours (403, conflict, ...): wait
                     # for the next trigger instead of asking again in a loop.
@@ -150,10 +152,10 @@ class NetboxWorker(Worker):
             self._api.http_session.close()
 
     def _wait(self, ctx: WorkerContext) -> None:
+        """Until the next look (an on-demand request wakes it at once, unless one is already
+        waiting for the breaker or a Retry-After: then this is a plain pause, not a spin)."""
         ctx.heartbeat()
-        if self._wanted.is_set():
-            return
-        ctx.stopping.wait(WAIT_STEP_S)
+        (ctx.stopping if self._wanted.is_set() else self._wanted).wait(WAIT_STEP_S)
 
     def interrupt(self) -> None:
         if self._api is not None:

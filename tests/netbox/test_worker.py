@@ -225,3 +225,13 @@ def test_a_hung_netbox_never_delays_the_doorbell(fake, tmp_path):
         bell.button.drive_high()
         assert bell.runtime.health.get("worker.doorbell").state == "OK"
         wait_for(lambda: bell.runtime.health.get("worker.netbox").state == DEGRADED, timeout=10)
+
+
+def test_a_bug_in_one_sync_is_contained_reported_and_the_next_sync_works(fake, running):
+    worker = running()
+    worker.addresses = ["192.0.2.300/24"]  # not an address: the sync's own code raises
+    wait_for(lambda: worker.state.get("problem") == "internal", timeout=15)
+    assert worker.thread.is_alive() and worker.worker.health()[0] == DEGRADED
+    worker.addresses = ["192.0.2.10/24"]
+    wait_for(synced(worker), timeout=15)
+    assert only(fake, "dcim/devices", name="front-door")
