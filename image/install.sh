@@ -150,6 +150,7 @@ switch_link() {  # switch_link TARGET LINK: an atomic symlink switch (rename ove
     mkdir -p "$(dirname "$link")"
     ln -sfn "$target" "$link.tmp.$$"
     mv -Tf "$link.tmp.$$" "$link"
+    sync "$(dirname "$link")"  # the rename reaches the disk before anything counts on it
 }
 
 pi_os() { [[ -f $R/etc/rpi-issue ]] || grep -qs raspberrypi "$R"/etc/apt/sources.list.d/*.list; }
@@ -249,12 +250,16 @@ else
 fi
 [[ $version =~ ^[0-9A-Za-z.+_!]+$ ]] || die "cannot tell the version of $source (found '$version')"
 release=$PREFIX/releases/$version
-marker=$release/.edge-release  # written once pip is done: a release without it is incomplete
+# In the release until pip is done: `edge update` skips such a release, and a run after a
+# failure or a kill starts it again (edge/releases.py's INCOMPLETE).
+incomplete=$release/.edge-incomplete
 
-if [[ -f $R$marker ]]; then
+if [[ -d $R$release && ! -e $R$incomplete ]]; then
     say "release $version is already installed in $release"
 else
     [[ -e $R$release ]] && { say "removing the incomplete release $release"; rm -rf "${R:?}$release"; }
+    install -d -m 0755 "$R$release"
+    echo "being installed" >"$R$incomplete"
     venv_args=()
     pi_os && venv_args+=(--system-site-packages)  # apt's picamera2 and libcamera bindings
     say "installing release $version into $release${venv_args:+ (with system site-packages)}"
@@ -271,7 +276,7 @@ else
     in_root "$release/bin/pip" install --no-input --quiet "$package" ||
         die "pip could not install $source into $release (its output is above); nothing was switched"
     rm -rf "$work"
-    printf '%s\n' "$version" >"$R$marker"
+    rm "$R$incomplete"
 fi
 python=$release/bin/python
 

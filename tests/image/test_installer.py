@@ -285,7 +285,8 @@ def test_installed_root_boots_and_the_service_reaches_ready(installed, tmp_path)
     out.mkdir()
     probe = tmp_path / "edge-probe.service"
     probe.write_text("[Unit]\nAfter=edge.service\n[Service]\nType=oneshot\nExecStart=/bin/sh -c '"
-                     "systemctl show edge.service -p ActiveState -p SubState -p NRestarts > /probe/state.tmp; "
+                     "systemctl show edge.service -p ActiveState -p SubState -p NRestarts -p ExecStartPre "
+                     "> /probe/state.tmp; "
                      "/usr/local/bin/edge status > /probe/status 2>&1; mv /probe/state.tmp /probe/state; "
                      "systemctl poweroff'\n")
     log = open(tmp_path / "console.log", "wb")
@@ -302,6 +303,8 @@ def test_installed_root_boots_and_the_service_reaches_ready(installed, tmp_path)
         state = (out / "state").read_text() if (out / "state").exists() else ""
         assert "ActiveState=active" in state and "SubState=running" in state, state + console()
         assert "NRestarts=0" in state
+        # the unit's boot check (roll back an interrupted update) ran, and found nothing to do
+        assert re.search(r"ExecStartPre=.*edge update --boot-check.*code=exited ; status=0 }", state), state
         status = (out / "status").read_text()
         assert "store" in status and "OK" in status, status
         wait_for(lambda: proc.poll() is not None, timeout=60, message=lambda: "poweroff" + console())
