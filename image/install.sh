@@ -410,13 +410,16 @@ fi
 switch_link "$PREFIX/current/bin/edge" "$LINK" && say "linked $LINK"
 unit_changed=no
 put 0644 "$here/edge.service" "$UNIT" && { unit_changed=yes; say "installed $UNIT"; }
-put 0644 "$here/99-edge.rules" "$RULES" && say "installed $RULES"
+rules_changed=no
+put 0644 "$here/99-edge.rules" "$RULES" && { rules_changed=yes; say "installed $RULES"; }
 
 if live && [[ -d /run/systemd/system ]]; then
     [[ $unit_changed == yes ]] && systemctl daemon-reload
-    if udevadm control --reload; then
-        udevadm trigger --subsystem-match=tty --subsystem-match=gpio --subsystem-match=video4linux \
-            --subsystem-match=sound --subsystem-match=dma_heap || warn "udevadm trigger failed: replug the devices"
+    if [[ $rules_changed == yes && -S /run/udev/control ]]; then  # (no udevd in a container)
+        if udevadm control --reload; then
+            udevadm trigger --subsystem-match=tty --subsystem-match=gpio --subsystem-match=video4linux \
+                --subsystem-match=sound --subsystem-match=dma_heap || warn "udevadm trigger failed: replug the devices"
+        fi
     fi
     systemctl enable --quiet edge.service
     if [[ $unit_changed == yes ]] && systemctl is-active --quiet edge.service; then

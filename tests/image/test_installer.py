@@ -275,30 +275,42 @@ def test_a_config_the_release_rejects_fails_the_install_with_the_problem(install
         config.write_text(good)
 
 
+PROBE = """#!/bin/sh
+# Run by edge-probe.service, ordered after edge.service: so edge.service has started, which
+# for Type=notify means READY=1 arrived.
+systemctl show edge.service -p ActiveState -p SubState -p NRestarts -p ExecStartPre >/probe/state
+/usr/local/bin/edge status >/probe/status 2>&1
+# The installer again, on this running system (no --root): systemctl, no release to install.
+before=$(systemctl show edge.service -p MainPID --value)
+bash /src/image/install.sh >/probe/live.out 2>&1
+echo $? >/probe/live.rc
+echo "$before $(systemctl show edge.service -p MainPID --value)" >/probe/pids
+touch /probe/done
+systemctl poweroff
+"""
+
+
 def test_installed_root_boots_and_the_service_reaches_ready(installed, tmp_path):
-    """The real unit (hardening, User=edge, Type=notify) under systemd in the installed root:
-    a probe unit ordered after edge.service records its state once systemd has it started,
-    which for Type=notify means READY=1 arrived. The root is volatile (an overlay thrown
-    away) and has only a loopback network."""
+    """The real unit (hardening, User=edge, Type=notify, the boot check) under systemd in the
+    installed root, then the installer run again on that live system, which must neither
+    fail nor restart the running service. The root is volatile (an overlay thrown away) and
+    has only a loopback network."""
     nspawn = require_program("systemd-nspawn", "systemd-container")
     out = tmp_path / "out"
     out.mkdir()
-    probe = tmp_path / "edge-probe.service"
-    probe.write_text("[Unit]\nAfter=edge.service\n[Service]\nType=oneshot\nExecStart=/bin/sh -c '"
-                     "systemctl show edge.service -p ActiveState -p SubState -p NRestarts -p ExecStartPre "
-                     "> /probe/state.tmp; "
-                     "/usr/local/bin/edge status > /probe/status 2>&1; mv /probe/state.tmp /probe/state; "
-                     "systemctl poweroff'\n")
+    (out / "probe.sh").write_text(PROBE)
+    unit = tmp_path / "edge-probe.service"
+    unit.write_text("[Unit]\nAfter=edge.service\n[Service]\nType=oneshot\nExecStart=/bin/sh /probe/probe.sh\n")
     log = open(tmp_path / "console.log", "wb")
     proc = subprocess.Popen([nspawn, "-q", "-D", str(installed.root), "--volatile=overlay", "--private-network",
                              "--register=no", "--keep-unit", "--console=pipe", f"--bind={out}:/probe",
-                             f"--bind-ro={probe}:/etc/systemd/system/edge-probe.service",
+                             f"--bind-ro={unit}:/etc/systemd/system/edge-probe.service", f"--bind-ro={REPO}:/src",
                              "--boot", "systemd.firstboot=off", "systemd.wants=edge-probe.service"],
                             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
     try:
         def console() -> str:
             return f"; console:\n{(tmp_path / 'console.log').read_text(errors='replace')[-3000:]}"
-        wait_for(lambda: (out / "state").exists() or proc.poll() is not None, timeout=90,
+        wait_for(lambda: (out / "done").exists() or proc.poll() is not None, timeout=120,
                  message=lambda: "the probe after edge.service" + console())
         state = (out / "state").read_text() if (out / "state").exists() else ""
         assert "ActiveState=active" in state and "SubState=running" in state, state + console()
@@ -307,6 +319,13 @@ def test_installed_root_boots_and_the_service_reaches_ready(installed, tmp_path)
         assert re.search(r"ExecStartPre=.*edge update --boot-check.*code=exited ; status=0 }", state), state
         status = (out / "status").read_text()
         assert "store" in status and "OK" in status, status
+
+        live = (out / "live.out").read_text()
+        assert (out / "live.rc").read_text().strip() == "0", live
+        assert f"release {VERSION} is already installed" in live and "FAILED" not in live, live
+        assert "running: systemctl status edge" in live, live  # the live branch: systemctl, not --root
+        before, after = (out / "pids").read_text().split()
+        assert before == after != "0", "the installer restarted the running service: " + live
         wait_for(lambda: proc.poll() is not None, timeout=60, message=lambda: "poweroff" + console())
     finally:
         if proc.poll() is None:
