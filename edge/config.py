@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
 PROFILES = ("sim", "pi")
-RESERVED_ENV = frozenset({"EDGE_CONFIG", "EDGE_STATE_DIR", "EDGE_REQUIRE_INTEGRATION", "EDGE_TEST_DATA"})
+RESERVED_ENV = frozenset({"EDGE_CONFIG", "EDGE_STATE_DIR", "EDGE_REQUIRE_INTEGRATION", "EDGE_TEST_DATA",
+                          "EDGE_PREFIX", "EDGE_SERVICE_CONTROL"})  # the last two: edge.releases, edge.service_control
 DEFAULT_CONFIG_PATH = Path("/etc/edge/edge.toml")
 # Passwords that appear in examples and tutorials; a device using one is as good as open.
 EXAMPLE_SECRETS = frozenset({"changeme", "change-me", "password", "secret", "admin", "raspberry", "example", "test"})
