@@ -63,7 +63,7 @@ class SerialPort:
             raise PortGone(f"{self.url} is closed")
         try:
             data = port.read(port.in_waiting or 1)
-            if data and port.in_waiting:
+            while data and port.in_waiting and len(data) < 65536:  # socket:// says 1 while anything waits
                 data += port.read(port.in_waiting)
         except (serial.SerialException, OSError, TypeError, AttributeError) as exc:
             # TypeError/AttributeError: pyserial's posix read after close() from another thread.
