@@ -48,7 +48,7 @@ class NaivePipeline:
     """The face_recognition README recipe."""
 
     def __init__(self):
-        self.fr = recognition.load_face_library()
+        self.fr = recognition.load_face_library("face_recognition")  # the real library, not ours
         self.known_names: list[str] = []
         self.known: list[np.ndarray] = []
 
