@@ -16,21 +16,25 @@ Protocol rules (after OctoPrint's comm.py, which learnt them from many firmwares
   slots), or the owner asked for a fixed window; either way the unacknowledged bytes stay
   within the firmware's receive buffer (`rx_buffer`, Marlin's default 128), because Marlin
   drops what does not fit.
-- `Resend: n` / `rs n`: Marlin flushed its receive buffer, so every line from n on is sent
-  again (from the history). Lines already in flight past n each draw a repeated request for
-  n: those are ignored ("Ignoring resend request for line n, that still originates from
-  lines we sent before we got the first resend request", OctoPrint). A request for the next
-  unsent line is not an error (the firmware saw the previous one twice). Marlin follows a
-  resend request with `ok`; some firmwares do not: the first resend learns which (the `ok`
-  comes straight after the request or not at all), so no `ok` is miscounted. More than
-  MAX_RESENDS requests in a row for one line end the job.
+- `Resend: n` / `rs n`: Marlin flushed its receive buffer, so lines from n on are sent again
+  (from the history), but only once the wire is quiet: every line still on its way draws
+  another request for n (ignored: OctoPrint's "still originates from lines we sent before we
+  got the first resend request") and each of those errors flushes the buffer again, which
+  would swallow a replay sent too early. Oks that arrive meanwhile still count, so a request
+  caused by a line that arrived twice replays nothing (the named line was already on its
+  way). A request for the next unsent line is not an error. Marlin follows a request with
+  `ok`; some firmwares do not: the first request learns which (the `ok` comes straight after
+  it or not at all), so no `ok` is miscounted. More than MAX_RESENDS requests in a row for
+  one line end the job. Requests while several lines were in flight shrink the bytes sent at
+  once (the receive buffer may be smaller than configured), which then creep back.
 - `echo:busy:`, `wait`, temperature reports and any other line reset the timeout but are
   never taken as the reply to a command. On a timeout the `ok`s are assumed lost (as
   OctoPrint does) and an M105 provokes a fresh one; after `unresponsive_after` timeouts in a
   row the printer is reported unresponsive.
 - Fatal lines (kill(), thermal runaway, MAXTEMP...) stop feeding and report the message.
 - Emergency stop: M112 written at once, outside the window and the numbering (the
-  firmware's EMERGENCY_PARSER acts on it as it arrives; without it, Marlin runs it next).
+  firmware's EMERGENCY_PARSER acts on it as it arrives; without it, after the few lines
+  already in its queue).
 """
 
 from __future__ import annotations

@@ -38,6 +38,7 @@ from edge.worker import Worker, WorkerContext
 from hardware.printer import PortGone, SerialPort, SimulatedMarlin
 from services.printer import commands, marlin, sender as link
 from services.printer.control import SOCKET_NAME, ControlSocket
+from services.printer.doctor import checks
 from services.printer.jobs import (ACTIVE, CANCELLED, FAILED, FINISHED, INTERRUPTED, JOBS_SCHEMA, OPEN, PAUSED,
                                    PRINTING, JobRecord, JobRejected, JobStore, ReadAhead, job_path, scan)
 from services.printer.sections import PRINTER_SECTION
@@ -88,6 +89,10 @@ class PrinterWorker(Worker):
                options={"event_types": ["failed", "interrupted"]}),
         connectivity("printer", "Connection", device="printer"),
     )
+
+    @classmethod
+    def doctor(cls, config):
+        return checks(config)
 
     def __init__(self, config):
         super().__init__(config)

@@ -114,3 +114,19 @@ def test_an_unplugged_printer_never_touches_the_doorbell(make_fake, tmp_path):
         wait_for(lambda: len(device.events(RING)) == 3, 10, message="three rings with the printer gone")
         health = device.runtime.health.as_json()["components"]
         assert health["worker.doorbell"]["state"] == "OK"
+
+
+def test_edge_doctor_names_a_missing_port_and_the_fix(make_fake, tmp_path):
+    from services.printer.doctor import checks
+
+    config = tmp_path / "edge.toml"
+    config.write_text(f"[printer]\nenabled = true\nport = \"{tmp_path / 'usb-Creality-if00'}\"\n")
+    loaded, _ = load_config(config, sim=False, environ={}, classes=[PrinterWorker])
+    port, _ = PrinterWorker.doctor(loaded)
+    assert port.status == "fail" and "does not exist" in port.detail and "ls /dev/serial/by-id/" in port.fix
+    fake = make_fake()
+    config.write_text(f"[printer]\nenabled = true\nport = \"{fake.path}\"\n")
+    loaded, _ = load_config(config, sim=False, environ={}, classes=[PrinterWorker])
+    port, jobs = checks(loaded)
+    assert port.status == "ok" and "/dev/pts/" in port.detail
+    assert jobs.status == "skip"
