@@ -427,6 +427,8 @@ class Sender:
     def _after_m115(self) -> None:
         if self.firmware.has("AUTOREPORT_TEMP"):
             self._priority.append(Ticket(f"M155 S{POLL_S:g}", internal=True))
+        if self.firmware.has("AUTOREPORT_POS"):  # the position for checkpoints, without polling M114
+            self._priority.append(Ticket(f"M154 S{POLL_S:g}", internal=True))
         self._priority.append(Ticket("M105", internal=True))
         first = not self._synced_once
         self._synced_once = True

@@ -49,6 +49,7 @@ STATES = (OFFLINE, CONNECTING, IDLE, PRINTING, PAUSED, INTERRUPTED, ERROR)
 JOB_FINISHED, JOB_FAILED = "printer.job_finished", "printer.job_failed"
 LOOP_WAIT_S = 0.1
 PUBLISH_EVERY_S = 1.0
+SYNC_PATIENCE_S = 5.0  # a board's bootloader takes a few seconds; longer is a wrong baud rate or a dead board
 
 
 def _temp(key: str, name: str) -> Entity:
@@ -114,6 +115,7 @@ class PrinterWorker(Worker):
         self._synced = False
         self._synced_before = False
         self._heater_check: link.Ticket | None = None
+        self._connecting_since = 0.0
         self._job_base = (0, 0)          # lines done and print time before the current stretch
         self._printing_since: float | None = None
         self._checkpoint_at = 0.0
@@ -180,6 +182,7 @@ class PrinterWorker(Worker):
                                   rx_buffer=self.cfg.rx_buffer, baud=self.cfg.baud, timeout_s=self.cfg.timeout_s,
                                   clock=self._ctx.clock, log=self._ctx.log.getChild("link"))
         self._synced = False
+        self._connecting_since = self._ctx.clock.monotonic()
         self.sender.start()
 
     def _close(self) -> None:
@@ -203,6 +206,11 @@ class PrinterWorker(Worker):
         problems = []
         if self.reopening is not None and not self.reopening.is_open:
             problems.append(f"printer disconnected ({self.reopening.error or 'not open yet'})")
+        elif (self.sender is not None and not self._synced
+              and self._ctx.clock.monotonic() - self._connecting_since > max(SYNC_PATIENCE_S,
+                                                                              3 * self.cfg.timeout_s)):
+            problems.append(f"the printer on {self.port.url} does not answer `M110` (is it on? is [printer] baud = "
+                            f"{self.cfg.baud} the firmware's BAUDRATE?)")
         elif self.sender is not None and self.sender.state == link.HALTED:
             problems.append(f"printer halted: {self.last_error}")
         elif self.sender is not None and self.sender.unresponsive:

@@ -249,3 +249,28 @@ def test_a_slow_checkpoint_write_does_not_stall_the_sender(make_fake, make_devic
                  message="lines still going to the printer while the checkpoint write hangs")
     finally:
         release.set()
+
+
+def test_a_port_where_nothing_answers_the_sync_is_reported_with_the_likely_cause(make_device):
+    import os
+    import pty
+    import tty
+
+    master, slave = pty.openpty()  # a port that opens, but a board that never answers (wrong baud)
+    tty.setraw(slave)
+    try:
+        device = make_device(os.ttyname(slave))
+        assert printer_state(device) in ("offline", "connecting")
+
+        def reason():
+            health = device.runtime.health.as_json()["components"].get("worker.printer", {})
+            return health.get("reason") if health.get("state") == DEGRADED else None
+        text = wait_for(reason, 15, message="the printer's health to say why it is not connected")
+        assert "does not answer `M110`" in text and "baud = 250000" in text
+        assert printer_state(device) == "connecting"
+        write_gcode(jobs_dir(device) / "any.gcode", gcode_lines(5))
+        with pytest.raises(CommandRejected, match="the printer is connecting"):
+            device.command("printer_print", {"file": "any.gcode"})
+    finally:
+        os.close(master)
+        os.close(slave)
