@@ -121,7 +121,9 @@ if ! live; then
 fi
 
 in_root() {  # a command run on the target system
-    if live; then
+    if live && [[ -n $pip_cache ]]; then
+        PIP_CACHE_DIR=$pip_cache "$@"
+    elif live; then
         "$@"
     else
         local pass=() name
@@ -153,27 +155,34 @@ switch_link() {  # switch_link TARGET LINK: an atomic symlink switch (rename ove
     sync "$(dirname "$link")"  # the rename reaches the disk before anything counts on it
 }
 
-pi_os() { [[ -f $R/etc/rpi-issue ]] || grep -qs raspberrypi "$R"/etc/apt/sources.list.d/*.list; }
+pi_os() { [[ -f $R/etc/rpi-issue ]] || grep -qs raspberrypi "$R"/etc/apt/sources.list.d/*.{list,sources}; }
 
 # --- uninstall ------------------------------------------------------------------------------
 
 uninstall() {
-    if live && command -v systemctl >/dev/null && [[ -d /run/systemd/system ]]; then
-        systemctl disable --now edge.service 2>/dev/null || true
+    local running_systemd=no
+    live && [[ -d /run/systemd/system ]] && running_systemd=yes
+    if [[ $running_systemd == yes ]]; then
+        if systemctl is-active --quiet edge.service; then
+            systemctl stop edge.service || die "could not stop edge.service: see \`journalctl -u edge\`"
+        fi
+        systemctl disable --quiet edge.service 2>/dev/null || true  # (not there: nothing to disable)
     fi
     rm -f "$R$WANTS" "$R$UNIT" "$R$RULES" "$R$LINK"
-    rm -rf "${R:?}$PREFIX" "$R/etc/systemd/system/edge.service.d"
-    if live && command -v systemctl >/dev/null && [[ -d /run/systemd/system ]]; then
+    rm -rf "$R$PREFIX"
+    if [[ $running_systemd == yes ]]; then
         systemctl daemon-reload
-        udevadm control --reload 2>/dev/null || true
+        if [[ -S /run/udev/control ]]; then
+            udevadm control --reload || warn "udevadm could not reload the rules; they go at the next boot"
+        fi
     fi
     say "removed $PREFIX, the unit, the udev rules and $LINK"
     if [[ $purge == yes ]]; then
-        rm -rf "${R:?}$CONFIG_DIR" "${R:?}$STATE_DIR"
+        rm -rf "$R$CONFIG_DIR" "$R$STATE_DIR" "$R/etc/systemd/system/edge.service.d"  # (your drop-ins)
         if in_root getent passwd "$USER_NAME" >/dev/null; then
             in_root userdel "$USER_NAME"
         fi
-        say "purged $CONFIG_DIR, $STATE_DIR and the user $USER_NAME"
+        say "purged $CONFIG_DIR, $STATE_DIR, edge.service.d and the user $USER_NAME"
     else
         say "kept $CONFIG_DIR, $STATE_DIR and the user $USER_NAME (--purge removes them)"
     fi
@@ -223,7 +232,7 @@ for group in "${DEVICE_GROUPS[@]}"; do
 done
 if ! in_root getent passwd "$USER_NAME" >/dev/null; then
     in_root useradd --system --user-group --home-dir "$STATE_DIR" --no-create-home --shell /usr/sbin/nologin \
-        --comment "edge appliance runtime" "$USER_NAME"
+        --comment "edge appliance runtime" "$USER_NAME" || die "useradd could not create the user $USER_NAME"
     say "created user $USER_NAME"
 fi
 groups_now=$(in_root id -nG "$USER_NAME")
@@ -248,7 +257,7 @@ elif [[ -f $source/pyproject.toml ]]; then
 else
     die "--from $source is neither a wheel (*.whl) nor a checkout with pyproject.toml"
 fi
-[[ $version =~ ^[0-9A-Za-z.+_!]+$ ]] || die "cannot tell the version of $source (found '$version')"
+[[ $version =~ ^[0-9A-Za-z][0-9A-Za-z.+_-]*$ ]] || die "cannot tell the version of $source (found '$version')"
 release=$PREFIX/releases/$version
 # In the release until pip is done: `edge update` skips such a release, and a run after a
 # failure or a kill starts it again (edge/releases.py's INCOMPLETE).
@@ -257,14 +266,16 @@ incomplete=$release/.edge-incomplete
 if [[ -d $R$release && ! -e $R$incomplete ]]; then
     say "release $version is already installed in $release"
 else
-    [[ -e $R$release ]] && { say "removing the incomplete release $release"; rm -rf "${R:?}$release"; }
+    [[ -e $R$release ]] && { say "removing the incomplete release $release"; rm -rf "$R$release"; }
     install -d -m 0755 "$R$release"
     echo "being installed" >"$R$incomplete"
     venv_args=()
     pi_os && venv_args+=(--system-site-packages)  # apt's picamera2 and libcamera bindings
     say "installing release $version into $release${venv_args:+ (with system site-packages)}"
-    in_root python3 -m venv "${venv_args[@]}" "$release"
+    in_root python3 -m venv "${venv_args[@]}" "$release" ||
+        die "python3 -m venv could not make $release (is python3-venv installed there?)"
     work=$(mktemp -d "$R/tmp/edge-install.XXXXXX")
+    trap 'rm -rf "$work"' EXIT
     if [[ -f $source ]]; then
         cp "$source" "$work/"
         package=/tmp/${work##*/}/$(basename "$source")
@@ -273,7 +284,7 @@ else
             --exclude=./build -cf - . | tar -C "$work" -xf -
         package=/tmp/${work##*/}
     fi
-    in_root "$release/bin/pip" install --no-input --quiet "$package" ||
+    in_root "$release/bin/pip" install --no-input "$package" ||
         die "pip could not install $source into $release (its output is above); nothing was switched"
     rm -rf "$work"
     rm "$R$incomplete"
@@ -366,7 +377,7 @@ if [[ $(fact faces) == True ]] &&
     # dlib-bin ships dlib prebuilt but pip does not count it as face-recognition's `dlib`,
     # so face-recognition goes in with --no-deps (the same steps as README's).
     say "installing the face libraries into $release ([faces] enabled)"
-    if ! in_root "$release/bin/pip" install --no-input --quiet dlib-bin face_recognition_models ||
+    if ! in_root "$release/bin/pip" install --no-input dlib-bin face_recognition_models ||
         ! in_root "$release/bin/pip" install --no-input --quiet --no-deps face-recognition; then
         die "pip could not install the face libraries into $release (output above); or set [faces] enabled = false"
     fi

@@ -261,6 +261,21 @@ def test_edited_config_survives_and_a_changed_example_is_left_beside_it(installe
     assert changed(before, listing(root)) == {}
 
 
+def test_on_raspberry_pi_os_the_camera_and_gpio_packages_are_wanted(installed):
+    """Raspberry Pi OS (pi-gen writes /etc/rpi-issue): the example's picamera2 camera and the
+    doorbell's GPIO need apt's python3-picamera2 and python3-lgpio; with --no-apt their absence
+    is a failure that names them."""
+    marker = installed.root / "etc/rpi-issue"
+    marker.write_text("Raspberry Pi reference (test)\n")
+    try:
+        result = install(installed.root, "--no-apt", check=False)
+        assert result.returncode != 0
+        assert "needs the Debian packages python3-picamera2 python3-lgpio" in result.stderr, result.stderr
+        assert "--no-apt" in result.stderr
+    finally:
+        marker.unlink()
+
+
 def test_a_config_the_release_rejects_fails_the_install_with_the_problem(installed):
     config = installed.root / "etc/edge/edge.toml"
     good = config.read_text()
@@ -285,6 +300,11 @@ before=$(systemctl show edge.service -p MainPID --value)
 bash /src/image/install.sh >/probe/live.out 2>&1
 echo $? >/probe/live.rc
 echo "$before $(systemctl show edge.service -p MainPID --value)" >/probe/pids
+# and --uninstall there: the service stopped and disabled, the config kept
+bash /src/image/install.sh --uninstall >/probe/uninstall.out 2>&1
+echo $? >/probe/uninstall.rc
+{ systemctl is-active edge.service; ls /etc/systemd/system /etc/systemd/system/multi-user.target.wants /etc/edge
+} >/probe/uninstalled 2>&1
 touch /probe/done
 systemctl poweroff
 """
@@ -293,7 +313,7 @@ systemctl poweroff
 def test_installed_root_boots_and_the_service_reaches_ready(installed, tmp_path):
     """The real unit (hardening, User=edge, Type=notify, the boot check) under systemd in the
     installed root, then the installer run again on that live system, which must neither
-    fail nor restart the running service. The root is volatile (an overlay thrown away) and
+    fail nor restart the running service, and --uninstall there, which stops it. The root is volatile (an overlay thrown away) and
     has only a loopback network."""
     nspawn = require_program("systemd-nspawn", "systemd-container")
     out = tmp_path / "out"
@@ -326,6 +346,10 @@ def test_installed_root_boots_and_the_service_reaches_ready(installed, tmp_path)
         assert "running: systemctl status edge" in live, live  # the live branch: systemctl, not --root
         before, after = (out / "pids").read_text().split()
         assert before == after != "0", "the installer restarted the running service: " + live
+        assert (out / "uninstall.rc").read_text().strip() == "0", (out / "uninstall.out").read_text()
+        uninstalled = (out / "uninstalled").read_text().split()
+        assert uninstalled[0] == "inactive" and "edge.toml" in uninstalled, uninstalled
+        assert "edge.service" not in uninstalled, uninstalled  # the unit and its wants link
         wait_for(lambda: proc.poll() is not None, timeout=60, message=lambda: "poweroff" + console())
     finally:
         if proc.poll() is None:
