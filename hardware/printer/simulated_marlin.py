@@ -28,6 +28,7 @@ Not responsible for: motion or thermal realism beyond what a host can observe.
 from __future__ import annotations
 
 import fcntl
+import operator
 import os
 import pty
 import random
@@ -403,7 +404,7 @@ class SimulatedMarlin:
             return self._request_resend("Line Number is not Last Line Number+1")
         if not star:
             return self._request_resend("No Checksum with line number")
-        if not given.isdigit() or reduce(lambda a, b: a ^ b, body.encode("ascii", "replace"), 0) != int(given):
+        if not given.isdigit() or reduce(operator.xor, body.encode("ascii", "replace"), 0) != int(given):
             return self._request_resend("checksum mismatch")
         injected = number in self.resend_lines or (
             self.resend_probability and self._random.random() < self.resend_probability)

@@ -12,6 +12,7 @@ use real reply lines.
 
 from __future__ import annotations
 
+import operator
 import re
 from dataclasses import dataclass, field
 from functools import reduce
@@ -48,7 +49,7 @@ def strip_comment(line: str) -> str:
 
 def checksum(payload: bytes) -> int:
     """Marlin's (and RepRap's) line checksum: the XOR of every byte before the `*`."""
-    return reduce(lambda a, b: a ^ b, payload, 0)
+    return reduce(operator.xor, payload, 0)
 
 
 def frame(number: int, command: str, max_bytes: int = MAX_LINE_BYTES) -> bytes:
