@@ -7,8 +7,8 @@
 (b) DTMF end → relay pulse: a baresip house phone keys the code; from the moment its
     `sndcode` is sent to the relay pin turning on, beside the doorbell's own `open_door`
     called in-process (the baseline).
-(c) Memory: RSS of the baresip child, and of this process before and after the intercom
-    started.
+(c) Memory: RSS of the baresip child, and of this process before the device started and
+    with the device (the doorbell without recognition, and the intercom) running.
 
 The answering peer of (a) is a few lines of UDP here (it notes the INVITE's arrival and
 answers 486, so each call ends at once): written by hand because only the arrival time is
@@ -121,7 +121,7 @@ def run(tmp: Path, args) -> dict:
         result["dtmf_to_relay"] = dtmf_to_relay(bell, house, args.codes)
         result["open_door_baseline"] = open_door_direct(bell, args.codes)
         result["memory"] = {"baresip_rss_mb": rss_mb(worker.backend.pid()), "process_rss_before_mb": rss_before,
-                            "process_rss_with_intercom_mb": rss_mb(os.getpid())}
+                            "process_rss_with_device_mb": rss_mb(os.getpid())}
         return result
     finally:
         bell.stop()
