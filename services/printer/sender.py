@@ -137,7 +137,9 @@ class Sender:
         self.job_lines_acked = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._priority: deque[Ticket] = deque()
+        self._priority: deque[Ticket] = deque()  # this thread's own; other threads use the inbox
+        self._inbox: "queue.SimpleQueue[Ticket]" = queue.SimpleQueue()
+        self._estop = False
         self._feed: Feed | None = None
         self._feed_paused = False
         self._feed_ended = False
@@ -183,11 +185,16 @@ class Sender:
             ticket.error = "the firmware has halted; reset the printer (power or reset button) first"
             ticket.done.set()
             return ticket
-        self._priority.append(ticket)
+        self._inbox.put(ticket)
         return ticket
 
     def set_feed(self, feed: Feed | None) -> None:
-        self._feed, self._feed_ended, self._feed_paused, self._next_job_line = feed, False, False, None
+        # The feed last: the sender thread must not see the new feed with the old one's state.
+        self._feed = None
+        self._next_job_line, self._feed_ended, self._feed_paused = None, False, False
+        if feed is not None:
+            self.job_acked, self.job_lines_acked = None, 0
+        self._feed = feed
 
     def pause_feed(self, paused: bool) -> None:
         self._feed_paused = paused
@@ -195,7 +202,7 @@ class Sender:
     def emergency_stop(self) -> None:
         """M112 now, from the caller's thread: not behind the window, not numbered."""
         self._feed = None
-        self._priority.clear()
+        self._estop = True  # the sender thread drops the queued commands
         self.port.write(b"M112\n")
 
     def window_limits(self) -> tuple[int, int]:
@@ -236,6 +243,7 @@ class Sender:
                 self._emit(GONE, reason=str(exc))
         finally:
             self.state = STOPPED
+            self._take_inbox()
             for ticket in [*self._priority, *(s.item for s in self._in_flight if isinstance(s.item, Ticket))]:
                 ticket.error = ticket.error or "the printer link closed before the command was acknowledged"
                 ticket.done.set()
@@ -252,8 +260,22 @@ class Sender:
         lines, limit = self.window_limits()
         return len(self._in_flight) < lines and sum(s.nbytes for s in self._in_flight) + nbytes <= limit
 
+    def _take_inbox(self) -> None:
+        while True:
+            try:
+                self._priority.append(self._inbox.get_nowait())
+            except queue.Empty:
+                break
+        if self._estop:
+            self._estop = False
+            for ticket in self._priority:
+                ticket.error = "dropped by the emergency stop"
+                ticket.done.set()
+            self._priority.clear()
+
     def _pump(self) -> None:
         """Send what the window allows: replays first, then commands, then job lines."""
+        self._take_inbox()
         if self.state == SYNCING:
             now = self.clock.monotonic()
             if now - self._last_sync >= SYNC_RETRY_S:
@@ -332,7 +354,7 @@ class Sender:
                 return
         if kind == marlin.OK:
             if reply.temps:
-                self.temps.update(reply.temps)
+                self.temps = {**self.temps, **reply.temps}  # replaced, never changed: read from other threads
             if after_resend and reply.line is None and (self._ok_follows_resend
                                                         or self.firmware.has("ADVANCED_OK")):
                 return  # the ok that belongs to the resend request, not to a command
@@ -340,7 +362,7 @@ class Sender:
         elif kind == marlin.RESEND:
             self._on_resend(reply.line)
         elif kind == marlin.TEMPERATURE:
-            self.temps.update(reply.temps)
+            self.temps = {**self.temps, **reply.temps}  # replaced, never changed: read from other threads
         elif kind in (marlin.FIRMWARE, marlin.CAPABILITY):
             self.firmware.add(reply)
             self._attach(reply.raw)

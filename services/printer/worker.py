@@ -351,7 +351,6 @@ class PrinterWorker(Worker):
 
     def _start_stream(self, path: Path, offset: int, line: int) -> None:
         self._read_ahead = ReadAhead(path, offset, line)
-        self.sender.job_acked, self.sender.job_lines_acked = None, 0
         self.sender.set_feed(self._read_ahead)
         self._printing_since = self._ctx.clock.monotonic()
         self._checkpoint_at = self._printing_since + self.cfg.checkpoint_interval_s
