@@ -327,6 +327,46 @@ SIPP_SCENARIOS = {
         "[last_CSeq:]", "CSeq: [$invite_cseq] INVITE") + """  <recv request="ACK" />
 </scenario>
 """,
+    # Answers just as the door gives up: its 200 crosses the door's CANCEL (sent after it
+    # answered the CANCEL), so the scenario passes only when the door ACKs that 200 and
+    # hangs the call up with BYE.
+    "answer_crossing_cancel": """<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="answer_crossing_cancel">
+  <recv request="INVITE">
+    <action>
+      <ereg regexp="[0-9]+" search_in="hdr" header="CSeq:" assign_to="invite_cseq" />
+      <ereg regexp=".*" search_in="hdr" header="Via:" assign_to="invite_via1" />
+      <ereg regexp=".*" search_in="hdr" header="Via:" occurrence="2" assign_to="invite_via2" />
+      <ereg regexp=".*" search_in="hdr" header="Record-Route:" assign_to="invite_rr" />
+    </action>
+  </recv>
+""" + _REPLY.format(status="180 Ringing") + """  <recv request="CANCEL" />
+""" + _REPLY.format(status="200 OK") + """  <send><![CDATA[
+      SIP/2.0 200 OK
+      Via: [$invite_via1]
+      Via: [$invite_via2]
+      [last_From:]
+      [last_To:];tag=[pid]SIPpTag01[call_number]
+      [last_Call-ID:]
+      CSeq: [$invite_cseq] INVITE
+      Record-Route: [$invite_rr]
+      Contact: <sip:[local_ip]:[local_port];transport=[transport]>
+      Content-Type: application/sdp
+      Content-Length: [len]
+
+      v=0
+      o=user1 53655765 2353687637 IN IP[local_ip_type] [local_ip]
+      s=-
+      c=IN IP[media_ip_type] [media_ip]
+      t=0 0
+      m=audio [media_port] RTP/AVP 0
+      a=rtpmap:0 PCMU/8000
+
+    ]]></send>
+  <recv request="ACK" />
+  <recv request="BYE" />
+""" + _REPLY.format(status="200 OK") + """</scenario>
+""",
     # Answers, then keys `#` and `9` as SIP INFO (application/dtmf-relay), and waits for the
     # door's BYE.
     "answer_info_dtmf": _UAS_HEAD.format(name="answer_info_dtmf").replace(
@@ -395,7 +435,8 @@ class Sipp:
         path.write_text(SIPP_SCENARIOS[self.scenario])
         self.proc = subprocess.Popen([self.program, "-sf", str(path), "-i", "127.0.0.1", "-p", str(self.port),
                                       "-m", "1", "-nostdin", "-timeout", "60s", "-trace_err",
-                                      "-error_file", str(self.workdir / "errors.log")],
+                                      "-error_file", str(self.workdir / "errors.log"), "-trace_msg",
+                                      "-message_file", str(self.workdir / "messages.log")],
                                      cwd=self.workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                      stdin=subprocess.DEVNULL, start_new_session=True)
         return self

@@ -144,3 +144,12 @@ def test_whoever_answers_hears_the_announcement_then_the_door(tmp_path, house_ph
     first, later = samples[int(0.2 * rate):int(0.8 * rate)], samples[int(1.6 * rate):int(2.4 * rate)]
     assert tone_power(first, rate, 1000) > 10 * tone_power(first, rate, 440)   # the announcement
     assert tone_power(later, rate, 440) > 10 * tone_power(later, rate, 1000)   # then the door's microphone
+
+
+def test_an_answer_that_crosses_the_cancel_is_acked_and_hung_up(sipp_peers, make_door):
+    late = sipp_peers("answer_crossing_cancel", "attic")
+    bell = ready_door(make_door, targets=["attic"], ring_timeout_s=1)
+    pressed = ring(bell)
+    call = bell.wait_event("sip.call", event_id=pressed.event_id, timeout=10)
+    assert call.data["result"] == "no_answer"  # the answer came too late to be taken
+    assert late.wait() == 0  # SIPp's scenario passes only with the door's ACK and BYE
