@@ -16,10 +16,11 @@ def edge(*args, env):
                           timeout=60)
 
 
-def device_env(tmp_path, kamailio, **sip):
+def device_env(tmp_path, kamailio, node: str | None = None, **sip):
     sip = {**sip_config(kamailio, **sip)["sip"], "audio_source": "tone", "audio_sink": "discard"}
     lines = ["[sip]"] + [f"{k} = {_toml(v)}" for k, v in sip.items()]
     lines += ["[doorbell]", "pin_factory = \"mock\"", "[health]", "port = 0"]
+    lines += ["[node]", f"id = \"{node}\""] if node else []
     (tmp_path / "edge.toml").write_text("\n".join(lines) + "\n")
     return {**os.environ, "EDGE_CONFIG": str(tmp_path / "edge.toml"), "EDGE_STATE_DIR": str(tmp_path / "state"),
             "EDGE_SIP_PASSWORD": DOOR_PASSWORD}
@@ -54,3 +55,24 @@ def test_status_of_a_device_that_never_called_says_so(tmp_path, kamailio):
     assert result.returncode == 0, result.stderr
     assert "door@127.0.0.1" in result.stdout and "targets:    house" in result.stdout
     assert "last calls: none yet" in result.stdout
+
+
+def test_status_shows_the_running_devices_line_and_its_last_call(tmp_path, kamailio, house_phones, make_door):
+    from services.sip.backend import REGISTERED
+    from sip.conftest import sip_worker
+
+    house = house_phones("house")
+    wait_for(house.registered, 10, message="the house phone to register")
+    bell = make_door()
+    wait_for(lambda: sip_worker(bell).line_state == REGISTERED, 10, message="the door's line to register")
+    bell.press()
+    pressed = bell.wait_event("doorbell.ring")
+    house.wait_event("CALL_ESTABLISHED")
+    house.hangup()
+    bell.wait_event("sip.call", event_id=pressed.event_id)
+    env = {**device_env(tmp_path, kamailio, node=bell.config["node"].id), "EDGE_STATE_DIR": str(bell.state_dir)}
+    wait_for(lambda: bell.runtime.health.get("worker.sip").state == "OK", 5, message="the line OK in health")
+    result = edge("sip", "status", env=env)
+    assert result.returncode == 0, result.stderr
+    assert "- OK: running" in result.stdout
+    assert "answered   sip:house@127.0.0.1" in result.stdout and f"(event {pressed.event_id})" in result.stdout
