@@ -18,6 +18,15 @@ PLACEHOLDER_SERIALS = {"", "0", "0000000000000000", "00000000", "0123456789", "t
                        "default string", "not specified", "none", "system serial number"}
 
 
+def placeholder_serial(serial: str | None) -> bool:
+    """Serials boards ship with when nobody filled them in ("To Be Filled By O.E.M.", all
+    zeros, "0123456789", ...): no identity, never a key to match a device on."""
+    if serial is None:
+        return True
+    text = serial.strip().lower()
+    return text in PLACEHOLDER_SERIALS or set(text) <= {"0", " ", "-", ":"}
+
+
 def _read(root: Path, relative: str) -> str | None:
     try:
         text = (root / relative).read_bytes().decode("utf-8", "replace")
@@ -38,7 +47,7 @@ class NodeFacts:
         model = _read(root, "proc/device-tree/model") or _read(root, "sys/class/dmi/id/product_name")
         serial = _read(root, "proc/device-tree/serial-number") or _cpuinfo_serial(root) or \
             _read(root, "sys/class/dmi/id/product_serial")
-        if serial is not None and serial.strip("0").lower() in PLACEHOLDER_SERIALS | {""}:
+        if placeholder_serial(serial):
             serial = None
         return cls(model, serial, _macs(root))
 

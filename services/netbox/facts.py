@@ -28,19 +28,10 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from edge import __version__
-from edge.node_facts import PLACEHOLDER_SERIALS, NodeFacts
+from edge.node_facts import NodeFacts, placeholder_serial
 
 # States in which a peripheral counts as not seen (its inventory item is marked stale).
 ABSENT_STATES = frozenset({"disconnected", "unplugged", "absent", "missing", "off"})
-
-
-def placeholder_serial(serial: str | None) -> bool:
-    """Serials boards ship with when nobody filled them in ("To Be Filled By O.E.M.", all
-    zeros, "0123456789", ...): never a key to match a device on."""
-    if serial is None:
-        return True
-    text = serial.strip().lower()
-    return text in PLACEHOLDER_SERIALS or set(text) <= {"0", " ", "-", ":"}
 
 
 @dataclass(frozen=True)

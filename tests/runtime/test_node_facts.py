@@ -30,6 +30,8 @@ def test_an_older_pi_gives_its_serial_in_cpuinfo_and_placeholders_are_no_serial(
     write(tmp_path, "proc/cpuinfo", b"Serial\t\t: 0000000000000000\n")
     write(tmp_path, "sys/class/dmi/id/product_serial", b"To Be Filled By O.E.M.\n")
     assert NodeFacts.read(tmp_path) == NodeFacts(None, None, ())
+    write(tmp_path, "sys/class/dmi/id/product_serial", b"0123456789\n")  # a common board placeholder
+    assert NodeFacts.read(tmp_path).serial is None
 
 
 def test_the_device_card_carries_the_facts_and_never_repeats_the_name_as_model():
