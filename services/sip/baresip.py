@@ -38,6 +38,7 @@ from services.sip.sections import DISCARD, TONE
 
 MODULE_PATH = "/usr/lib/baresip/modules"  # Debian's baresip-core, the same on amd64 and arm64
 START_TIMEOUT_S = 10.0
+QUIT_GRACE_S = 2.0  # BYE and un-REGISTER answers on a LAN, UDP retransmissions included (0.5 s, 1 s)
 TONE_RATE = 8000
 _UNSAFE_IN_ACCOUNT = re.compile(r"[\s;\"<>,]")
 _CALL_EVENTS = {"CALL_RINGING": RINGING, "CALL_PROGRESS": RINGING, "CALL_ESTABLISHED": ANSWERED,
@@ -232,19 +233,20 @@ class BaresipBackend(IntercomBackend):
                                "and registrar)") from None
 
     def stop(self, timeout_s: float, unregister: bool = True) -> None:
-        """`quit`: baresip ends its calls with BYE or CANCEL, un-registers and exits; then
-        SIGTERM, SIGKILL at `timeout_s`. Without `unregister` (the registrar is gone) it
-        gets SIGTERM at once, which ends the calls the same way without waiting for the
-        registrar."""
+        """`quit`: baresip sends BYE or CANCEL for its calls and un-REGISTERs at once, and
+        gets QUIT_GRACE_S for the answers; then SIGTERM, and SIGKILL half a second later.
+        What baresip would still wait for after that are SIP transaction timers (Timer D
+        keeps a cancelled INVITE 32 s over UDP), which nothing needs. Without `unregister`
+        (the registrar is gone, or a restart) it gets SIGTERM at once."""
         link, self.link = self.link, None
         grace = 0.0
         if unregister and link is not None and link.connected and self.child.running:
             try:
                 link.command("quit", timeout_s=min(2.0, timeout_s))
-                grace = max(0.0, timeout_s - 1.0)  # quit: BYE, CANCEL, un-REGISTER, then exit
+                grace = min(QUIT_GRACE_S, max(0.0, timeout_s - 0.5))
             except ControlError as exc:
                 self.log.warning("baresip did not take `quit` (%s); ending it with SIGTERM", exc)
-        self.child.stop(timeout_s, exit_grace_s=grace)
+        self.child.stop(min(timeout_s, grace + 0.5), exit_grace_s=grace)
         if link is not None:
             link.close()
 
