@@ -84,3 +84,17 @@ def test_a_missing_baresip_is_reported_once_and_the_doorbell_rings_on(make_door,
     bell.wait_event("doorbell.ring")
     wait_for(lambda: on_seconds(bell.chime), 5, message="the chime to ring")
     assert bell.runtime.health.overall() != "FAILED"
+
+
+def test_a_baresip_that_does_not_exit_after_quit_and_sigterm_is_killed(sipp_peers, make_door):
+    silent = sipp_peers("no_answer", "garage")
+    bell = make_door(targets=["garage"], ring_timeout_s=1)
+    worker = sip_worker(bell)
+    wait_for(lambda: worker.line_state == REGISTERED, 10, message="the door's line to register")
+    bell.press()
+    bell.wait_event("sip.call")  # cancelled: baresip now holds the INVITE transaction (Timer D, 32 s)
+    assert silent.wait() == 0
+    child = worker.backend.child
+    bell.stop()
+    assert not child.running
+    assert child.health().last_exit == "killed by SIGKILL"
