@@ -32,7 +32,7 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
 usage() {
     cat <<EOF
-Usage: install.sh [--root DIR] [--from WHEEL|CHECKOUT] [--no-apt] [--pip-cache DIR]
+Usage: install.sh [--root DIR] [--from WHEEL|CHECKOUT] [--no-apt] [--pip-cache DIR] [--wheels DIR]
        install.sh [--root DIR] --uninstall [--purge]
 
 Installs the edge runtime: the '$USER_NAME' user, a release venv in $PREFIX/releases/<version>
@@ -46,7 +46,9 @@ unit, enabled. Running it again changes nothing.
   --from SOURCE     a wheel (edge_appliance-<version>-*.whl) or a checkout
                     (default: the checkout this script is in)
   --no-apt          never run apt-get: fail, naming them, if packages are missing
-  --pip-cache DIR   pip's cache for --root (bind-mounted), for builders that run often
+  --pip-cache DIR   pip's cache, for builders that run often
+  --wheels DIR      install from the wheels in DIR only, without a package index (offline
+                    and repeatable; fill it with \`pip download -d DIR ...\` for the target)
   --uninstall       remove the runtime, unit, rules and links; keep $CONFIG_DIR, $STATE_DIR
                     and the user
   --purge           with --uninstall: also remove $CONFIG_DIR, $STATE_DIR and the user
@@ -71,7 +73,7 @@ trap 'failed "$LINENO" "$BASH_COMMAND"' ERR
 
 # --- options -----------------------------------------------------------------------------
 
-root=/ source="" apt=yes pip_cache="" action=install purge=no
+root=/ source="" apt=yes pip_cache="" wheels="" action=install purge=no
 args=("$@")
 while (($#)); do
     case $1 in
@@ -82,6 +84,8 @@ while (($#)); do
         --no-apt) apt=no; shift ;;
         --pip-cache) [[ $# -ge 2 ]] || die "--pip-cache needs a directory"; pip_cache=$2; shift 2 ;;
         --pip-cache=*) pip_cache=${1#*=}; shift ;;
+        --wheels) [[ $# -ge 2 ]] || die "--wheels needs a directory"; wheels=$2; shift 2 ;;
+        --wheels=*) wheels=${1#*=}; shift ;;
         --uninstall) action=uninstall; shift ;;
         --purge) purge=yes; shift ;;
         -h | --help) usage; exit 0 ;;
@@ -96,6 +100,8 @@ root=$(cd "$root" && pwd -P)
 live() { [[ -z $R ]]; }
 [[ -f $R/etc/os-release ]] || die "$root does not look like a Debian system (no /etc/os-release)"
 [[ -z $pip_cache || -d $pip_cache ]] || die "--pip-cache $pip_cache is not a directory"
+[[ -z $wheels || -d $wheels ]] || die "--wheels $wheels is not a directory"
+pip_env=()  # for every pip run, on the target's side of a --root
 
 # --- inside a private mount namespace for --root -------------------------------------------
 
@@ -117,22 +123,28 @@ if ! live; then
     if [[ -n $pip_cache ]]; then
         mkdir -p "$R/tmp/pip-cache"
         mount --bind "$pip_cache" "$R/tmp/pip-cache"
+        pip_env+=(PIP_CACHE_DIR=/tmp/pip-cache)
     fi
+    if [[ -n $wheels ]]; then
+        mkdir -p "$R/tmp/wheels"
+        mount --bind -o ro "$wheels" "$R/tmp/wheels"
+        pip_env+=(PIP_NO_INDEX=1 PIP_FIND_LINKS=/tmp/wheels)
+    fi
+else
+    [[ -n $pip_cache ]] && pip_env+=("PIP_CACHE_DIR=$pip_cache")
+    [[ -n $wheels ]] && pip_env+=(PIP_NO_INDEX=1 "PIP_FIND_LINKS=$(cd "$wheels" && pwd)")
 fi
 
 in_root() {  # a command run on the target system
-    if live && [[ -n $pip_cache ]]; then
-        PIP_CACHE_DIR=$pip_cache "$@"
-    elif live; then
-        "$@"
+    if live; then
+        env "${pip_env[@]}" "$@"
     else
         local pass=() name
         for name in "${PASS_ENV[@]}"; do
             [[ -n ${!name:-} ]] && pass+=("$name=${!name}")
         done
-        [[ -n $pip_cache ]] && pass+=(PIP_CACHE_DIR=/tmp/pip-cache)
         chroot "$R" /usr/bin/env -i "PATH=$PATH_IN_ROOT" HOME=/root LANG=C.UTF-8 \
-            PIP_DISABLE_PIP_VERSION_CHECK=1 "${pass[@]}" "$@"
+            PIP_DISABLE_PIP_VERSION_CHECK=1 "${pass[@]}" "${pip_env[@]}" "$@"
     fi
 }
 
@@ -325,22 +337,25 @@ service_env=()
 if [[ -f $R$CONFIG_DIR/edge.env ]]; then
     mapfile -t service_env < <(sed -n 's/^[[:space:]]*\(EDGE_[A-Z0-9_]*=.*\)$/\1/p' "$R$CONFIG_DIR/edge.env")
 fi
-check=$(in_root env "${service_env[@]}" EDGE_STATE_DIR="$STATE_DIR" "$release/bin/edge" config check --config "$config" 2>&1) ||
-    die "$config is not valid for release $version:
-$check
-fix it (or $CONFIG_DIR/edge.env), then run the installer again"
-# Feature flags and the key files the config names, one `name=value` line each.
+# The release's own config loader (what `edge config check` runs) validates it and says which
+# features are on and which key files the config names, one `name=value` line each.
 read -r -d '' query <<'PY' || true
 import sys
 from pathlib import Path
 from edge.assembly import all_sections, load_config
+from edge.config import ConfigError
 env = dict(arg.split("=", 1) for arg in sys.argv[2:])
-config, classes = load_config(Path(sys.argv[1]), False, env)
+try:
+    config, classes = load_config(Path(sys.argv[1]), False, env)
+except ConfigError as exc:
+    sys.exit("\n".join(f"  - {problem}" for problem in exc.problems))
 def value(section, key, default=""):
     try:
         return config[section][key]
     except KeyError:
         return default
+for warning in config.warnings:
+    print(f"warning={warning}")
 print(f"faces={value('faces', 'enabled', False) and value('doorbell', 'enabled', False)}")
 print(f"picamera2={value('camera', 'backend') == 'picamera2' and value('doorbell', 'enabled', False)}")
 print(f"gpio={value('doorbell', 'enabled', False)}")
@@ -352,10 +367,13 @@ for section in all_sections(classes):
         if key.secret_file and value(section.name, key.name):
             print(f"secret={value(section.name, key.name)}")
 PY
-facts_text=$(in_root "$python" -c "$query" "$config" "${service_env[@]}") ||
-    die "could not read the features from $config with release $version (the error is above)"
+facts_text=$(in_root "$python" -c "$query" "$config" "${service_env[@]}" 2>&1) ||
+    die "$config is not valid for release $version:
+$facts_text
+fix it (or $CONFIG_DIR/edge.env), then run the installer again"
 mapfile -t facts <<<"$facts_text"
 fact() { printf '%s\n' "${facts[@]}" | sed -n "s/^$1=//p"; }
+while read -r line; do warn "$line"; done < <(fact warning)
 
 # --- what the enabled features need ---------------------------------------------------------
 

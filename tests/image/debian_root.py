@@ -1,7 +1,7 @@
 """A minimal Debian bookworm amd64 root for the installer and container tests, built with
 mmdebstrap once and cached as a tarball outside the checkout (like .ci/aarch64's arm64 root),
-keyed by the package list: changing the list builds a new one. pip's cache lives beside it,
-so re-runs install the project without downloading it again.
+keyed by the package list: changing the list builds a new one. Beside it, pip's cache and a
+wheelhouse of the project's dependencies, so re-runs install without the network.
 
 Environment: EDGE_CI_CACHE (default /var/cache/edge-ci).
 """
@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import json
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
+import tomllib
 from pathlib import Path
 
 from edge.testing.requirements import missing, require_program
@@ -90,3 +93,27 @@ def scratch_dir(prefix: str) -> Path:
 
 def remove(path: Path) -> None:
     subprocess.run(["rm", "-rf", "--one-file-system", str(path)], check=True)
+
+
+def wheelhouse() -> Path:
+    """Every wheel the project needs to build and install on Debian 12 x86_64 (this
+    interpreter's), downloaded once per dependency list. pip's own HTTP cache is no help
+    here: the proxy in front of PyPI sends no cache headers, so pip keeps nothing."""
+    project = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())
+    requirements = [*project["build-system"]["requires"], *project["project"]["dependencies"]]
+    key = hashlib.sha256(json.dumps([sys.version_info[:2], requirements]).encode()).hexdigest()[:12]
+    path = cache_dir() / "wheels" / key
+    with open(cache_dir() / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (path / ".complete").exists():
+            path.mkdir(parents=True, exist_ok=True)
+            result = subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--dest", str(path),
+                                     *requirements], capture_output=True, text=True, env={
+                                         **os.environ, "PIP_FIND_LINKS": ""})
+            if result.returncode != 0:
+                raise RuntimeError(f"pip could not download the project's wheels:\n{result.stderr[-3000:]}")
+            (path / ".complete").touch()
+            for other in path.parent.iterdir():  # other dependency lists
+                if other != path:
+                    shutil.rmtree(other)
+    return path

@@ -25,7 +25,7 @@ import yaml
 from edge.assembly import load_config
 from edge.testing.requirements import require_program
 from edge.testing.waiting import wait_for
-from image.debian_root import pip_cache, remove, require_root_user, scratch_dir, unpack_root
+from image.debian_root import pip_cache, remove, require_root_user, scratch_dir, unpack_root, wheelhouse
 
 REPO = Path(__file__).resolve().parents[2]
 IMAGE = REPO / "image"
@@ -89,12 +89,10 @@ def changed(before: dict, after: dict) -> dict[str, tuple]:
 
 
 def install(root: Path, *args: str, image: Path = IMAGE, check: bool = True) -> subprocess.CompletedProcess:
-    # PIP_CERT: the host's CA bundle, copied into the root below (any local CA that HTTPS to
-    # PyPI goes through is in it).
-    env = {**os.environ, "PIP_CERT": "/etc/ssl/certs/ca-certificates.crt"}
-    env.pop("PIP_FIND_LINKS", None)
+    """install.sh --root, offline: pip takes the project's dependencies from the cached
+    wheelhouse (debian_root.wheelhouse) and builds the checkout with them."""
     result = subprocess.run(["bash", str(image / "install.sh"), "--root", str(root), "--pip-cache", str(pip_cache()),
-                             *args], capture_output=True, text=True, env=env, timeout=540)
+                             "--wheels", str(wheelhouse()), *args], capture_output=True, text=True, timeout=540)
     if check:
         assert result.returncode == 0, f"install.sh {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
     return result
@@ -120,7 +118,6 @@ def installed():
     base = scratch_dir("installer")
     try:
         root = unpack_root(base / "root")
-        shutil.copyfile("/etc/ssl/certs/ca-certificates.crt", root / "etc/ssl/certs/ca-certificates.crt")
         (root / "etc/edge").mkdir()
         (root / "etc/edge/edge.env").write_text(cloud_init_file("/etc/edge/edge.env")["content"] + SERVICE_ENV_EXTRA)
         (root / "etc/edge/mqtt-password").write_text(cloud_init_file("/etc/edge/mqtt-password")["content"])
@@ -156,7 +153,7 @@ def test_pigen_stage_runs_the_installer_against_the_image_root(installed):
     assert {"python3-venv", "python3-picamera2", "python3-lgpio", "cloud-init"} <= set(packages)
     before = listing(installed.root)
     env = {**os.environ, "ROOTFS_DIR": str(installed.root), "EDGE_PIP_CACHE": str(pip_cache()),
-           "PIP_CERT": "/etc/ssl/certs/ca-certificates.crt"}
+           "EDGE_WHEELS": str(wheelhouse())}
     try:
         result = subprocess.run(["bash", "./01-run.sh"], cwd=stage / "00-edge", env=env, capture_output=True,
                                 text=True, timeout=300)
