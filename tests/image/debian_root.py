@@ -97,10 +97,11 @@ def remove(path: Path) -> None:
 
 def wheelhouse() -> Path:
     """Every wheel the project needs to build and install on Debian 12 x86_64 (this
-    interpreter's), downloaded once per dependency list. pip's own HTTP cache is no help
+    interpreter's), with the simulator's extra, downloaded once per dependency list. pip's own HTTP cache is no help
     here: the proxy in front of PyPI sends no cache headers, so pip keeps nothing."""
     project = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())
-    requirements = [*project["build-system"]["requires"], *project["project"]["dependencies"]]
+    requirements = [*project["build-system"]["requires"], *project["project"]["dependencies"],
+                    *project["project"]["optional-dependencies"]["sim"]]
     key = hashlib.sha256(json.dumps([sys.version_info[:2], requirements]).encode()).hexdigest()[:12]
     path = cache_dir() / "wheels" / key
     with open(cache_dir() / ".lock", "w") as lock:

@@ -1,5 +1,6 @@
 """image/Containerfile: built with podman on a base made here (the cached mmdebstrap root,
-`podman import`ed: no image registry is reachable), started with its config from the
+`podman import`ed: no image registry is reachable; the Python wheels from the cached
+wheelhouse, with no network while building), started with its config from the
 environment and its state in a volume, healthy by its own HEALTHCHECK, and stopped cleanly
 by `podman stop` (SIGTERM, exit code 0, not SIGKILL's 137).
 
@@ -28,7 +29,7 @@ import pytest
 from edge.store import DB_NAME
 from edge.testing.requirements import require_program
 from edge.testing.waiting import wait_for
-from image.debian_root import cache_dir, pip_cache, require_root_user, root_tarball
+from image.debian_root import cache_dir, require_root_user, root_tarball, wheelhouse
 
 REPO = Path(__file__).resolve().parents[2]
 ULIMITS = ("--ulimit", "nofile=4096:4096", "--ulimit", "nproc=4096:4096")
@@ -75,11 +76,11 @@ def test_container_builds_runs_healthy_with_env_config_and_stops_cleanly(podman,
     tag = f"localhost/edge-test:{os.getpid()}"
     name = volume = f"edge-test-{os.getpid()}"
     try:
-        # The host's CA bundle holds any local CA that HTTPS to PyPI goes through.
-        podman("build", "--format", "docker", "--network", "host", *ULIMITS,
+        # offline, from the cached wheelhouse: no network at all while building
+        podman("build", "--format", "docker", "--network", "none", *ULIMITS,
                "--build-arg", f"BASE={base}", "--build-arg", "FACES=no",
-               "--volume", f"{pip_cache()}:/root/.cache/pip",
-               "--volume", "/etc/ssl/certs/ca-certificates.crt:/etc/ssl/certs/ca-certificates.crt:ro",
+               "--build-arg", "PIP_NO_INDEX=1", "--build-arg", "PIP_FIND_LINKS=/wheels",
+               "--volume", f"{wheelhouse()}:/wheels:ro",
                "-f", str(REPO / "image" / "Containerfile"), "-t", tag, str(REPO), timeout=540)
         check = json.loads(podman("image", "inspect", "--format", "{{json .Config.Healthcheck}}", tag).stdout)
         assert check["Test"] == ["CMD", "edge", "status"]
