@@ -74,6 +74,20 @@ class SerialPort:
         *lines, self._partial = data.split(b"\n")
         return [line.rstrip(b"\r").decode("utf-8", "replace") for line in lines]
 
+    def write_first(self, data: bytes) -> None:
+        """Write `data` ahead of whatever still waits to leave (the emergency stop): the output
+        not yet on the wire is discarded first (tcflush TCOFLUSH; USB adapters purge their
+        FIFO), so `data` does not queue behind lines that must not run anyway."""
+        port = self._serial
+        if port is None:
+            raise PortGone(f"{self.url} is closed")
+        try:
+            with self._write_lock:
+                port.reset_output_buffer()
+                port.write(data)
+        except (serial.SerialException, OSError, TypeError, AttributeError) as exc:
+            raise PortGone(f"writing to {self.url} failed: {exc}") from None
+
     def write(self, data: bytes) -> None:
         port = self._serial
         if port is None:

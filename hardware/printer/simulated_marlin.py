@@ -267,7 +267,9 @@ class SimulatedMarlin:
                 ready, _, _ = select.select([master], [], [], 0.05)
                 if not ready:
                     continue
-                packet = os.read(master, 256)
+                # No more than a UART's FIFO at a time: the rest waits in the kernel, where the
+                # host can still discard it (tcflush), as it can with a real adapter.
+                packet = os.read(master, 1 + 64)
             except OSError:  # unplugged under us, or no host has the port open
                 time.sleep(0.02)
                 continue

@@ -32,7 +32,8 @@ Protocol rules (after OctoPrint's comm.py, which learnt them from many firmwares
   OctoPrint does) and an M105 provokes a fresh one; after `unresponsive_after` timeouts in a
   row the printer is reported unresponsive.
 - Fatal lines (kill(), thermal runaway, MAXTEMP...) stop feeding and report the message.
-- Emergency stop: M112 written at once, outside the window and the numbering (the
+- Emergency stop: M112 written at once, ahead of the lines not yet on the wire (they are
+  discarded), outside the window and the numbering (the
   firmware's EMERGENCY_PARSER acts on it as it arrives; without it, after the few lines
   already in its queue).
 """
@@ -203,7 +204,7 @@ class Sender:
         """M112 now, from the caller's thread: not behind the window, not numbered."""
         self._feed = None
         self._estop = True  # the sender thread drops the queued commands
-        self.port.write(b"M112\n")
+        self.port.write_first(b"M112\n")
 
     def window_limits(self) -> tuple[int, int]:
         """(lines, bytes) allowed in flight now."""
