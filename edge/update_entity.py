@@ -92,13 +92,13 @@ class UpdateWorker(Worker):
     heartbeat_timeout_s = 60.0
     entities = (
         Entity("update", "firmware", "Firmware", state=STATE, command="install_update", device_class="firmware",
-               entity_category="config", options={"payload_install": "{}", "title": "Edge appliance"},
-               requires=("update.enabled", "update.feed_url")),  # without a feed it would always say "up to date"
+               entity_category="config", options={"payload_install": "{}", "title": "Edge appliance"}),
     )
 
     @classmethod
     def enabled(cls, config) -> bool:
-        """Runs only with a feed to look at (the install action needs one)."""
+        """Runs, and shows its entity, only with a feed to look at: without one it would always
+        say "up to date", and the install action would have nothing to install."""
         return bool(config["update"].enabled and config["update"].feed_url)
 
     def run(self, ctx: WorkerContext) -> None:
