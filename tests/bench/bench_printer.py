@@ -278,9 +278,9 @@ def main() -> int:
         estop["line_time_ms"] = round(line_bytes * 10 / args.baud * 1000, 2)
         estop["within_one_line_time"] = estop["latency_ms"] is not None and estop["latency_ms"] <= estop["line_time_ms"]
         result.update({"one_in_flight": one, "window": win, "emergency_stop": estop,
-                       # judged against the higher of the two ceilings (the stricter figure)
-                       "goals": {"window_at_least_0.90": win["lines_per_s"] / max(ceiling, nominal) >= 0.90,
-                                 "one_in_flight_at_least_0.64": one["lines_per_s"] / max(ceiling, nominal) >= 0.64}})
+                       # judged as issue 12 defines them: against the ceiling measured in this run
+                       "goals": {"window_at_least_0.90": win["fraction_of_ceiling"] >= 0.90,
+                                 "one_in_flight_at_least_0.64": one["fraction_of_ceiling"] >= 0.64}})
         if not args.no_recognition:
             print("window beside the face recognizer...", file=sys.stderr)
             try:

@@ -157,6 +157,9 @@ def test_thermal_runaway_fails_the_job_with_the_firmware_message(make_fake, make
     wait_state(device, "error")
     with pytest.raises(CommandRejected, match="halted"):
         device.command("printer_send", {"gcode": "M105"})
+    fake.reset()  # the person fixed it and pressed the printer's reset button
+    wait_state(device, "idle")
+    assert "Thermal Runaway" in device.command("printer_status")["last_error"]  # kept until the next job
 
 
 def test_emergency_stop_is_sent_at_once_and_fails_the_job(make_fake, make_device):
