@@ -221,7 +221,8 @@ ensure_packages() {  # ensure_packages WHY PACKAGE...
     shift
     mapfile -t need < <(missing_packages "$@")
     ((${#need[@]})) || return 0
-    [[ $apt == yes ]] || die "$why needs the Debian packages ${need[*]}: install them (apt-get install ${need[*]}) or run without --no-apt"
+    [[ $apt == yes ]] ||
+        die "$why needs the Debian packages ${need[*]}: install them (apt-get install ${need[*]}) or run without --no-apt"
     say "installing ${need[*]} ($why)"
     in_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${need[@]}" ||
         die "apt-get could not install ${need[*]}; run \`apt-get update\` on the target and try again"
@@ -382,7 +383,8 @@ if [[ $(fact picamera2) == True ]]; then
     if pi_os || available python3-picamera2; then
         wanted+=(python3-picamera2)
     else
-        warn "[camera] backend = \"picamera2\" needs python3-picamera2, which only Raspberry Pi OS offers; on this system set [camera] backend = \"opencv\" (USB or RTSP camera)"
+        warn "[camera] backend = \"picamera2\" needs python3-picamera2, which only Raspberry Pi OS offers;" \
+            "on this system set [camera] backend = \"opencv\" (USB or RTSP camera)"
     fi
 fi
 [[ $(fact gpio) == True ]] && pi_os && wanted+=(python3-lgpio)  # gpiozero's pin library on a Pi 5
@@ -390,8 +392,8 @@ fi
 [[ $(fact mqtt) == True ]] && wanted+=(mosquitto-clients)  # mosquitto_sub for looking at what it sends
 ensure_packages "the configured features" "${wanted[@]}"
 
-if [[ $(fact faces) == True ]] &&
-    ! in_root "$python" -c 'import importlib.util as u, sys; sys.exit(not (u.find_spec("face_recognition") and u.find_spec("dlib")))'; then
+has_faces='import importlib.util as u, sys; sys.exit(not (u.find_spec("face_recognition") and u.find_spec("dlib")))'
+if [[ $(fact faces) == True ]] && ! in_root "$python" -c "$has_faces"; then
     # dlib-bin ships dlib prebuilt but pip does not count it as face-recognition's `dlib`,
     # so face-recognition goes in with --no-deps (the same steps as README's).
     say "installing the face libraries into $release ([faces] enabled)"
@@ -403,10 +405,11 @@ fi
 
 # --- keys and secrets: 0600, readable by the service's user only --------------------------
 
+owner=$(in_root id -u "$USER_NAME"):$(in_root id -g "$USER_NAME")  # the target's numbers, not this host's names
 secure() {  # the service reads these; /etc stays read-only to it (ProtectSystem=strict)
     local file=$1
-    [[ $(stat -c '%U:%G %a' "$R$file") == "$USER_NAME:$USER_NAME 600" ]] && return 0
-    in_root chown "$USER_NAME:$USER_NAME" "$file"
+    [[ $(stat -c '%u:%g %a' "$R$file") == "$owner 600" ]] && return 0
+    chown "$owner" "$R$file"
     chmod 0600 "$R$file"
     say "made $file readable by $USER_NAME only (0600)"
 }
@@ -434,7 +437,8 @@ if [[ ! -e $R$PREFIX/current ]]; then
     switch_link "releases/$version" "$PREFIX/current"
     say "current release: $version"
 elif [[ $(readlink "$R$PREFIX/current") != "releases/$version" ]]; then
-    say "release $version installed beside the current $(readlink "$R$PREFIX/current"); switch with \`edge update $release\`"
+    say "release $version installed beside the current $(readlink "$R$PREFIX/current");" \
+        "switch with \`edge update $release\`"
 fi
 switch_link "$PREFIX/current/bin/edge" "$LINK" && say "linked $LINK"
 unit_changed=no
@@ -451,11 +455,10 @@ if live && [[ -d /run/systemd/system ]]; then
         fi
     fi
     systemctl enable --quiet edge.service
-    if [[ $unit_changed == yes ]] && systemctl is-active --quiet edge.service; then
-        systemctl restart edge.service
-    else
-        systemctl start edge.service
-    fi
+    started=start
+    [[ $unit_changed == yes ]] && systemctl is-active --quiet edge.service && started=restart
+    systemctl "$started" edge.service ||
+        die "edge.service did not start: \`systemctl status edge\` and \`journalctl -u edge\` say why"
     say "running: systemctl status edge; edge status"
 else
     # No running systemd there: what `systemctl enable` would do, by hand or with --root.

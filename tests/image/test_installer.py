@@ -227,6 +227,7 @@ def test_second_run_changes_nothing(installed):
     result = install(installed.root)
     assert changed(before, listing(installed.root)) == {}
     assert f"release {VERSION} is already installed" in result.stdout
+    assert not re.search(r"created|made|wrote|installed /|linked|enabled", result.stdout), result.stdout
 
 
 def test_edited_config_survives_and_a_changed_example_is_left_beside_it(installed, tmp_path):
@@ -310,8 +311,8 @@ systemctl poweroff
 def test_installed_root_boots_and_the_service_reaches_ready(installed, tmp_path):
     """The real unit (hardening, User=edge, Type=notify, the boot check) under systemd in the
     installed root, then the installer run again on that live system, which must neither
-    fail nor restart the running service, and --uninstall there, which stops it. The root is volatile (an overlay thrown away) and
-    has only a loopback network."""
+    fail nor restart the running service, and --uninstall there, which stops it. The root is
+    volatile (an overlay thrown away) and has only a loopback network."""
     nspawn = require_program("systemd-nspawn", "systemd-container")
     out = tmp_path / "out"
     out.mkdir()
