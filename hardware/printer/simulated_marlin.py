@@ -443,9 +443,12 @@ class SimulatedMarlin:
         return f"T:{t:.2f} /{tt:.2f} B:{b:.2f} /{bt:.2f} @:0 B@:0"
 
     def _execute(self, command: str) -> None:
-        self.executed.append(command)
         words = command.split(None, 1)
         code = words[0].upper() if words else ""
+        if not code or code[0] not in "GMT":  # a fragment a flush left behind: refused, not run
+            self._say(f'echo:Unknown command: "{command}"')
+            return self._ok()
+        self.executed.append(command)
         params = {k: float(v) for k, v in _PARAM.findall(command.upper()[len(code):])}
         if self._busy_next_s:
             seconds, self._busy_next_s = self._busy_next_s, 0.0
@@ -490,8 +493,6 @@ class SimulatedMarlin:
         elif code == "M112":
             self.last_m112_at = time.monotonic()
             return self._halt("")
-        elif code and code[0] not in "GMT":
-            self._say(f'echo:Unknown command: "{command}"')
         self._ok()
 
     def _wait(self, seconds: float, keepalive, until=None) -> None:

@@ -20,9 +20,9 @@ Protocol rules (after OctoPrint's comm.py, which learnt them from many firmwares
   (from the history), but only once the wire is quiet: every line still on its way draws
   another request for n (ignored: OctoPrint's "still originates from lines we sent before we
   got the first resend request") and each of those errors flushes the buffer again, which
-  would swallow a replay sent too early. Oks that arrive meanwhile still count, so a request
-  caused by a line that arrived twice replays nothing (the named line was already on its
-  way). A request for the next unsent line is not an error. Marlin follows a request with
+  would swallow a replay sent too early. A replayed line the firmware already has is refused
+  by its number (never run twice), and the request that draws names the next unsent line,
+  which is not an error: so a line that arrived twice costs one refused replay, no chain. Marlin follows a request with
   `ok`; some firmwares do not: the first request learns which (the `ok` comes straight after
   it or not at all), so no `ok` is miscounted. More than MAX_RESENDS requests in a row for
   one line end the job. Requests while several lines were in flight shrink the bytes sent at
@@ -159,7 +159,6 @@ class Sender:
         self._budget = rx_buffer  # bytes allowed in flight now (shrinks when the firmware drops bytes)
         self._drain_until: float | None = None  # after a resend request: replay once the wire is quiet
         self._drain_number = 0
-        self._last_acked = 0
         self._drain_quiet_s = 0.0
         self._max_buffer_free = 0
         self._synced_once = False
@@ -411,7 +410,6 @@ class Sender:
             self.stray_oks += 1
 
     def _acked(self, sent: _Sent) -> None:
-        self._last_acked = max(self._last_acked, sent.number)
         if self._budget < self.rx_buffer:
             self._budget += 1
         if sent.number == self._resend_number:
@@ -440,7 +438,6 @@ class Sender:
         self._history.clear()
         self._replay.clear()
         self._drain_until = None
-        self._last_acked = 0
         self._next_number = 1
         self._max_buffer_free = 0
         self.firmware = Firmware()
@@ -520,9 +517,7 @@ class Sender:
         # Marlin flushes its receive buffer with every error, so lines still on the wire would
         # each draw another request and, worse, flush a replay sent too early: wait until the
         # wire is quiet (the bytes in flight at wire speed, twice over), then go back to the
-        # first line still unacknowledged. Oks that come meanwhile still count: a request caused
-        # by a line arriving twice is followed by the ok of the line it named, which then needs
-        # no replay (replaying it would draw the same request again, for ever).
+        # requested line.
         in_transit = sum(s.nbytes for s in self._in_flight)
         if len(self._in_flight) > 1:
             # Requests while several lines were in flight may mean the receive buffer is smaller
@@ -535,10 +530,13 @@ class Sender:
         self._drain_until = self.clock.monotonic() + self._drain_quiet_s
 
     def _end_drain(self) -> None:
+        # From the requested line, even when an ok meanwhile seemed to cover it: a plain ok
+        # cannot say which line it answers (an unknown-command fragment left by a flush gets
+        # one too). A line the firmware already has is refused by its number, never run twice,
+        # and the request that refusal draws names the next unsent line, which ends it.
         self._drain_until = None
-        start = max(self._drain_number, self._last_acked + 1)
         self._in_flight.clear()
-        self._replay = deque(range(start, self._next_number))
+        self._replay = deque(range(self._drain_number, self._next_number))
 
     def _link_failed(self, reason: str) -> None:
         self.log.error("%s", reason)
