@@ -180,14 +180,14 @@ def install(layout: ReleaseLayout, artifact: Artifact, pip_args: list[str] = (),
 
 def adopt(layout: ReleaseLayout, directory: Path) -> str:
     """A release directory already installed under releases/ (image/install.sh puts a new
-    one there beside the running one); returns its version."""
+    one there beside the running one, and has run its code already: it loads the config
+    with the release's own Python); returns its version."""
     if directory.resolve().parent != layout.releases.resolve() or directory.name not in layout.versions():
         raise ReleaseError(f"{directory} is not a complete release in {layout.releases}; give a release archive, "
                            f"a wheel or a URL")
     version = check_version(directory.name)
     if version in (layout.current(), layout.committed()):
         raise ReleaseError(f"release {version} is already in use; nothing to do (`edge update --status`)")
-    _check_starts(layout.release(version), version)
     return version
 
 
