@@ -27,7 +27,9 @@ def placeholder_serial(serial: str | None) -> bool:
     return text in PLACEHOLDER_SERIALS or set(text) <= {"0", " ", "-", ":"}
 
 
-def _read(root: Path, relative: str) -> str | None:
+def read_fact(root: Path, relative: str) -> str | None:
+    """A small text file under `root` (device tree, DMI, /etc), stripped of the NULs the
+    device tree ends strings with; None when missing or empty."""
     try:
         text = (root / relative).read_bytes().decode("utf-8", "replace")
     except OSError:
@@ -44,20 +46,27 @@ class NodeFacts:
 
     @classmethod
     def read(cls, root: Path = Path("/")) -> "NodeFacts":
-        model = _read(root, "proc/device-tree/model") or _read(root, "sys/class/dmi/id/product_name")
-        serial = _read(root, "proc/device-tree/serial-number") or _cpuinfo_serial(root) or \
-            _read(root, "sys/class/dmi/id/product_serial")
+        model = read_fact(root, "proc/device-tree/model") or read_fact(root, "sys/class/dmi/id/product_name")
+        serial = read_fact(root, "proc/device-tree/serial-number") or _cpuinfo_serial(root) or \
+            read_fact(root, "sys/class/dmi/id/product_serial")
         if placeholder_serial(serial):
             serial = None
         return cls(model, serial, _macs(root))
 
 
 def _cpuinfo_serial(root: Path) -> str | None:
-    for line in (_read(root, "proc/cpuinfo") or "").splitlines():
+    for line in (read_fact(root, "proc/cpuinfo") or "").splitlines():
         key, _, value = line.partition(":")
         if key.strip() == "Serial":
             return value.strip() or None
     return None
+
+
+def pi_serial(root: Path) -> str | None:
+    """A Raspberry Pi's SoC serial (device tree, else /proc/cpuinfo on older kernels);
+    None elsewhere or when it is a placeholder."""
+    serial = read_fact(root, "proc/device-tree/serial-number") or _cpuinfo_serial(root)
+    return None if placeholder_serial(serial) else serial
 
 
 def _macs(root: Path) -> tuple[str, ...]:
@@ -72,7 +81,7 @@ def _macs(root: Path) -> tuple[str, ...]:
     for name in names:
         if name == "lo" or not (net / name / "device").exists():
             continue  # virtual interfaces have no device link
-        mac = _read(root, f"sys/class/net/{name}/address")
+        mac = read_fact(root, f"sys/class/net/{name}/address")
         if mac and mac != "00:00:00:00:00:00":
             found.append(mac.upper())
     return tuple(found)

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from edge import __version__
-from edge.node_facts import NodeFacts, placeholder_serial
+from edge.node_facts import NodeFacts, pi_serial, placeholder_serial, read_fact
 
 # States in which a peripheral counts as not seen (its inventory item is marked stale).
 ABSENT_STATES = frozenset({"disconnected", "unplugged", "absent", "missing", "off"})
@@ -68,28 +68,9 @@ class Facts:
     peripherals: tuple[Peripheral, ...] | None = field(default=None)
 
 
-def _read(root: Path, relative: str) -> str | None:
-    try:
-        text = (root / relative).read_bytes().decode("utf-8", "replace")
-    except OSError:
-        return None
-    text = text.replace("\0", "").strip()
-    return text or None
-
-
-def _pi_serial(root: Path) -> str | None:
-    serial = _read(root, "proc/device-tree/serial-number")
-    if serial is None:
-        for line in (_read(root, "proc/cpuinfo") or "").splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "Serial":
-                serial = value.strip()
-    return None if placeholder_serial(serial) else serial
-
-
 def _os_name(root: Path) -> str | None:
     values = {}
-    for line in (_read(root, "etc/os-release") or _read(root, "usr/lib/os-release") or "").splitlines():
+    for line in (read_fact(root, "etc/os-release") or read_fact(root, "usr/lib/os-release") or "").splitlines():
         key, _, value = line.partition("=")
         values[key.strip()] = value.strip().strip('"')
     return values.get("PRETTY_NAME") or values.get("NAME")
@@ -98,7 +79,7 @@ def _os_name(root: Path) -> str | None:
 def _manufacturer(root: Path, model: str | None) -> str | None:
     if model and model.startswith("Raspberry Pi"):
         return "Raspberry Pi Ltd"
-    vendor = _read(root, "sys/class/dmi/id/sys_vendor")
+    vendor = read_fact(root, "sys/class/dmi/id/sys_vendor")
     return None if vendor is None or placeholder_serial(vendor) else vendor
 
 
@@ -164,17 +145,17 @@ def read_facts(root: Path = Path("/"), *, interfaces: Callable[[], tuple[Interfa
     """Everything this node knows about itself now. `states` is the state board's snapshot
     (None: peripherals unknown)."""
     node = NodeFacts.read(root)
-    pi_serial = _pi_serial(root)
-    machine_id = _read(root, "etc/machine-id")
-    serial = pi_serial or (None if placeholder_serial(node.serial) else node.serial)
+    soc_serial = pi_serial(root)
+    machine_id = read_fact(root, "etc/machine-id")
+    serial = soc_serial or (None if placeholder_serial(node.serial) else node.serial)
     try:
         found_interfaces = interfaces()
     except OSError:
         found_interfaces = ()
-    name = hostname or _read(root, "etc/hostname") or socket.gethostname()
+    name = hostname or read_fact(root, "etc/hostname") or socket.gethostname()
     return Facts(
         hostname=name.split(".")[0],
-        identity=pi_serial or machine_id,
+        identity=soc_serial or machine_id,
         serial=serial,
         model=node.model,
         manufacturer=_manufacturer(root, node.model),
