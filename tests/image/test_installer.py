@@ -259,19 +259,25 @@ def test_edited_config_survives_and_a_changed_example_is_left_beside_it(installe
     assert changed(before, listing(root)) == {}
 
 
-def test_on_raspberry_pi_os_the_camera_and_gpio_packages_are_wanted(installed):
+def test_the_enabled_features_decide_the_debian_packages(installed):
     """Raspberry Pi OS (pi-gen writes /etc/rpi-issue): the example's picamera2 camera and the
-    doorbell's GPIO need apt's python3-picamera2 and python3-lgpio; with --no-apt their absence
-    is a failure that names them."""
-    marker = installed.root / "etc/rpi-issue"
+    doorbell's GPIO need apt's python3-picamera2 and python3-lgpio; the intercom, enabled
+    through edge.env as cloud-init would, needs baresip-core. With --no-apt their absence is
+    a failure that names them, and the config's warnings are passed on."""
+    marker, env_file = installed.root / "etc/rpi-issue", installed.root / "etc/edge/edge.env"
+    service_env = env_file.read_text()
     marker.write_text("Raspberry Pi reference (test)\n")
+    env_file.write_text(service_env + "EDGE_SIP_ENABLED=true\nEDGE_SIP_REGISTRAR=pbx.lan:5060\nEDGE_SIP_USERNAME=door\n")
     try:
         result = install(installed.root, "--no-apt", check=False)
         assert result.returncode != 0
-        assert "needs the Debian packages python3-picamera2 python3-lgpio" in result.stderr, result.stderr
+        assert "needs the Debian packages python3-picamera2 python3-lgpio baresip-core" in result.stderr, \
+            result.stderr
         assert "--no-apt" in result.stderr
+        assert "warning: [sip] targets: empty" in result.stderr
     finally:
         marker.unlink()
+        env_file.write_text(service_env)
 
 
 def test_a_config_the_release_rejects_fails_the_install_with_the_problem(installed):
