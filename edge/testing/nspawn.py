@@ -19,7 +19,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Mapping, Sequence
 
 from edge.testing.requirements import missing, require_program
 
@@ -77,35 +77,51 @@ def _container_init(nspawn_pid: int) -> int | None:
 
 
 @contextlib.contextmanager
-def booted_unit(tmp_path: Path, drop_in: str) -> Iterator[BootedUnit]:
-    """Boot a container whose edge.service is image/edge.service (ExecStart pointed at this
-    venv's `edge`) plus `drop_in` (which starts with RELAX); powered off on the way out."""
+def booted_unit(tmp_path: Path, drop_in: str, *, edge: Path | None = EDGE, units: Mapping[str, str] = {},
+                binds: Sequence[str] = ()) -> Iterator[BootedUnit]:
+    """Boot a container whose edge.service is image/edge.service plus `drop_in` (which
+    starts with RELAX); powered off on the way out.
+
+    edge: what ExecStart runs instead of /opt/edge/current/bin/edge (None: that path, for a
+    test that binds a release prefix there). units: more unit files (name → text), enabled
+    like edge.service. binds: more nspawn --bind/--bind-ro options."""
     nspawn = require_program("systemd-nspawn", "systemd-container")
     require_program("nsenter", "util-linux")
     if os.geteuid() != 0:
         missing("systemd-nspawn needs root: run the tests as root (CI does)")
-    units = tmp_path / "units"
-    (units / "edge.service.d").mkdir(parents=True)
-    (units / "multi-user.target.wants").mkdir()
-    unit = (REPO / "image" / "edge.service").read_text().replace("/opt/edge/current/bin/edge", str(EDGE))
-    (units / "edge.service").write_text(unit)
-    (units / "edge.service.d" / "test.conf").write_text(drop_in)
-    (units / "multi-user.target.wants" / "edge.service").symlink_to("../edge.service")
+    unit_dir = tmp_path / "units"
+    (unit_dir / "edge.service.d").mkdir(parents=True)
+    (unit_dir / "multi-user.target.wants").mkdir()
+    unit = (REPO / "image" / "edge.service").read_text()
+    if edge is not None:
+        unit = unit.replace("/opt/edge/current/bin/edge", str(edge))
+    (unit_dir / "edge.service.d" / "test.conf").write_text(drop_in)
+    for name, text in {"edge.service": unit, **units}.items():
+        (unit_dir / name).write_text(text)
+        (unit_dir / "multi-user.target.wants" / name).symlink_to(f"../{name}")
     state = tmp_path / "state"
     state.mkdir()
-    binds = {Path(sys.base_prefix).resolve(), VENV.resolve(), REPO}
+    python = {Path(sys.base_prefix).resolve(), VENV.resolve(), REPO}
     cmd = [nspawn, "-q", "-D", "/", "--volatile=yes", "--keep-unit", "--register=no", "--console=pipe",
-           f"--bind-ro={units}:/etc/systemd/system", f"--bind={state}:/var/lib/edge",
-           *[f"--bind-ro={p}" for p in sorted(binds)], "--boot", "systemd.firstboot=off"]
+           f"--bind-ro={unit_dir}:/etc/systemd/system", f"--bind={state}:/var/lib/edge", *binds,
+           *[f"--bind-ro={p}" for p in sorted(python)], "--boot", "systemd.firstboot=off"]
     log_path = tmp_path / "console.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
         try:
             yield BootedUnit(proc, state, log_path)
         finally:
-            proc.send_signal(signal.SIGTERM)  # nspawn asks the container's systemd to power off
-            try:
-                proc.wait(60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            power_off(proc)
+
+
+def power_off(proc: subprocess.Popen, timeout: float = 60) -> None:
+    """End a systemd-nspawn container: SIGTERM makes nspawn ask the container's systemd to
+    power off; killed if that takes longer than `timeout`."""
+    if proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
