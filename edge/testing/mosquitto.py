@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import socket
 import subprocess
-import time
 from pathlib import Path
 
-from edge.testing.ports import free_port
+from edge.testing.ports import free_port, wait_listening
 
 
 class Mosquitto:
@@ -33,17 +31,12 @@ class Mosquitto:
         conf.write_text(self.conf())
         self.proc = subprocess.Popen([self.program, "-c", str(conf)], stdout=subprocess.DEVNULL,
                                      stderr=open(self.log_path, "ab"))
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"mosquitto exited with {self.proc.returncode}: {self.log_path.read_text()}")
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return self
-            except OSError:
-                time.sleep(0.02)
-        self.stop()
-        raise RuntimeError(f"mosquitto did not listen on {self.port} within {timeout}s")
+        try:
+            wait_listening(self.proc, self.port, "mosquitto", self.log_path, timeout)
+        except RuntimeError:
+            self.stop()
+            raise
+        return self
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:

@@ -16,9 +16,9 @@ import signal
 import socket
 import subprocess
 import threading
-import time
 from pathlib import Path
 
+from edge.testing.ports import wait_listening
 from edge.testing.waiting import wait_for
 from services.sip.baresip import free_sip_port, write_tone
 from services.sip.control import ControlLink
@@ -177,17 +177,12 @@ class Kamailio:
         self.proc = subprocess.Popen([program, "-f", str(cfg), "-DD", "-E", "-m", "32", "-M", "4",
                                       "-Y", str(self.workdir)], stdout=subprocess.DEVNULL,
                                      stderr=open(self.log_path, "ab"), start_new_session=True)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"kamailio exited with {self.proc.returncode}: {self.log_path.read_text()[-2000:]}")
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return self
-            except OSError:
-                time.sleep(0.02)
-        self.stop()
-        raise RuntimeError(f"kamailio did not listen on {self.port} within 10 s")
+        try:
+            wait_listening(self.proc, self.port, "kamailio", self.log_path)
+        except RuntimeError:
+            self.stop()
+            raise
+        return self
 
     def stop(self) -> None:
         """Stop it and its children (its own process group: it was started in a session of its own)."""

@@ -49,24 +49,11 @@ from services.doorbell.enrollment import encode_photo, photo_source
 from services.doorbell.faces_store import FACES_SCHEMA, FaceStore
 from services.doorbell.testing import SimulatedDoorbell
 from services.doorbell.worker import DoorbellWorker
+from measures import percentiles, rss_mb
 
 EDGE = str(Path(sys.executable).with_name("edge"))
 NODE = "bench-door"
 BARE_PIN = 17
-
-
-def percentiles(samples_ms: list[float]) -> dict:
-    ordered = sorted(samples_ms)
-    p99 = ordered[min(len(ordered) - 1, int(round(0.99 * (len(ordered) - 1))))]
-    return {"p50_ms": round(statistics.median(ordered), 3), "p99_ms": round(p99, 3),
-            "max_ms": round(ordered[-1], 3), "n": len(ordered)}
-
-
-def rss_mb(pid: int) -> float:
-    for line in open(f"/proc/{pid}/status"):
-        if line.startswith("VmRSS:"):
-            return round(int(line.split()[1]) / 1024, 1)
-    raise RuntimeError(f"no VmRSS for {pid}")
 
 
 def children(pid: int) -> list[int]:

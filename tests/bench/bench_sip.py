@@ -25,7 +25,6 @@ import json
 import os
 import re
 import socket
-import statistics
 import tempfile
 import threading
 import time
@@ -38,22 +37,9 @@ from services.sip.backend import REGISTERED
 from services.sip.baresip import free_sip_port
 from services.sip.testing import HousePhone, Kamailio
 from services.sip.worker import SipWorker
+from measures import percentiles, rss_mb
 
 DOOR_PW, HOUSE_PW = "bench-door-pw", "bench-house-pw"
-
-
-def percentiles(samples_ms: list[float]) -> dict:
-    ordered = sorted(samples_ms)
-    p99 = ordered[min(len(ordered) - 1, int(round(0.99 * (len(ordered) - 1))))]
-    return {"p50_ms": round(statistics.median(ordered), 3), "p99_ms": round(p99, 3),
-            "max_ms": round(ordered[-1], 3), "n": len(ordered)}
-
-
-def rss_mb(pid: int) -> float:
-    for line in open(f"/proc/{pid}/status"):
-        if line.startswith("VmRSS:"):
-            return round(int(line.split()[1]) / 1024, 1)
-    return 0.0
 
 
 class BusyPeer:
