@@ -8,8 +8,10 @@ from __future__ import annotations
 import pytest
 
 from edge.testing.requirements import require_program
+from edge.testing.waiting import wait_for
 from services.doorbell.testing import NO_FACES, doorbells
 from services.doorbell.worker import DoorbellWorker
+from services.sip.backend import REGISTERED
 from services.sip.baresip import free_sip_port
 from services.sip.testing import HousePhone, Kamailio, Sipp
 from services.sip.worker import SipWorker
@@ -73,6 +75,20 @@ def make_door(tmp_path, kamailio):
 
 def sip_worker(bell) -> SipWorker:
     return bell.runtime.supervisor.runner("sip").worker
+
+
+def in_call(house_phones, make_door):
+    """A registered house phone, a door whose line is registered, a press, and the two in
+    the call it started: (door, house phone, the ring)."""
+    house = house_phones("house")
+    wait_for(house.registered, 10, message="the house phone to register")
+    bell = make_door()
+    wait_for(lambda: sip_worker(bell).line_state == REGISTERED, 10, message="the door's line to register")
+    bell.press()
+    pressed = bell.wait_event("doorbell.ring")
+    house.wait_event("CALL_ESTABLISHED")
+    wait_for(lambda: sip_worker(bell).status()["call_state"] == "in_call", 5, message="the door to be in the call")
+    return bell, house, pressed
 
 
 @pytest.fixture

@@ -58,16 +58,9 @@ def test_status_of_a_device_that_never_called_says_so(tmp_path, kamailio):
 
 
 def test_status_shows_the_running_devices_line_and_its_last_call(tmp_path, kamailio, house_phones, make_door):
-    from services.sip.backend import REGISTERED
-    from sip.conftest import sip_worker
+    from sip.conftest import in_call
 
-    house = house_phones("house")
-    wait_for(house.registered, 10, message="the house phone to register")
-    bell = make_door()
-    wait_for(lambda: sip_worker(bell).line_state == REGISTERED, 10, message="the door's line to register")
-    bell.press()
-    pressed = bell.wait_event("doorbell.ring")
-    house.wait_event("CALL_ESTABLISHED")
+    bell, house, pressed = in_call(house_phones, make_door)
     house.hangup()
     bell.wait_event("sip.call", event_id=pressed.event_id)
     env = {**device_env(tmp_path, kamailio, node=bell.config["node"].id), "EDGE_STATE_DIR": str(bell.state_dir)}

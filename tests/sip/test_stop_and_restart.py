@@ -9,19 +9,7 @@ import signal
 from edge.testing.waiting import wait_for
 from services.doorbell.testing import on_seconds
 from services.sip.backend import REGISTERED
-from sip.conftest import sip_worker
-
-
-def in_call(house_phones, make_door):
-    house = house_phones("house")
-    wait_for(house.registered, 10, message="the house phone to register")
-    bell = make_door()
-    wait_for(lambda: sip_worker(bell).line_state == REGISTERED, 10, message="the door's line to register")
-    bell.press()
-    pressed = bell.wait_event("doorbell.ring")
-    house.wait_event("CALL_ESTABLISHED")
-    wait_for(lambda: sip_worker(bell).status()["call_state"] == "in_call", 5, message="the door to be in the call")
-    return bell, house, pressed
+from sip.conftest import in_call, sip_worker
 
 
 def test_stopping_the_device_during_a_call_sends_bye_and_un_registers(make_door, house_phones, kamailio):
