@@ -153,3 +153,15 @@ def test_an_answer_that_crosses_the_cancel_is_acked_and_hung_up(sipp_peers, make
     call = bell.wait_event("sip.call", event_id=pressed.event_id, timeout=10)
     assert call.data["result"] == "no_answer"  # the answer came too late to be taken
     assert late.wait() == 0  # SIPp's scenario passes only with the door's ACK and BYE
+
+
+def test_the_door_ends_a_call_at_the_maximum_talk_time_and_the_phone_sees_the_bye(house_phones, make_door):
+    house = house_phones("house")
+    wait_for(house.registered, 10, message="the house phone to register")
+    bell = ready_door(make_door, max_talk_s=5)
+    pressed = ring(bell)
+    house.wait_event("CALL_ESTABLISHED")
+    call = bell.wait_event("sip.call", event_id=pressed.event_id, timeout=15)
+    assert call.data["result"] == "answered" and call.data["ended_by"] == "max_talk", call.data
+    assert 5 <= call.data["duration_s"] < 10, call.data
+    house.wait_event("CALL_CLOSED")  # the door's BYE reached the phone
