@@ -22,6 +22,15 @@ def test_sync_survives_boot_noise_and_the_reset_a_board_does_when_the_port_opens
     wait_for(lambda: "T" in link.sender.temps, 5, message="a temperature report")
 
 
+def test_without_autoreport_the_temperatures_are_polled_with_m105(make_fake, make_link):
+    fake = make_fake(autoreport=False)
+    link = make_link(fake)
+    assert not link.sender.firmware.has("AUTOREPORT_TEMP")
+    wait_for(lambda: fake.executed_since().count("M105") >= 2, 10, message="two M105 polls")
+    assert not any(c.startswith("M155") for c in fake.executed_since())  # never asked for what it lacks
+    wait_for(lambda: "T" in link.sender.temps, 5, message="the polled temperatures")
+
+
 def test_ten_thousand_line_job_with_two_percent_random_resends_runs_every_line_once_in_order(make_fake, make_link):
     fake = make_fake(advanced_ok=True)
     fake.resend_probability = 0.02
