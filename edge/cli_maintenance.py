@@ -100,8 +100,12 @@ def cmd_update(args) -> int:
         request_path = device.state_dir / REQUEST_FILE
         try:
             requested = json.loads(request_path.read_text())["version"]
-        except (OSError, ValueError, KeyError, TypeError):
+        except OSError:
             return _say(args, {"ok": True, "requested": None}, f"no update requested ({request_path})")
+        except (ValueError, KeyError, TypeError):  # removed, or edge-update.path would start us again and again
+            request_path.unlink(missing_ok=True)
+            return _say(args, {"ok": False, "error": "malformed request"},
+                        f"edge update: {request_path} is not a request ({{\"version\": ...}}); removed it", 1)
         try:
             # what to install comes from the feed in the root-owned config, never from the
             # request: the unprivileged service that wrote it must not choose what root installs

@@ -16,6 +16,10 @@ CONFIG_DIR=/etc/edge
 STATE_DIR=/var/lib/edge
 UNIT=/etc/systemd/system/edge.service
 WANTS=/etc/systemd/system/multi-user.target.wants/edge.service
+# Home Assistant's update "Install" button: a path unit that runs `edge update --requested`.
+UPDATE_PATH=/etc/systemd/system/edge-update.path
+UPDATE_SERVICE=/etc/systemd/system/edge-update.service
+UPDATE_WANTS=/etc/systemd/system/paths.target.wants/edge-update.path
 RULES=/etc/udev/rules.d/99-edge.rules
 LINK=/usr/local/bin/edge
 USER_NAME=edge
@@ -178,9 +182,10 @@ uninstall() {
         if systemctl is-active --quiet edge.service; then
             systemctl stop edge.service || die "could not stop edge.service: see \`journalctl -u edge\`"
         fi
-        systemctl disable --quiet edge.service 2>/dev/null || true  # (not there: nothing to disable)
+        systemctl disable --quiet edge.service edge-update.path 2>/dev/null || true  # (not there: nothing to disable)
     fi
-    rm -f "$R$WANTS" "$R$UNIT" "$R$RULES" "$R$LINK"
+    rm -f "$R$WANTS" "$R$UNIT" "$R$UPDATE_WANTS" "$R$UPDATE_PATH" "$R$UPDATE_SERVICE" "$R$RULES" "$R$LINK"
+    rmdir --ignore-fail-on-non-empty "$R$(dirname "$UPDATE_WANTS")" 2>/dev/null || true  # made by the install
     rm -rf "$R$PREFIX"
     if [[ $running_systemd == yes ]]; then
         systemctl daemon-reload
@@ -443,6 +448,8 @@ fi
 switch_link "$PREFIX/current/bin/edge" "$LINK" && say "linked $LINK"
 unit_changed=no
 put 0644 "$here/edge.service" "$UNIT" && { unit_changed=yes; say "installed $UNIT"; }
+put 0644 "$here/edge-update.path" "$UPDATE_PATH" && { unit_changed=yes; say "installed $UPDATE_PATH"; }
+put 0644 "$here/edge-update.service" "$UPDATE_SERVICE" && { unit_changed=yes; say "installed $UPDATE_SERVICE"; }
 rules_changed=no
 put 0644 "$here/99-edge.rules" "$RULES" && { rules_changed=yes; say "installed $RULES"; }
 
@@ -454,7 +461,8 @@ if live && [[ -d /run/systemd/system ]]; then
                 --subsystem-match=sound --subsystem-match=dma_heap || warn "udevadm trigger failed: replug the devices"
         fi
     fi
-    systemctl enable --quiet edge.service
+    systemctl enable --quiet edge.service edge-update.path
+    systemctl start edge-update.path || warn "edge-update.path did not start: Home Assistant cannot install updates"
     started=start
     [[ $unit_changed == yes ]] && systemctl is-active --quiet edge.service && started=restart
     systemctl "$started" edge.service ||
@@ -469,6 +477,14 @@ else
             switch_link "$UNIT" "$WANTS"
         fi
         say "enabled edge.service"
+    fi
+    if [[ ! -L $R$UPDATE_WANTS ]]; then
+        if command -v systemctl >/dev/null; then
+            systemctl --root="$root" --quiet enable edge-update.path
+        else
+            switch_link "$UPDATE_PATH" "$UPDATE_WANTS"
+        fi
+        say "enabled edge-update.path"
     fi
     say "installed into $root; edge.service starts at its next boot"
 fi

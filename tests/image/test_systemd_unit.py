@@ -38,6 +38,19 @@ def test_unit_verifies_cleanly(unit):
     assert result.returncode == 0 and result.stdout + result.stderr == ""
 
 
+def test_update_path_unit_and_its_service_verify_cleanly(tmp_path):
+    """Home Assistant's Install button: the path unit watching the request and the root
+    oneshot that carries it out."""
+    analyze = require_program("systemd-analyze", "systemd")
+    for name in ("edge-update.path", "edge-update.service"):
+        text = (IMAGE / name).read_text()
+        (tmp_path / name).write_text(text.replace(INSTALLED_EDGE, str(EDGE)))
+    assert "PathExists=/var/lib/edge/update-request.json" in (tmp_path / "edge-update.path").read_text()
+    result = subprocess.run([analyze, "verify", str(tmp_path / "edge-update.path"), str(tmp_path / "edge-update.service")],
+                            capture_output=True, text=True)
+    assert result.returncode == 0 and result.stdout + result.stderr == "", result.stdout + result.stderr
+
+
 def test_unit_security_exposure_is_low(unit):
     analyze = require_program("systemd-analyze", "systemd")
     result = subprocess.run([analyze, "security", "--offline=true", "--no-pager", str(unit)],
