@@ -1,3 +1,7 @@
+# About 640 lines, one file on purpose: it is one fake of one server. The object store,
+# NetBox's validation rules (the behaviours listed in ../shared/data/netbox/README.md) and the
+# HTTP handler that serves them read as one list to check against that README; the handler
+# is a thin layer over the store's methods, and nothing outside the tests imports any part.
 """A fake NetBox 4.4 served over real HTTP on 127.0.0.1, for tests and benchmarks of the
 NetBox sync (used through pynetbox, never a mock of pynetbox's calls).
 

@@ -1,3 +1,7 @@
+# About 535 lines, one file on purpose: one simulated firmware. The line parser, the command
+# interpreter and the fault switches all act on one state under one lock (the line number
+# expected next, the receive buffer, heaters, the planner), as Marlin's own serial loop does;
+# split, each part would need the others' internals to inject a fault at the right moment.
 """A simulated Marlin 2.x printer on a pseudo-terminal: what `edge run --sim` drives and what
 the tests print to. A host opens `path` like a USB serial port (optionally a symlink, the
 shape of /dev/serial/by-id/...), and the fake answers as Marlin does.

@@ -1,4 +1,4 @@
-# About 580 lines, one file on purpose: the button path (gpiozero's thread) and the ring loop
+# About 590 lines, one file on purpose: the button path (gpiozero's thread) and the ring loop
 # (this worker's thread) share one lock and one hand-over slot, and the steps of answering a
 # ring read the state the button path sets; config, visitor results, commands and simulator
 # controls are modules beside it. The next split, when wanted: snapshot keeping (save,

@@ -1,3 +1,7 @@
+# About 590 lines, one file on purpose: one run of the sync. Matching the node, planning the
+# changes and applying them share what the run read (the NetBox objects, the ids it learns,
+# the change list that --dry-run prints and the store keeps), and the FILTERS/FIELDS tables
+# at the top are what tests/netbox/test_openapi_names.py checks against NetBox's schema.
 """One sync run: what NetBox should hold about this node, against what it holds, writing only
 the differences (or, with `dry_run`, only listing them).
 

@@ -1,3 +1,7 @@
+# About 590 lines, one file on purpose: one state machine in one thread. The window, the
+# history kept for resends, ok counting and timeouts decide together what may go on the wire
+# next; OctoPrint's resend bugs come from exactly these rules being spread over a large
+# module's far corners. Framing and reply parsing, which need no state, are in marlin.py.
 """The sending side of the Marlin link, in its own thread: sync, line numbering, the window
 of lines in flight, the history kept for resends, timeouts, and the firmware's reports
 (temperatures, position, capabilities, host actions, fatal errors).

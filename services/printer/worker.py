@@ -1,3 +1,7 @@
+# About 580 lines, one file on purpose: the connection's life (offline, connecting, synced)
+# and the job's (printing, paused, interrupted) change each other at every event from the
+# sender, on this one thread; the command handlers below only validate and hand over to it.
+# The parts without that shared state are beside it: jobs.py, commands.py, control.py, sim.py.
 """The 3D printer worker: one Marlin printer on a serial port, its print jobs, and what Home
 Assistant sees of it.
 
