@@ -110,6 +110,7 @@ class PrinterWorker(Worker):
         self.job: JobRecord | None = None
         self.jobs_dir: Path | None = None
         self.last_error = ""
+        self._stopped_by: str | None = None  # who sent M112: the firmware's kill() that follows is theirs
         self.ready = threading.Event()
         self._ctx: WorkerContext | None = None
         self._guard: StepGuard | None = None
@@ -254,7 +255,10 @@ class PrinterWorker(Worker):
         elif kind == link.FATAL:
             self.last_error = data["message"]
             if self.job is not None and self.job.state in ACTIVE:
-                self._end(FAILED, f"the firmware halted: {data['message']}")
+                # The firmware may answer M112 before emergency_stop() fails the job itself.
+                stopped_by = self._stopped_by
+                self._end(FAILED, f"emergency stop ({stopped_by})" if stopped_by
+                          else f"the firmware halted: {data['message']}")
         elif kind == link.LINK_FAILED:
             self.last_error = data["reason"]
             if self.job is not None and self.job.state in ACTIVE:
@@ -354,6 +358,7 @@ class PrinterWorker(Worker):
             self.last_error = f"job {job.file} failed: {reason}"
 
     def _start_stream(self, path: Path, offset: int, line: int) -> None:
+        self._stopped_by = None
         self._read_ahead = ReadAhead(path, offset, line)
         self.sender.set_feed(self._read_ahead)
         self._printing_since = self._ctx.clock.monotonic()
@@ -468,6 +473,7 @@ class PrinterWorker(Worker):
         sender = self.sender
         if sender is None:
             raise CommandRejected("the printer is offline: nothing to stop over this link; switch it off", "failed")
+        self._stopped_by = via  # before M112: its kill() answer may be handled first
         try:
             sender.emergency_stop()
         except PortGone as exc:
