@@ -171,6 +171,8 @@ def test_no_broker_degrades_the_link_without_crashing_it_and_events_wait(tmp_pat
         wait_for(lambda: link_of(rt).outbox.counts()["pending"] == 31, 10, message="events in the outbox")
         assert "edge_mqtt_outbox_coalesced_total 2.0" in generate_latest(rt.metrics).decode()
         rt.supervisor.tick()
+        # The link restates its reason on its own loop: the count reaches it a moment later.
+        wait_for(lambda: "31 events" in rt.health.get("worker.mqtt").reason, 10, message="the count in the reason")
         health = rt.health.get("worker.mqtt")
         assert health.state == "DEGRADED" and "unreachable" in health.reason and "31 events" in health.reason
         assert runner.restarts == 0 and runner.crashes == 0
