@@ -23,6 +23,10 @@ UPDATE_WANTS=/etc/systemd/system/paths.target.wants/edge-update.path
 RULES=/etc/udev/rules.d/99-edge.rules
 LINK=/usr/local/bin/edge
 USER_NAME=edge
+# The accounts this installer created ("user edge", "group gpio"), one a line: --purge
+# removes those and nothing else (Raspberry Pi OS's own gpio group stays). In the config
+# directory, so it outlives a plain --uninstall.
+CREATED=/etc/edge/installer-created
 # Device groups the service joins (SupplementaryGroups= in edge.service, udev rules here).
 DEVICE_GROUPS=(gpio video dialout audio)
 BASE_PACKAGES=(python3 python3-venv)
@@ -55,7 +59,8 @@ unit, enabled. Running it again changes nothing.
                     and repeatable; fill it with \`pip download -d DIR ...\` for the target)
   --uninstall       remove the runtime, unit, rules and links; keep $CONFIG_DIR, $STATE_DIR
                     and the user
-  --purge           with --uninstall: also remove $CONFIG_DIR, $STATE_DIR and the user
+  --purge           with --uninstall: also remove $CONFIG_DIR, $STATE_DIR, and the user and
+                    groups this installer created (groups that were there before stay)
   -h, --help        this text
 
 The features come from the config as the service sees it: $CONFIG_DIR/edge.toml with the
@@ -195,11 +200,26 @@ uninstall() {
     fi
     say "removed $PREFIX, the unit, the udev rules and $LINK"
     if [[ $purge == yes ]]; then
+        local created=() kind name removed=()
+        [[ -f $R$CREATED ]] && mapfile -t created <"$R$CREATED"
         rm -rf "$R$CONFIG_DIR" "$R$STATE_DIR" "$R/etc/systemd/system/edge.service.d"  # (your drop-ins)
-        if in_root getent passwd "$USER_NAME" >/dev/null; then
-            in_root userdel "$USER_NAME"
-        fi
-        say "purged $CONFIG_DIR, $STATE_DIR, edge.service.d and the user $USER_NAME"
+        # users first: a group cannot go while it is someone's primary group
+        for kind in user group; do
+            for name in "${created[@]}"; do
+                [[ $name == "$kind "* ]] || continue
+                name=${name#* }
+                if [[ $kind == user ]] && in_root getent passwd "$name" >/dev/null; then
+                    in_root userdel "$name" || die "userdel could not remove the user $name"
+                elif [[ $kind == group ]] && in_root getent group "$name" >/dev/null; then
+                    in_root groupdel "$name" || die "groupdel could not remove the group $name"
+                else
+                    continue
+                fi
+                removed+=("$kind $name")
+            done
+        done
+        local IFS=,
+        say "purged $CONFIG_DIR, $STATE_DIR, edge.service.d${removed[*]:+ and what the installer created: ${removed[*]}}"
     else
         say "kept $CONFIG_DIR, $STATE_DIR and the user $USER_NAME (--purge removes them)"
     fi
@@ -243,15 +263,24 @@ ensure_packages "the runtime" "${BASE_PACKAGES[@]}"
 
 # --- user, groups, directories -----------------------------------------------------------
 
+created() {  # created "KIND NAME": say so, and note it for --purge
+    install -d -m 0755 "$R$CONFIG_DIR"
+    grep -qsxF "$1" "$R$CREATED" || printf '%s\n' "$1" >>"$R$CREATED"
+    say "created $1"
+}
+
 for group in "${DEVICE_GROUPS[@]}"; do
     # Raspberry Pi OS has all four; Debian lacks gpio, and the unit fails to start (217/GROUP)
     # when a SupplementaryGroups= group is missing.
-    in_root getent group "$group" >/dev/null || { in_root groupadd --system "$group" && say "created group $group"; }
+    if ! in_root getent group "$group" >/dev/null; then
+        in_root groupadd --system "$group" || die "groupadd could not create the group $group"
+        created "group $group"
+    fi
 done
 if ! in_root getent passwd "$USER_NAME" >/dev/null; then
     in_root useradd --system --user-group --home-dir "$STATE_DIR" --no-create-home --shell /usr/sbin/nologin \
         --comment "edge appliance runtime" "$USER_NAME" || die "useradd could not create the user $USER_NAME"
-    say "created user $USER_NAME"
+    created "user $USER_NAME"
 fi
 groups_now=$(in_root id -nG "$USER_NAME")
 for group in "${DEVICE_GROUPS[@]}"; do

@@ -366,7 +366,7 @@ def test_installed_root_boots_and_the_service_reaches_ready(installed, tmp_path)
         log.close()
 
 
-def test_uninstall_keeps_the_data_and_purge_removes_it(installed):
+def test_uninstall_keeps_the_data_and_purge_removes_it_with_only_the_groups_the_installer_created(installed):
     root = installed.base / "uninstalled"
     # Hard links: a copy in a second, and the uninstaller only unlinks files or replaces them
     # (userdel writes the account files anew), so the shared root stays as it was.
@@ -379,11 +379,21 @@ def test_uninstall_keeps_the_data_and_purge_removes_it(installed):
         assert set(left) - data - ACCOUNTS == set(), sorted(set(left) - data - ACCOUNTS)
         assert "var/lib/edge" in data and (root / "etc/edge/edge.toml").exists() and account(root, "edge")
 
+        # what the installer created, noted for --purge: Debian has no gpio group (Raspberry
+        # Pi OS has, and then it is not the installer's)
+        assert (root / "etc/edge/installer-created").read_text().split("\n") == ["group gpio", "user edge", ""]
         result = install(root, "--uninstall", "--purge")
+        assert "what the installer created: user edge,group gpio" in result.stdout, result.stdout
         left = changed(installed.pristine, listing(root))
         assert set(left) - ACCOUNTS == {"etc/edge", "etc/edge/edge.env", "etc/edge/mqtt-password"}, \
             sorted(set(left) - ACCOUNTS)
         assert not (root / "etc/edge").exists() and not (root / "var/lib/edge").exists()
         assert account(root, "edge") is None and account(root, "edge", "group") is None
+        # the gpio group it made is gone; video, dialout and audio were there before and stay,
+        # without the edge user: the account files are as they were before the install
+        assert account(root, "gpio", "group") is None
+        assert all(account(root, group, "group") for group in ("video", "dialout", "audio"))
+        assert {"etc/passwd", "etc/group", "etc/shadow", "etc/gshadow"} & set(left) == set(), \
+            {p: left[p] for p in {"etc/passwd", "etc/group", "etc/shadow", "etc/gshadow"} & set(left)}
     finally:
         remove(root)
