@@ -21,7 +21,9 @@ beside the state directory), the store's integrity and that its schema is the ma
 and not newer than this release knows (restore it with the newer release instead). Only
 then is the service stopped; each file is moved into place with rename(2), the previous
 state kept in `<state>/.pre-restore/` (one generation, to undo a mistaken restore), and the
-service is started again. A failure while moving puts the previous files back.
+service is started again. A failure while moving puts the previous files back. An outside
+folder (extra/) becomes the backup's the same way, its previous contents put aside under
+`.pre-restore/outside/`; restored files belong to the owner of the folder they go into.
 
 Not responsible for: finding the device (edge.cli_device) or scheduling (edge.backup_schedule).
 """
@@ -317,11 +319,19 @@ def restore_staged(staging: Path, manifest: dict, sources: Sources) -> list[str]
     # secrets the backup does not carry stay where they are (the audit key beside the store)
     brought = {placement.target(f["name"]) for f in manifest["files"]}
     kept = {p.resolve() for p in sources.secrets.values()} - {p.resolve() for p in brought if p is not None}
+    # outside folders the backup has files of (printer jobs) become the backup's, as the state
+    # directory does; their contents are put aside, not the folder (it may be a mount point)
+    names = {f["name"].split("/")[1] for f in manifest["files"] if f["name"].startswith("extra/")}
+    folders = [sources.extra[name] for name in sorted(names) if name in sources.extra]
+    made = [folder for folder in folders if not folder.is_dir()]
     try:
         for entry in sorted(os.listdir(state_dir)):
             path = state_dir / entry
             if entry not in (STAGING, PREVIOUS, "backups", "update-backup") and path.resolve() not in kept:
                 put_aside(path)
+        for folder in folders:
+            for entry in sorted(os.listdir(folder)) if folder.is_dir() else ():
+                put_aside(folder / entry)
         remove_store_files(state_dir / DB_NAME)
         for entry in manifest["files"]:
             target = placement.target(entry["name"])
@@ -342,6 +352,14 @@ def restore_staged(staging: Path, manifest: dict, sources: Sources) -> list[str]
             shutil.move(aside, original)
         raise
     own_like(state_dir, state_dir)
+    for folder in folders:
+        # restored as root: the files belong to their folder's owner, and a folder the restore
+        # made to the device's user, like the state directory (the printer adds jobs there)
+        if folder in made:
+            own_like(folder, state_dir)
+        else:
+            for entry in folder.iterdir():
+                own_like(entry, folder)
     return notes
 
 

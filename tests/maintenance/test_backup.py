@@ -223,3 +223,51 @@ def test_scheduled_backups_are_made_and_the_oldest_removed(tmp_path):
         assert len(list_backups(directory)) == 2
     manifest = json.load(tarfile.open(list_backups(directory)[-1]).extractfile("manifest.json"))
     assert manifest["files"][0]["name"] == "store/edge.sqlite3" and manifest["with_secrets"] is False
+
+
+def test_printer_jobs_kept_outside_the_state_directory_are_backed_up_and_restored_where_the_config_says(device):
+    """[printer] jobs_dir outside the state directory: `edge backup` takes its files, and
+    `edge restore` makes that folder the backup's again (after a wipe: the same files and
+    modes; files added since are put aside with the rest of the previous state), owned by
+    the device's user like the state directory."""
+    jobs = device.root / "srv" / "printer-jobs"
+    device.config.write_text(device.config.read_text() + f'[printer]\njobs_dir = "{jobs}"\n')
+    (jobs / "parts").mkdir(parents=True)
+    (jobs / "benchy.gcode").write_text("G28\nG1 X10 Y10\n")
+    (jobs / "parts" / "bracket.gcode").write_bytes(os.urandom(3000))
+    (jobs / "parts" / "bracket.gcode").chmod(0o640)
+    (device.state / "note").write_text("state")
+    calls = device.root / "service-calls"
+    device.env["EDGE_SERVICE_CONTROL"] = f"sh -c 'echo {{action}} >> {calls}'"
+
+    def files(root: Path) -> dict[str, tuple[str, int]]:
+        return {str(p.relative_to(root)): (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mode & 0o777)
+                for p in sorted(root.rglob("*")) if p.is_file()}
+
+    backed_up = files(jobs)
+    backup = device.root / "b.tar.gz"
+    done = device.edge("backup", str(backup), "--json")
+    assert done.returncode == 0, done.stdout + done.stderr
+    names = tarfile.open(backup).getnames()
+    assert {"extra/printer-jobs/benchy.gcode", "extra/printer-jobs/parts/bracket.gcode", "state/note"} <= set(names)
+
+    # the SD card died, and the folder with it; the state directory's owner is the device's user
+    subprocess.run(["rm", "-rf", str(jobs)], check=True)
+    for path in device.state.iterdir():
+        subprocess.run(["rm", "-rf", str(path)], check=True)
+    if os.geteuid() == 0:
+        os.chown(device.state, 4242, 4242)
+    done = device.edge("restore", str(backup))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert files(jobs) == backed_up and (device.state / "note").read_text() == "state"
+    assert calls.read_text().split() == ["stop", "start"]
+    if os.geteuid() == 0:  # restored as root: the printer worker (the device's user) can read and add jobs
+        assert {(p.stat().st_uid, p.stat().st_gid) for p in [jobs, *jobs.rglob("*")]} == {(4242, 4242)}
+
+    # a job added since the backup goes aside with the previous state: the folder is the backup's
+    (jobs / "since.gcode").write_text("G28\n")
+    done = device.edge("restore", str(backup))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert files(jobs) == backed_up
+    kept = device.state / ".pre-restore" / "outside" / str(jobs).lstrip("/") / "since.gcode"
+    assert kept.read_text() == "G28\n"
