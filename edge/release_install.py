@@ -8,9 +8,12 @@ Two artifact kinds:
   `<prefix>/releases/<version>` (a venv with `bin/edge`) with `release.json`
   (`{"version": "1.2.0"}`) at its top, as Mender and balena ship whole payloads; nothing is
   downloaded on the device;
-- a wheel (`edge_appliance-1.2.0-py3-none-any.whl`): a new venv with system site-packages
-  (python3-picamera2 comes from apt on Raspberry Pi OS) and `pip install` of the wheel,
-  with `[update] pip_args` (e.g. a local `--find-links`).
+- a wheel (`edge_appliance-1.2.0-py3-none-any.whl`): a new venv made like the current
+  release's (with system site-packages when it has them: python3-picamera2 comes from apt
+  on Raspberry Pi OS) and `pip install` of the wheel with `[update] pip_args`. A wheel
+  carries only this project: its dependencies come from a package index, or offline from
+  a folder of wheels (`pip_args = ["--no-index", "--find-links", DIR]`); when pip finds
+  neither, the error says so.
 
 The checksum comes from `--sha256`, from a `<artifact>.sha256` file beside it (sha256sum's
 format), or from the update feed; without one nothing is installed.
@@ -165,14 +168,18 @@ def install(layout: ReleaseLayout, artifact: Artifact, pip_args: list[str] = (),
         shutil.rmtree(target)  # an older copy or a half install of the same version
     target.mkdir()
     (target / INCOMPLETE).write_text("being installed\n")
-    if artifact.path.name.endswith(".whl"):
-        _install_wheel(target, artifact.path, pip_args)
-    else:
-        with tarfile.open(artifact.path) as tar:
-            # "tar" refuses members outside the target and absolute paths, yet keeps the
-            # venv's symlink to its interpreter (the "data" filter would refuse that one)
-            tar.extractall(target, filter="tar")
-    _check_starts(target, version)
+    try:
+        if artifact.path.name.endswith(".whl"):
+            _install_wheel(target, artifact.path, pip_args, _has_system_site(layout))
+        else:
+            with tarfile.open(artifact.path) as tar:
+                # "tar" refuses members outside the target and absolute paths, yet keeps the
+                # venv's symlink to its interpreter (the "data" filter would refuse that one)
+                tar.extractall(target, filter="tar")
+        _check_starts(target, version)
+    except BaseException:
+        shutil.rmtree(target, ignore_errors=True)  # a failed install leaves no half release behind
+        raise
     (target / INCOMPLETE).unlink()
     sync_dir(target)
     return version
@@ -191,15 +198,36 @@ def adopt(layout: ReleaseLayout, directory: Path) -> str:
     return version
 
 
-def _install_wheel(target: Path, wheel: Path, pip_args: list[str]) -> None:
+def _has_system_site(layout: ReleaseLayout) -> bool:
+    """Whether the current release's venv sees the system's site-packages (the installer
+    gives it them on Raspberry Pi OS only); without a readable pyvenv.cfg, yes."""
+    current = layout.current()
+    try:
+        cfg = (layout.release(current) / "pyvenv.cfg").read_text() if current else ""
+    except OSError:
+        cfg = ""
+    match = re.search(r"^include-system-site-packages\s*=\s*(\w+)", cfg, re.M)
+    return match is None or match[1].lower() == "true"
+
+
+def _install_wheel(target: Path, wheel: Path, pip_args: list[str], system_site: bool) -> None:
     python = getattr(sys, "_base_executable", None) or sys.executable
-    for cmd in ([python, "-m", "venv", "--system-site-packages", str(target)],
+    for cmd in ([python, "-m", "venv", *(["--system-site-packages"] if system_site else []), str(target)],
                 [str(target / "bin" / "pip"), "install", "--no-input", "--disable-pip-version-check",
                  *pip_args, str(wheel)]):
         done = subprocess.run(cmd, capture_output=True, text=True)
         if done.returncode != 0:
-            raise ReleaseError(f"installing {wheel.name} failed: `{' '.join(cmd)}` said: "
-                               f"{(done.stderr or done.stdout).strip()[-800:]}")
+            said = (done.stderr or done.stdout).strip()
+            missing = re.search(r"No matching distribution found for (\S+)", said)
+            if missing:
+                raise ReleaseError(
+                    f"installing {wheel.name} needs {missing[1]}, which pip found in no package index and no wheel "
+                    f"folder (is the device offline?). A wheel brings only edge itself, not what it needs: give "
+                    f"the device a folder of wheels (`pip download -d DIR {wheel.name}` on a machine with network, "
+                    f"with --platform and --python-version of the device) and set [update] pip_args = "
+                    f"[\"--no-index\", \"--find-links\", \"DIR\"], or update with a release archive (.tar.gz), "
+                    f"which carries everything; nothing was installed. pip said: {said[-400:]}")
+            raise ReleaseError(f"installing {wheel.name} failed: `{' '.join(cmd)}` said: {said[-800:]}")
 
 
 def _check_starts(target: Path, version: str) -> None:

@@ -9,6 +9,9 @@ dist-info comes first, so `edge --version` and `/health` say the release's versi
 never answers), "migrate-and-fail" (`edge run` migrates the store with a table of its own,
 then its critical worker crashes, so it never becomes ready).
 
+`build_wheel` makes a real wheel of this project with another version (`pip wheel` of a
+copy of the source tree), for updates that install a wheel with pip.
+
 `install_first` puts a release in place as the installer does (current and committed).
 """
 
@@ -16,13 +19,18 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import re
+import shutil
 import site
+import subprocess
 import sys
 import tarfile
 import tempfile
 import venv
 from importlib.metadata import distributions
 from pathlib import Path
+from typing import Mapping
 
 from edge.releases import ReleaseLayout
 from edge.store import Schema
@@ -74,9 +82,50 @@ def build_release(prefix: Path, version: str, out_dir: Path, behaviour: str = "g
         with tarfile.open(archive, "w:gz") as tar:
             for path in sorted(root.iterdir()):
                 tar.add(path, arcname=path.name)
-    digest = hashlib.sha256(archive.read_bytes()).hexdigest()
-    archive.with_name(archive.name + ".sha256").write_text(f"{digest}  {archive.name}\n")
-    return archive
+    return _with_checksum(archive)
+
+
+def _with_checksum(artifact: Path) -> Path:
+    """Writes `<artifact>.sha256` as sha256sum does; returns `artifact`."""
+    digest = hashlib.sha256(artifact.read_bytes()).hexdigest()
+    artifact.with_name(artifact.name + ".sha256").write_text(f"{digest}  {artifact.name}\n")
+    return artifact
+
+
+def pip_env_without_config(environ: Mapping[str, str] = os.environ, **extra: str) -> dict[str, str]:
+    """`environ` for a pip that reads no configuration (no pip.conf, no PIP_* index or
+    wheel folders of this machine): it finds only what its command line and `extra` give."""
+    env = {k: v for k, v in environ.items() if not k.startswith("PIP_")}
+    return {**env, "PIP_CONFIG_FILE": os.devnull, **extra}
+
+
+def build_wheel(version: str, out_dir: Path, find_links: Path) -> Path:
+    """`out_dir/edge_appliance-<version>-py3-none-any.whl` (with its .sha256), built by pip
+    from a copy of this checkout with `version` in its pyproject.toml; the build backend
+    (setuptools) comes from the wheels in `find_links`, without a package index."""
+    source = Path(__file__).resolve().parents[2]
+    if not (source / "pyproject.toml").is_file():
+        raise RuntimeError(f"no checkout around {source}: a wheel is built from the source tree (pip install -e .)")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        copy = Path(tmp) / "src"
+        shutil.copytree(source, copy, ignore=shutil.ignore_patterns(
+            ".venv", ".git", ".ci", "tests", "image", "build", "__pycache__", "*.egg-info"))
+        pyproject = copy / "pyproject.toml"
+        text, found = re.subn(r'^version = "[^"]*"', f'version = "{version}"', pyproject.read_text(), count=1,
+                              flags=re.M)
+        if not found:
+            raise RuntimeError(f"no `version = \"...\"` line in {source / 'pyproject.toml'}")
+        pyproject.write_text(text)
+        done = subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-index",
+                               "--find-links", str(find_links), "--wheel-dir", str(out_dir), str(copy)],
+                              capture_output=True, text=True, env=pip_env_without_config(), timeout=300)
+        if done.returncode != 0:
+            raise RuntimeError(f"pip could not build a wheel of {source}:\n{done.stderr[-2000:]}")
+    wheel = out_dir / f"edge_appliance-{version}-py3-none-any.whl"
+    if not wheel.is_file():
+        raise RuntimeError(f"pip built no {wheel.name} in {out_dir}: {sorted(p.name for p in out_dir.iterdir())}")
+    return _with_checksum(wheel)
 
 
 def install_first(prefix: Path, archive: Path) -> str:

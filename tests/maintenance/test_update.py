@@ -1,10 +1,13 @@
 """`edge update` and `edge rollback` against real releases and a real device process: a good
 release is committed, a bad one is rolled back by itself and the old one serves again, a
-kill at any step of the switch leaves a device that starts a working release."""
+kill at any step of the switch leaves a device that starts a working release, and a real
+wheel of this project installs with pip (or, with nowhere to get its dependencies from,
+fails saying what to do)."""
 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import sqlite3
 import subprocess
@@ -17,6 +20,9 @@ from edge.commands import CommandRejected
 from edge.releases import ReleaseError
 from edge.store import DB_NAME
 from edge.testing.device import TestDevice
+from edge.testing.ports import free_port
+from edge.testing.releases import build_wheel, pip_env_without_config
+from edge.testing.requirements import missing
 from edge.testing.waiting import wait_for
 from edge.update import STEPS, read_result
 from edge.update_entity import REQUEST_FILE, UpdateWorker, release_from_feed
@@ -158,3 +164,72 @@ def test_a_kill_at_each_step_of_the_switch_leaves_a_device_that_starts_a_working
         if step == "started":  # the trial release itself was started, found itself uncommitted, and gave way
             assert "never committed" in read_result(running.state)["reason"]
             assert "starting the committed release instead" in running.log()
+
+
+WHEEL_VERSION = "1.2.0"
+
+
+@pytest.fixture(scope="module")
+def wheel_and_wheelhouse(tmp_path_factory):
+    """A real wheel of this project at WHEEL_VERSION, and a folder with the wheels of its
+    dependencies (the installer tests' cached wheelhouse)."""
+    from image.debian_root import wheelhouse
+
+    try:
+        wheels = wheelhouse()
+    except (OSError, RuntimeError) as exc:
+        missing(f"the wheels of the project's dependencies (tests/image/debian_root.py's wheelhouse in "
+                f"$EDGE_CI_CACHE) are not there and cannot be downloaded: {exc}")
+    return build_wheel(WHEEL_VERSION, tmp_path_factory.mktemp("wheel"), wheels), wheels
+
+
+def test_a_wheel_update_is_checksum_verified_installs_with_pip_from_a_wheel_folder_and_commits(
+        running, wheel_and_wheelhouse):
+    """`edge update FILE.whl` on a device without network: its dependencies come from the
+    folder [update] pip_args names; the release is a venv of its own made like the current
+    one, running the wheel's code; `current` switches and `edge update --status` lists it."""
+    wheel, wheels = wheel_and_wheelhouse
+    running.env = pip_env_without_config(running.env)  # no pip.conf or index of this machine
+    done = running.edge("update", str(wheel), "--sha256", "f" * 64)
+    assert done.returncode == 1 and "SHA-256 is" in done.stderr and "nothing was installed" in done.stderr
+    assert running.layout.versions() == ["1.0.0"] and not running.layout.release(WHEEL_VERSION).exists()
+
+    running.config.write_text(running.config.read_text().replace(
+        "[update]\n", f"[update]\npip_args = [\"--no-index\", \"--find-links\", \"{wheels}\"]\n"))
+    done = running.edge("update", str(wheel), timeout=240)  # the checksum from FILE.whl.sha256 beside it
+    assert done.returncode == 0, done.stdout + done.stderr + running.log()[-2000:]
+    assert f"updated 1.0.0 -> {WHEEL_VERSION}: ready and healthy, committed" in done.stdout
+    assert running.health()["version"] == WHEEL_VERSION
+    assert links(running) == (WHEEL_VERSION, WHEEL_VERSION)
+    release = running.layout.release(WHEEL_VERSION)
+    # the wheel's code runs, from the release's own venv, not this checkout
+    where = subprocess.run([str(release / "bin" / "python"), "-I", "-c", "import edge; print(edge.__file__)"],
+                           capture_output=True, text=True, check=True).stdout
+    assert where.startswith(str(release / "lib")), where
+    # made like the current release (a test release: no system site-packages)
+    assert "include-system-site-packages = false" in (release / "pyvenv.cfg").read_text()
+
+    status = json.loads(running.edge("update", "--status", "--json").stdout)
+    assert (status["current"], status["committed"], status["pending"]) == (WHEEL_VERSION, WHEEL_VERSION, None)
+    assert {r["version"]: r["previous"] for r in status["releases"]} == {"1.0.0": True, WHEEL_VERSION: False}
+    text = running.edge("update", "--status").stdout
+    assert re.search(rf"^{re.escape(WHEEL_VERSION)} +current, committed$", text, re.M), text
+
+
+def test_a_wheel_update_with_no_index_and_no_wheel_folder_fails_saying_what_to_do_and_changes_nothing(
+        running, wheel_and_wheelhouse):
+    """Offline, with no [update] pip_args: pip reaches no package index (here one on a
+    loopback port nothing listens on, tried once), so the update fails before anything is
+    stopped, says how to give the device its dependencies, and leaves no half release."""
+    wheel, _ = wheel_and_wheelhouse
+    running.env = pip_env_without_config(running.env, PIP_INDEX_URL=f"http://127.0.0.1:{free_port()}/simple/",
+                                         PIP_RETRIES="0")
+    done = running.edge("update", str(wheel), timeout=240)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert re.search(rf"edge_appliance-{re.escape(WHEEL_VERSION)}-py3-none-any.whl needs \S+, which pip found in "
+                     r"no package index and no wheel folder \(is the device offline\?\)", done.stderr), done.stderr
+    assert '[update] pip_args = ["--no-index", "--find-links", "DIR"]' in done.stderr
+    assert "release archive (.tar.gz)" in done.stderr and "nothing was installed" in done.stderr
+    assert running.layout.versions() == ["1.0.0"] and not running.layout.release(WHEEL_VERSION).exists()
+    assert links(running) == ("1.0.0", "1.0.0")
+    assert running.health()["version"] == "1.0.0"  # never stopped
