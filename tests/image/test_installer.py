@@ -143,6 +143,9 @@ def test_cloud_init_template_sets_valid_device_values(tmp_path):
                             {**env, "EDGE_MQTT_PASSWORD_FILE": str(tmp_path / "password")})
     assert (config["node"].name, config["node"].area) == (env["EDGE_NODE_NAME"], env["EDGE_NODE_AREA"])
     assert (config["mqtt"].host, config["mqtt"].username) == (env["EDGE_MQTT_HOST"], env["EDGE_MQTT_USERNAME"])
+    # the image's cloud-init reads it from the boot partition (Raspberry Pi OS labels it bootfs)
+    nocloud = yaml.safe_load((IMAGE / "pi-gen/stage-edge/00-edge/files/99-edge-nocloud.cfg").read_text())
+    assert nocloud["datasource_list"][0] == "NoCloud" and nocloud["datasource"]["NoCloud"]["fs_label"] == "bootfs"
 
 
 def test_pigen_stage_runs_the_installer_against_the_image_root(installed):
@@ -169,8 +172,10 @@ def test_pigen_stage_runs_the_installer_against_the_image_root(installed):
 def test_installer_is_shellcheck_clean():
     shellcheck = require_program("shellcheck")
     stage = IMAGE / "pi-gen" / "stage-edge"
+    # (EXPORT_IMAGE too: pi-gen sources it)
     result = subprocess.run([shellcheck, "-s", "bash", str(IMAGE / "install.sh"), str(stage / "prerun.sh"),
-                             str(stage / "00-edge" / "01-run.sh")], capture_output=True, text=True)
+                             str(stage / "00-edge" / "01-run.sh"), str(stage / "EXPORT_IMAGE")],
+                            capture_output=True, text=True)
     assert result.returncode == 0, result.stdout
 
 
