@@ -11,7 +11,10 @@ the commands (uanew, dial, hangup, accept, callfind, uadel, quit); call events c
 "id" and "peeruri", the first one usually CALL_RINGING; `quit` hangs up every call with BYE
 or CANCEL and un-registers before it exits; a source file that ends makes `menu` hang the
 call up, so the generated tone outlasts the longest call; baresip also listens on the SIP
-port + 1 for TLS; without `net_interface` it picks the machine's first interface.
+port + 1 for TLS; without `net_interface` it picks the machine's first interface; over TLS it
+loads `sip_cafile` but never checks the server's certificate with it (tests/sip/
+test_transports.py; baresip issue #1122), and without `sip_certificate` it cannot accept a
+TLS connection (the handshake fails).
 
 Not responsible for: when to call whom (calls.py, worker.py).
 """
@@ -156,9 +159,12 @@ class BaresipFiles:
         for module in ("alsa", "aubridge"):
             if any(s.startswith(f"{module},") for s in (source, sink)):
                 modules.append(f"{module}.so")
-        lines = [("poll_method", "epoll"), ("sip_listen", cfg.listen), ("sip_trans_def", cfg.transport),
-                 ("audio_player", sink), ("audio_source", source), ("audio_alert", sink),
-                 ("module_path", MODULE_PATH)]
+        lines = [("poll_method", "epoll"), ("sip_listen", cfg.listen), ("sip_trans_def", cfg.transport)]
+        if cfg.transport == "tls":
+            lines += [(name, path) for name, path in (("sip_cafile", cfg.tls_ca_file),  # loaded, not verified by 1.0
+                                                      ("sip_certificate", cfg.tls_certificate)) if path]
+        lines += [("audio_player", sink), ("audio_source", source), ("audio_alert", sink),
+                  ("module_path", MODULE_PATH)]
         if host not in ("0.0.0.0", "", "::", "[::]"):
             lines.append(("net_interface", host.strip("[]")))  # else baresip binds the first interface
         lines += [("module", m) for m in modules]

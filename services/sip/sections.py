@@ -8,6 +8,7 @@ Not responsible for: turning the values into baresip's files (baresip.py).
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 from edge.config import Key, Section
 
@@ -46,9 +47,39 @@ def check_sip(config, problems: list[str], warnings: list[str]) -> None:
         problem = announcement_problem(cfg.announcement)
         if problem:
             problems.append(problem)
+    if cfg.tls_ca_file or cfg.tls_certificate:
+        check_tls_files(cfg, problems, warnings)
     if not re.fullmatch(r"[^\s:]+(:\d{1,5})?", cfg.registrar or "x"):
         problems.append(f"[sip] registrar: {cfg.registrar!r} is not HOST or HOST:PORT; for example: "
                         f"registrar = \"pbx.lan:5060\"")
+
+
+def check_tls_files(cfg, problems: list[str], warnings: list[str]) -> None:
+    """TLS files baresip cannot load are named here (baresip 1.0 refuses to start with them and
+    says why only in its own output); files set for another transport are not used, which is
+    said; and that baresip 1.0 does not check the registrar's certificate is said too."""
+    if cfg.transport != "tls":
+        warnings.append(f"[sip] tls_ca_file and tls_certificate are only used with transport = \"tls\" (it is "
+                        f"{cfg.transport!r}); set transport = \"tls\" or remove them")
+        return
+    for key, needs, what in (("tls_ca_file", ("CERTIFICATE",), "the CA that signed the PBX's certificate"),
+                             ("tls_certificate", ("CERTIFICATE", "PRIVATE KEY"), "the door's certificate and key")):
+        if not cfg[key]:
+            continue
+        try:
+            text = Path(cfg[key]).read_text(errors="replace")
+        except OSError as exc:
+            problems.append(f"[sip] {key}: cannot read {cfg[key]} ({exc.strerror}); give the PEM file of {what}, "
+                            f"or remove the key")
+            continue
+        absent = [n for n in needs if f"{n}-----" not in text]  # "BEGIN CERTIFICATE-----", "EC PRIVATE KEY-----"
+        if absent:
+            problems.append(f"[sip] {key}: {cfg[key]} holds no PEM {' or '.join(absent).lower()}; it needs "
+                            f"{what} in PEM (convert a DER file with `openssl x509 -inform der -in CERT.cer`)")
+    if cfg.tls_ca_file:
+        warnings.append("[sip] tls_ca_file: Debian 12's baresip 1.0 encrypts the line but does not check the "
+                        "registrar's certificate against this CA (it accepts any certificate); baresip 1.1 and "
+                        "later check it")
 
 
 SIP_SECTION = Section("sip", (
@@ -56,6 +87,14 @@ SIP_SECTION = Section("sip", (
     Key("registrar", str, "", "the PBX or registrar as HOST or HOST:PORT", example="pbx.lan:5060"),
     Key("domain", str, "", "the SIP domain of the account (default: the registrar's host)", example="pbx.lan"),
     Key("transport", str, "udp", "how SIP reaches the registrar", choices=TRANSPORTS),
+    Key("tls_ca_file", str, "", "with transport = \"tls\": a PEM file of the CA(s) the registrar's certificate "
+        "should be signed by (baresip's sip_cafile). Debian 12's baresip 1.0 encrypts but does NOT check the "
+        "certificate against it (tested: a certificate from another CA is accepted); baresip 1.1 and later do",
+        example="/etc/edge/pbx-ca.pem"),
+    Key("tls_certificate", str, "", "with transport = \"tls\": a PEM file holding the door's own certificate and "
+        "its private key (baresip's sip_certificate). Without it the door cannot accept a TLS connection, so "
+        "requests from the PBX (a call to the door, the house phone hanging up) arrive only if the PBX reuses "
+        "the door's connection", example="/etc/edge/door-tls.pem"),
     Key("username", str, "", "the door's SIP account (extension)", example="door"),
     Key("password_file", str, "", "a file holding the account's password (or EDGE_SIP_PASSWORD)",
         example="/etc/edge/sip.password", secret_file=True),

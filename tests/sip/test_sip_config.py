@@ -83,3 +83,24 @@ def test_an_announcement_baresip_cannot_play_says_how_to_convert_it(tmp_path):
         build({"enabled": True, "registrar": "pbx.lan", "username": "door",
                "announcement": str(tmp_path / "missing.wav")})
     assert any(p.startswith("[sip] announcement: cannot read") for p in err.value.problems)
+
+
+def test_tls_files_are_checked_and_written_as_baresips_sip_cafile_and_sip_certificate(tmp_path):
+    ca, door = tmp_path / "ca.pem", tmp_path / "door.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
+    door.write_text(ca.read_text() + "-----BEGIN EC PRIVATE KEY-----\nMHc\n-----END EC PRIVATE KEY-----\n")
+    base = {"enabled": True, "registrar": "pbx.lan:5061", "username": "door", "transport": "tls",
+            "password_file": "/dev/null", "targets": ["1"]}
+    config = build(base, {"EDGE_SIP_TLS_CA_FILE": str(ca), "EDGE_SIP_TLS_CERTIFICATE": str(door)})
+    assert any("does not check the registrar's certificate" in w for w in config.warnings)
+    BaresipFiles(tmp_path / "rt", config["sip"], None, 4444).write()
+    text = (tmp_path / "rt" / "config").read_text()
+    assert f"sip_cafile          {ca}\n" in text and f"sip_certificate     {door}\n" in text
+    with pytest.raises(configmod.ConfigError) as err:
+        build({**base, "tls_ca_file": str(tmp_path / "missing.pem"), "tls_certificate": str(ca)})
+    assert any(p.startswith(f"[sip] tls_ca_file: cannot read {tmp_path / 'missing.pem'}") for p in err.value.problems)
+    assert any(p.startswith(f"[sip] tls_certificate: {ca} holds no PEM private key") for p in err.value.problems)
+    udp = build({**base, "transport": "udp", "tls_ca_file": str(ca)})
+    assert any("only used with transport = \"tls\"" in w for w in udp.warnings)
+    BaresipFiles(tmp_path / "udp", udp["sip"], None, 4444).write()
+    assert "sip_cafile" not in (tmp_path / "udp" / "config").read_text()
