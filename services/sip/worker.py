@@ -375,6 +375,11 @@ class SipWorker(Worker):
         if not allowed or self.call is not None:
             why = "not an allowed caller" if not allowed else "the door is in a call"
             ctx.log.warning("call to the door from %s rejected (%s)", event.peer, why)
+            # The caller gets "486 Rejected", not the 403 the issue asks for: baresip 1.0's
+            # `hangup` takes no status code (call_hangup with 0 becomes 486), and nothing else
+            # in it answers 403 or 603 (tried: the contacts file's `<sip:*@*>;access=block`
+            # answers 180 Ringing, then "486 Busy Here"; call_max_calls answers "486 Max
+            # Calls"). `hangup 403 Forbidden` needs a baresip release with its PR #3238 (merged Dec 2024).
             self._safely(self.backend.hangup, event.peer, event.call_id)
             ctx.bus.emit(CALL_EVENT, {"direction": "incoming", "peer": event.peer, "result": "rejected",
                                       "reason": why})
