@@ -207,10 +207,7 @@ class WorkerRunner:
                 log.info("worker %s restarting on request", self.name, extra={"worker": self.name})
                 with self._lock:
                     self._set(DEGRADED, "restarting on request")
-                self.restarts += 1
-                worker = self._build()
-                with self._lock:
-                    self.worker = worker
+                self._replace_worker()
                 continue
             if crash is None and self.worker.restart in (TRANSIENT, TEMPORARY):
                 self._set(STOPPED, "finished")
@@ -260,11 +257,16 @@ class WorkerRunner:
                 self.backing_off = False
             if stop:
                 break
-            self.restarts += 1
-            worker = self._build()
-            with self._lock:
-                self.worker = worker
+            self._replace_worker()
         self._set(STOPPED, "stopped")
+
+    def _replace_worker(self) -> None:
+        # The new object and the count change together: whoever sees restarts == n also
+        # sees the n-th run's worker (never the previous one, whose `ready` is still set).
+        worker = self._build()
+        with self._lock:
+            self.worker = worker
+            self.restarts += 1
 
     def check(self, now: float) -> None:
         """Watchdog and health poll, called from the supervisor loop."""
