@@ -50,7 +50,7 @@ import numpy as np
 
 from hardware.images import resize, sharpness, to_gray
 from services.doorbell.matching import (DEFAULT_MIN_VOTES, DEFAULT_TOLERANCE, DEFAULT_UNCERTAIN_MARGIN, KNOWN,
-                                        Match, match, vote)
+                                        UNKNOWN, Match, match, vote)
 
 Box = tuple[int, int, int, int]
 
@@ -344,6 +344,19 @@ def _follow(anchors: Sequence[Box], boxes: Sequence[Box], gray: np.ndarray) -> l
     return placed
 
 
+def _settled(matches: Sequence[Match], needed: int, stranger_distance: float) -> bool:
+    """Whether one more frame's encoding could no longer change what `vote` says about a
+    face: `needed` frames agree on one known name and none disagrees, or every frame so far
+    shows someone clearly not enrolled (nobody within `stranger_distance`, beyond the
+    tolerance and its uncertain band). The snapshot is the burst's sharpest frame of the
+    face, so a clear stranger there is not worth two more encodings."""
+    if not matches:
+        return False
+    if all(m.status == UNKNOWN and (m.distance is None or m.distance >= stranger_distance) for m in matches):
+        return True
+    return len(matches) >= needed and all(m.status == KNOWN for m in matches) and len({m.name for m in matches}) == 1
+
+
 class _Encoder:
     """encode_faces, with the time spent in it (the rest of a recognition is detection)."""
 
@@ -420,10 +433,12 @@ def recognize_burst(frames: Sequence[np.ndarray], known: Mapping[str, Sequence[n
        overlapped with encoding its faces already found (`_anchors_while_encoding`): the
        frames of a burst show the same scene, so scanning each one at the fine scale
        would mostly find the same faces again.
-    3. The faces of the snapshot are followed into at most `max_encoded_frames - 1` other
-       frames (those with the largest faces), by overlap with a fast-pass box or by
-       `find_face_near`; every face is encoded in every frame it was found in, and `vote`
-       decides per face."""
+    3. The snapshot's faces are encoded and named. A face whose verdict another frame
+       could still change (`_settled`: fewer than two agreeing known frames, or not a
+       clear stranger) is followed into the next frame (those with the largest faces
+       first), by overlap with a fast-pass box or by `find_face_near`, and encoded there;
+       at most `max_encoded_frames` frames are encoded. `vote` decides per face. A known
+       visitor costs two encodings and a stranger one, instead of one per frame."""
     started = time.perf_counter()
     if not frames:
         return VisitorResult((), None, {"detect": 0.0, "encode": 0.0, "total": 0.0})
@@ -440,19 +455,28 @@ def recognize_burst(frames: Sequence[np.ndarray], known: Mapping[str, Sequence[n
         # Faces only the fine passes found: look for them in the frames the fast pass
         # drew a blank on too.
         others += [i for i in range(len(frames)) if i != chosen and not fast[i]]
-    # Per voting frame, the box of each anchor face in that frame (None: not seen there).
-    placements: dict[int, list[Box | None]] = {chosen: list(anchors)}
-    for i in others:
-        if not anchors or len(placements) >= max_encoded_frames:
-            break
-        placed = _follow(anchors, fast[i], grays[i])
-        if any(placed):
-            placements[i] = placed
-
+    needed = min(min_votes, len(frames) // 2 + 1)
     votes: list[list[Match]] = [[] for _ in anchors]
-    for i, placed in placements.items():
-        done = ready if i == chosen else {}
-        todo = [(face, box) for face, box in enumerate(placed) if box is not None and face not in done]
+
+    def open_faces() -> list[int]:
+        return [face for face in range(len(anchors))
+                if not _settled(votes[face], needed, tolerance + uncertain_margin)]
+
+    # The snapshot's faces first; another frame only for the faces whose verdict it could
+    # still change, up to `max_encoded_frames` frames in all (each one costs an encoding).
+    encoded_frames = 0
+    for i in [chosen] + others:
+        wanted = open_faces()
+        if not wanted or encoded_frames >= max_encoded_frames:
+            break
+        if i == chosen:
+            placed, done = dict(zip(wanted, anchors)), ready
+        else:
+            placed, done = dict(zip(wanted, _follow([anchors[f] for f in wanted], fast[i], grays[i]))), {}
+        todo = [(face, box) for face, box in placed.items() if box is not None and face not in done]
+        if len(todo) + len(done) == 0:
+            continue
+        encoded_frames += 1
         encodings = dict(done)
         encodings.update(zip((face for face, _ in todo), encode(frames[i], [box for _, box in todo])))
         for face in sorted(encodings):

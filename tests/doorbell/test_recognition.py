@@ -256,6 +256,28 @@ def test_burst_from_the_fake_camera_names_the_visitor(faces):
     assert set(result.timing_ms) == {"detect", "encode", "total"}
 
 
+def test_a_known_visitor_costs_two_encodings_and_a_stranger_one_not_one_per_frame(faces):
+    with FakeCamera(source=faces["folder"] / "obama_2.jpg", seed=11) as camera:
+        visitor = capture_burst(camera, 5)
+    with FakeCamera(source=faces["folder"] / "unknown_1.png", seed=11) as camera:
+        stranger = capture_burst(camera, 5)
+    [known] = recognize_burst(visitor, faces["known"]).faces
+    assert (known.name, known.votes, known.frames) == ("obama", 2, 2)  # two agreeing frames settle it
+    [other] = recognize_burst(stranger, faces["known"]).faces
+    assert other.status == "unknown" and other.frames == 1, other  # far from everyone in the sharpest frame
+
+
+def test_a_frame_that_disagrees_brings_in_the_third_frame():
+    ann, bob = Match("ann", "known", 0.4, 0.9, "ann"), Match("bob", "known", 0.4, 0.9, "bob")
+    near = Match(None, "unknown", 0.62, 0.4, "ann")  # just outside the tolerance: not clearly a stranger
+    assert recognition._settled([ann, ann], 2, 0.65)
+    assert not recognition._settled([ann], 2, 0.65)
+    assert not recognition._settled([ann, bob], 2, 0.65)
+    assert not recognition._settled([near], 2, 0.65)
+    assert recognition._settled([Match(None, "unknown", 0.8, 0.9, "ann")], 2, 0.65)
+    assert recognition._settled([Match(None, "unknown", None, 1.0)], 2, 0.65)  # nobody enrolled
+
+
 def test_burst_without_a_face_reports_no_faces():
     with FakeCamera(seed=5) as camera:
         frames = capture_burst(camera, 3)
