@@ -161,8 +161,10 @@ class BaresipFiles:
                 modules.append(f"{module}.so")
         lines = [("poll_method", "epoll"), ("sip_listen", cfg.listen), ("sip_trans_def", cfg.transport)]
         if cfg.transport == "tls":
-            lines += [(name, path) for name, path in (("sip_cafile", cfg.tls_ca_file),  # loaded, not verified by 1.0
+            lines += [(name, path) for name, path in (("sip_cafile", cfg.tls_ca_file),
                                                       ("sip_certificate", cfg.tls_certificate)) if path]
+            if cfg.tls_ca_file:  # baresip 1.1 and later verify with it; 1.0 ignores the line (and verifies nothing)
+                lines.append(("sip_verify_server", "yes"))
         lines += [("audio_player", sink), ("audio_source", source), ("audio_alert", sink),
                   ("module_path", MODULE_PATH)]
         if host not in ("0.0.0.0", "", "::", "[::]"):

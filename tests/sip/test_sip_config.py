@@ -96,6 +96,7 @@ def test_tls_files_are_checked_and_written_as_baresips_sip_cafile_and_sip_certif
     BaresipFiles(tmp_path / "rt", config["sip"], None, 4444).write()
     text = (tmp_path / "rt" / "config").read_text()
     assert f"sip_cafile          {ca}\n" in text and f"sip_certificate     {door}\n" in text
+    assert "sip_verify_server   yes\n" in text  # for a baresip that can (1.1 and later)
     with pytest.raises(configmod.ConfigError) as err:
         build({**base, "tls_ca_file": str(tmp_path / "missing.pem"), "tls_certificate": str(ca)})
     assert any(p.startswith(f"[sip] tls_ca_file: cannot read {tmp_path / 'missing.pem'}") for p in err.value.problems)
