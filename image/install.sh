@@ -202,22 +202,25 @@ uninstall() {
     if [[ $purge == yes ]]; then
         local created=() kind name removed=()
         [[ -f $R$CREATED ]] && mapfile -t created <"$R$CREATED"
-        rm -rf "$R$CONFIG_DIR" "$R$STATE_DIR" "$R/etc/systemd/system/edge.service.d"  # (your drop-ins)
-        # users first: a group cannot go while it is someone's primary group
+        # The accounts before the directories: if one cannot go, the record stays for the next
+        # run. Users first: a group cannot go while it is someone's primary group.
         for kind in user group; do
             for name in "${created[@]}"; do
                 [[ $name == "$kind "* ]] || continue
                 name=${name#* }
                 if [[ $kind == user ]] && in_root getent passwd "$name" >/dev/null; then
-                    in_root userdel "$name" || die "userdel could not remove the user $name"
+                    in_root userdel "$name" ||
+                        die "userdel could not remove the user $name (output above); fix that and run --uninstall --purge again"
                 elif [[ $kind == group ]] && in_root getent group "$name" >/dev/null; then
-                    in_root groupdel "$name" || die "groupdel could not remove the group $name"
+                    in_root groupdel "$name" ||
+                        die "groupdel could not remove the group $name (output above; is it another user's primary group?); fix that and run --uninstall --purge again"
                 else
                     continue
                 fi
                 removed+=("$kind $name")
             done
         done
+        rm -rf "$R$CONFIG_DIR" "$R$STATE_DIR" "$R/etc/systemd/system/edge.service.d"  # (your drop-ins)
         local IFS=,
         say "purged $CONFIG_DIR, $STATE_DIR, edge.service.d${removed[*]:+ and what the installer created: ${removed[*]}}"
     else

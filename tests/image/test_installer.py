@@ -387,8 +387,17 @@ def test_uninstall_keeps_the_data_and_purge_removes_it_with_only_the_groups_the_
         # what the installer created, noted for --purge: Debian has no gpio group (Raspberry
         # Pi OS has, and then it is not the installer's)
         assert (root / "etc/edge/installer-created").read_text().split("\n") == ["group gpio", "user edge", ""]
+        # meanwhile the gpio group became another user's primary group: groupdel cannot remove
+        # it, the purge stops saying so and keeps the record, and a run after the fix finishes
+        chroot = ["chroot", str(root)]
+        subprocess.run([*chroot, "useradd", "--system", "--no-log-init", "--gid", "gpio", "printerbot"], check=True)
+        result = install(root, "--uninstall", "--purge", check=False)
+        assert result.returncode != 0 and "groupdel could not remove the group gpio" in result.stderr, result.stderr
+        assert "run --uninstall --purge again" in result.stderr
+        assert (root / "etc/edge/installer-created").exists() and account(root, "edge") is None
+        subprocess.run([*chroot, "userdel", "printerbot"], check=True)
         result = install(root, "--uninstall", "--purge")
-        assert "what the installer created: user edge,group gpio" in result.stdout, result.stdout
+        assert "what the installer created: group gpio" in result.stdout, result.stdout
         left = changed(installed.pristine, listing(root))
         assert set(left) - ACCOUNTS == {"etc/edge", "etc/edge/edge.env", "etc/edge/mqtt-password"}, \
             sorted(set(left) - ACCOUNTS)
