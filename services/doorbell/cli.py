@@ -86,7 +86,7 @@ def cmd_enroll(args) -> int:
         faces = FaceStore(store)
         added, duplicates = faces.add(name, accepted, time.time())
         if added:
-            device.audit(store, "face_enrolled", {"name": name, "source": "photos", "encodings": added})
+            device.audit(store, "face_enrolled", {"name": name, "source": "photos", "photos": added})
     except StoreUnavailable as exc:
         print(f"edge faces enroll: cannot save ({exc})", file=sys.stderr)
         return 1
@@ -111,7 +111,7 @@ def cmd_list(args) -> int:
     width = max(len("NAME"), *(len(p.name) for p in people))
     print(f"{'NAME':<{width}}  PHOTOS  ENROLLED")
     for p in people:
-        print(f"{p.name:<{width}}  {p.encodings:>6}  {time.strftime('%Y-%m-%d %H:%M', time.localtime(p.last_wall))}")
+        print(f"{p.name:<{width}}  {p.photos:>6}  {time.strftime('%Y-%m-%d %H:%M', time.localtime(p.last_wall))}")
     return 0
 
 
@@ -132,14 +132,14 @@ def cmd_remove(args) -> int:
         # so running the command again finds it and tries again.
         deleted, failed = snapshot_folder(config["faces"], device.state_dir).remove(files)
         removed, _ = faces.remove(args.name, keep_files=failed)
-        device.audit(store, "face_removed", {"name": args.name, "encodings": removed, "snapshots": deleted,
+        device.audit(store, "face_removed", {"name": args.name, "photos": removed, "snapshots": deleted,
                                                   "snapshots_not_deleted": len(failed)})
     except StoreUnavailable as exc:
         print(f"edge faces remove: cannot save ({exc})", file=sys.stderr)
         return 1
     finally:
         store.close()
-    print(f"removed {args.name}: {removed} photo encoding(s) and {deleted} snapshot(s) showing them "
+    print(f"removed {args.name}: {removed} photo(s) and {deleted} snapshot(s) showing them "
           f"({device.describe()})")
     for name, reason in sorted(failed.items()):
         print(f"edge faces remove: cannot delete the snapshot {name} ({reason}); check the permissions of "

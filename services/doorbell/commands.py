@@ -166,11 +166,11 @@ class DoorbellCommands:
         ctx, faces = self._ctx, self._worker.faces
         ok, reason = False, ""
         try:
-            encoding = child.encode(last.frame, last.faces[0].box)
-            added, _ = faces.add(name, [(f"ring:{last.event_id}", encoding)], ctx.clock.wall())
+            encodings = child.encode(last.frame, last.faces[0].box)
+            added, _ = faces.add(name, [(f"ring:{last.event_id}", encodings)], ctx.clock.wall())
             faces.label_snapshot(last.event_id, name)
             if ctx.audit is not None:
-                ctx.audit.append(via, "face_enrolled", {"name": name, "source": "ring", "encodings": added},
+                ctx.audit.append(via, "face_enrolled", {"name": name, "source": "ring", "photos": added},
                                  last.event_id)
             ok = True
         except (EnrollmentError, RuntimeError, StoreUnavailable, ValueError) as exc:

@@ -27,8 +27,8 @@ import numpy as np
 from edge.child import SupervisedChild, python_command
 from hardware.camera import load_rgb
 from services.doorbell.faces_store import ENCODING_SIZE
-from services.doorbell.recognition import (EnrollmentError, RecognitionUnavailable, encode_faces,
-                                           encode_single_face)
+from services.doorbell.recognition import (EnrollmentError, RecognitionUnavailable, enroll_single_face,
+                                           enrollment_encodings)
 
 # The encoder exits as soon as it has sent its reply; this bounds a wait for that.
 _EXIT_GRACE_S = 5.0
@@ -39,22 +39,22 @@ def photo_source(path: Path) -> str:
     return "photo:" + hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def encode_photo(path: Path, *, min_face_px: int) -> np.ndarray:
-    """The encoding of the one face in the photo at `path`; EnrollmentError (no face, two
-    faces, unreadable file) says why not."""
+def encode_photo(path: Path, *, min_face_px: int) -> list[np.ndarray]:
+    """The enrollment encodings of the one face in the photo at `path` (recognition.
+    enrollment_encodings); EnrollmentError (no face, two faces, unreadable file) says why not."""
     try:
         image = load_rgb(path)
     except OSError as exc:
         raise EnrollmentError(f"cannot read {path.name} as an image ({exc}); use a JPEG or PNG photo") from None
-    return encode_single_face(image, label=path.name, min_face_px=min_face_px)
+    return enroll_single_face(image, label=path.name, min_face_px=min_face_px)
 
 
 class EnrollmentChild:
-    """One encoding in a child process (through edge.child, at lower CPU and IO priority,
-    its output in `log`); `kill()` from another thread ends it.
+    """One face's enrollment encodings in a child process (through edge.child, at lower
+    CPU and IO priority, its output in `log`); `kill()` from another thread ends it.
 
-    The request (frame and box) and the reply (a pickled dict: "encoding" bytes, or why
-    not) travel over a socketpair, each ended by closing the writing side."""
+    The request (frame and box) and the reply (a pickled dict: "encodings", a list of
+    bytes, or why not) travel over a socketpair, each ended by closing the writing side."""
 
     def __init__(self, python: str = sys.executable, niceness: int = 10, log: logging.Logger | None = None):
         self.python = python
@@ -63,8 +63,9 @@ class EnrollmentChild:
                                       niceness=niceness)
         self._killed = False
 
-    def encode(self, frame: np.ndarray, box: tuple[int, int, int, int], timeout_s: float = 60.0) -> np.ndarray:
-        """The encoding of the face at `box` in `frame`. Raises EnrollmentError when the
+    def encode(self, frame: np.ndarray, box: tuple[int, int, int, int],
+               timeout_s: float = 60.0) -> list[np.ndarray]:
+        """The enrollment encodings of the face at `box` in `frame`. Raises EnrollmentError when the
         child finds no face there, RuntimeError when it fails or overruns."""
         request = pickle.dumps({"frame": np.ascontiguousarray(frame), "box": tuple(int(v) for v in box)})
         deadline = time.monotonic() + timeout_s
@@ -94,10 +95,10 @@ class EnrollmentChild:
         answer = pickle.loads(reply)
         if "rejected" in answer:
             raise EnrollmentError(answer["rejected"])
-        encoding = np.frombuffer(answer.get("encoding", b""), dtype="<f8")
-        if len(encoding) != ENCODING_SIZE:
+        encodings = [np.frombuffer(raw, dtype="<f8").copy() for raw in answer.get("encodings", [])]
+        if not encodings or any(len(encoding) != ENCODING_SIZE for encoding in encodings):
             raise RuntimeError(f"the face encoder failed ({answer.get('error') or 'no encoding in its reply'})")
-        return encoding.copy()
+        return encodings
 
     def kill(self) -> None:
         self._killed = True
@@ -130,13 +131,13 @@ def _child_main() -> int:
     with socket.socket(fileno=args.fd) as sock:
         request = pickle.loads(_read_to_end(sock))
         try:
-            encodings = encode_faces(request["frame"], [request["box"]])
+            encodings = enrollment_encodings(request["frame"], request["box"])
         except RecognitionUnavailable as exc:
             reply = {"error": str(exc)}
         except RuntimeError as exc:  # dlib rejects the image
             reply = {"rejected": f"the face could not be encoded: {exc}"}
         else:
-            reply = ({"encoding": np.asarray(encodings[0], dtype="<f8").tobytes()} if encodings else
+            reply = ({"encodings": [np.asarray(e, dtype="<f8").tobytes() for e in encodings]} if encodings else
                      {"rejected": "no face could be encoded at the visitor's position in the snapshot"})
         sock.sendall(pickle.dumps(reply))
     return 0

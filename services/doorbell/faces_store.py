@@ -1,7 +1,7 @@
 """Known faces and the snapshot index, in the device's store (migration component "faces").
 
-Responsible for: the enrolled encodings (128 numbers per photo, never the photos), who is
-labelled in which snapshot (so removing a person removes their snapshots too) and a
+Responsible for: the enrolled encodings (128 numbers each, one or two per photo, never the
+photos), who is labelled in which snapshot (so removing a person removes their snapshots too) and a
 version counter that every change to the faces bumps, whichever process made it. The
 running doorbell reads that one row each loop and reloads the encodings when it moved, so
 `edge faces enroll` in a shell takes effect without a restart. The counter is kept by
@@ -75,7 +75,7 @@ def _blob(encoding: np.ndarray) -> bytes:
 @dataclass(frozen=True)
 class Person:
     name: str
-    encodings: int
+    photos: int          # photos and rings enrolled (each gives one or more encodings)
     first_wall: float
     last_wall: float
 
@@ -88,6 +88,11 @@ class Snapshot:
     names: tuple[str, ...]
 
 
+# Further encodings of one source (a photo's night copy) are stored as "<source>#<n>".
+VARIANT_SEPARATOR = "#"
+_PHOTO_ROWS = f"source NOT LIKE '%{VARIANT_SEPARATOR}%'"
+_COUNT_PHOTOS = f"SELECT COUNT(*) FROM faces WHERE name = ? AND {_PHOTO_ROWS}"
+
 # The snapshots whose `names` (a JSON list) hold the bound name.
 _LABELLED_WITH = "FROM snapshots s, json_each(s.names) j WHERE j.value = ?"
 
@@ -99,21 +104,27 @@ class FaceStore:
     def version(self) -> int:
         return self.store.read("SELECT version FROM faces_version WHERE id = 1")[0][0]
 
-    def add(self, name: str, encodings: Sequence[tuple[str, np.ndarray]], ts_wall: float) -> tuple[int, int]:
-        """Enroll `name` with (source, encoding) pairs in one transaction. Returns (added,
-        already there): the same photo enrolled twice for a name is kept once."""
+    def add(self, name: str, photos: Sequence[tuple[str, Sequence[np.ndarray]]], ts_wall: float) -> tuple[int, int]:
+        """Enroll `name` with (source, encodings) pairs, one per photo or ring, in one
+        transaction. The first encoding of a source is stored under the source itself, the
+        others (its night copy) under "source#1", ...; so a photo is counted once however
+        many encodings it gave. Returns (photos added, photos already there): the same photo
+        enrolled twice for a name is kept once (re-enrolling an old photo adds only the
+        encodings it lacked)."""
         name = check_name(name)
-        rows = [(name, _blob(encoding), source, ts_wall) for source, encoding in encodings]
+        if any(isinstance(encodings, np.ndarray) and encodings.ndim == 1 for _, encodings in photos):
+            raise TypeError("give each source a list of encodings, not one encoding")
+        rows = [(name, _blob(encoding), source if k == 0 else f"{source}{VARIANT_SEPARATOR}{k}", ts_wall)
+                for source, encodings in photos for k, encoding in enumerate(encodings)]
 
         def insert(conn):
-            count = "SELECT COUNT(*) FROM faces WHERE name = ?"
-            before = conn.execute(count, (name,)).fetchone()[0]
+            before = conn.execute(_COUNT_PHOTOS, (name,)).fetchone()[0]
             conn.executemany("INSERT OR IGNORE INTO faces(name, encoding, source, created_wall) "
                              "VALUES (?, ?, ?, ?)", rows)
-            return conn.execute(count, (name,)).fetchone()[0] - before
+            return conn.execute(_COUNT_PHOTOS, (name,)).fetchone()[0] - before
 
         added = self.store.write(insert)
-        return added, len(rows) - added
+        return added, len({source for source, _ in photos}) - added
 
     def known(self) -> dict[str, list[np.ndarray]]:
         known: dict[str, list[np.ndarray]] = {}
@@ -123,7 +134,7 @@ class FaceStore:
 
     def people(self) -> list[Person]:
         return [Person(r["name"], r["n"], r["first"], r["last"]) for r in self.store.read(
-            "SELECT name, COUNT(*) AS n, MIN(created_wall) AS first, MAX(created_wall) AS last "
+            f"SELECT name, SUM({_PHOTO_ROWS}) AS n, MIN(created_wall) AS first, MAX(created_wall) AS last "
             "FROM faces GROUP BY name ORDER BY name COLLATE NOCASE")]
 
     def remove(self, name: str, *, keep_files: Iterable[str] = ()) -> tuple[int, list[str]]:
@@ -131,11 +142,12 @@ class FaceStore:
         them, except the rows of `keep_files` (snapshot files that could not be deleted,
         so the next `remove` finds them again). Delete the files first (snapshot_files),
         then call this: a row is never dropped while its file is still on disk. Returns
-        (encodings removed, files whose rows were removed)."""
+        (photos removed, files whose rows were removed)."""
         keep = set(keep_files)
 
         def delete(conn):
-            removed = conn.execute("DELETE FROM faces WHERE name = ?", (name,)).rowcount
+            removed = conn.execute(_COUNT_PHOTOS, (name,)).fetchone()[0]
+            conn.execute("DELETE FROM faces WHERE name = ?", (name,))
             rows = [(r[0], r[1]) for r in conn.execute(f"SELECT s.event_id, s.file {_LABELLED_WITH}", (name,))]
             gone = [(event_id, file) for event_id, file in rows if file not in keep]
             conn.executemany("DELETE FROM snapshots WHERE event_id = ?", [(event_id,) for event_id, _ in gone])

@@ -80,8 +80,8 @@ class DoorbellPipeline:
         self.known: dict[str, list[np.ndarray]] = {}
 
     def enroll(self, name: str, image: np.ndarray) -> None:
-        self.known.setdefault(name, []).append(
-            recognition.encode_single_face(image, label=name, model=self.model))
+        self.known.setdefault(name, []).extend(
+            recognition.enroll_single_face(image, label=name, model=self.model))
 
     def identify(self, image: np.ndarray) -> tuple[int, list[str], dict[str, float]]:
         result = recognition.recognize_burst([image], self.known, tolerance=TOLERANCE, model=self.model)

@@ -54,7 +54,7 @@ def test_enroll_shows_progress_rejects_photos_without_exactly_one_face_and_list_
 
     removed = edge(env, "faces", "remove", "obama")
     assert removed.returncode == 0, removed.stderr
-    assert "removed obama: 2 photo encoding(s) and 1 snapshot(s)" in removed.stdout
+    assert "removed obama: 2 photo(s) and 1 snapshot(s)" in removed.stdout
     assert [p.name for p in snapshots.iterdir()] == ["00000002_20260101T000100Z_ring2.jpg"]
     assert "no one is enrolled yet" in edge(env, "faces", "list").stdout
     missing = edge(env, "faces", "remove", "obama")
@@ -128,7 +128,7 @@ def test_remove_keeps_the_index_row_of_a_snapshot_it_could_not_delete_and_says_s
     stuck = "00000001_20260101T000000Z_ring1.jpg"
     (snapshots / stuck).write_bytes(b"\xff\xd8")
     store = Store(state / DB_NAME, schemas=[FACES_SCHEMA])
-    FaceStore(store).add("alice", [("photo:a", np.random.default_rng(1).normal(size=128))], 1.7e9)
+    FaceStore(store).add("alice", [("photo:a", [np.random.default_rng(1).normal(size=128)])], 1.7e9)
     FaceStore(store).record_snapshot("ring1", stuck, ["alice"], 1.7e9)
     store.close()
 
@@ -145,7 +145,7 @@ def test_remove_keeps_the_index_row_of_a_snapshot_it_could_not_delete_and_says_s
 
     again = edge(env, "faces", "remove", "alice")
     assert again.returncode == 0, again.stderr
-    assert "removed alice: 0 photo encoding(s) and 1 snapshot(s)" in again.stdout
+    assert "removed alice: 0 photo(s) and 1 snapshot(s)" in again.stdout
     assert not (snapshots / stuck).exists()
 
 

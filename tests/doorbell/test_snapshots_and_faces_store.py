@@ -113,7 +113,7 @@ def test_every_writer_bumps_the_version_the_running_doorbell_polls(tmp_path):
     cli = FaceStore(Store(tmp_path / "edge.sqlite3", schemas=[FACES_SCHEMA]))  # another connection, as `edge faces` is
     try:
         start = runtime.version()
-        cli.add("alice", [("photo:a", encoding(1))], NOW)
+        cli.add("alice", [("photo:a", [encoding(1)])], NOW)
         assert runtime.version() > start
         after_add = runtime.version()
         cli.remove("alice")
@@ -126,14 +126,26 @@ def test_every_writer_bumps_the_version_the_running_doorbell_polls(tmp_path):
 def test_encodings_round_trip_and_the_same_photo_is_enrolled_once(tmp_path):
     faces = FaceStore(Store(tmp_path / "edge.sqlite3", schemas=[FACES_SCHEMA]))
     try:
-        assert faces.add("alice", [("photo:a", encoding(1)), ("photo:b", encoding(2))], NOW) == (2, 0)
+        assert faces.add("alice", [("photo:a", [encoding(1)]), ("photo:b", [encoding(2)])], NOW) == (2, 0)
         version = faces.version()
-        assert faces.add("alice", [("photo:a", encoding(1))], NOW) == (0, 1)
+        assert faces.add("alice", [("photo:a", [encoding(1)])], NOW) == (0, 1)
         assert faces.version() == version  # nothing changed, nothing to reload
         known = faces.known()
         assert list(known) == ["alice"]
         assert np.array_equal(known["alice"][0], encoding(1)) and np.array_equal(known["alice"][1], encoding(2))
-        assert [(p.name, p.encodings) for p in faces.people()] == [("alice", 2)]
+        assert [(p.name, p.photos) for p in faces.people()] == [("alice", 2)]
+    finally:
+        faces.store.close()
+
+
+def test_a_photo_with_its_night_copy_counts_once_and_re_enrolling_adds_only_what_it_lacked(tmp_path):
+    faces = FaceStore(Store(tmp_path / "edge.sqlite3", schemas=[FACES_SCHEMA]))
+    try:
+        assert faces.add("alice", [("photo:a", [encoding(1)])], NOW) == (1, 0)  # enrolled before night copies
+        assert faces.add("alice", [("photo:a", [encoding(1), encoding(3)]),
+                                   ("photo:b", [encoding(2), encoding(4)])], NOW) == (1, 1)
+        assert [(p.name, p.photos) for p in faces.people()] == [("alice", 2)]
+        assert len(faces.known()["alice"]) == 4  # every encoding is matched against
     finally:
         faces.store.close()
 
@@ -141,8 +153,8 @@ def test_encodings_round_trip_and_the_same_photo_is_enrolled_once(tmp_path):
 def test_removing_a_person_returns_their_snapshots_only(tmp_path):
     faces = FaceStore(Store(tmp_path / "edge.sqlite3", schemas=[FACES_SCHEMA]))
     try:
-        faces.add("alice", [("photo:a", encoding(1))], NOW)
-        faces.add("bob", [("photo:b", encoding(2))], NOW)
+        faces.add("alice", [("photo:a", [encoding(1)])], NOW)
+        faces.add("bob", [("photo:b", [encoding(2)])], NOW)
         faces.record_snapshot("r1", "1.jpg", ["alice"], NOW)
         faces.record_snapshot("r2", "2.jpg", ["alice", "bob"], NOW)
         faces.record_snapshot("r3", "3.jpg", [], NOW)
@@ -159,7 +171,7 @@ def test_removing_a_person_returns_their_snapshots_only(tmp_path):
 def test_a_snapshot_file_that_could_not_be_deleted_keeps_its_row(tmp_path):
     faces = FaceStore(Store(tmp_path / "edge.sqlite3", schemas=[FACES_SCHEMA]))
     try:
-        faces.add("alice", [("photo:a", encoding(1))], NOW)
+        faces.add("alice", [("photo:a", [encoding(1)])], NOW)
         faces.record_snapshot("r1", "1.jpg", ["alice"], NOW)
         faces.record_snapshot("r2", "2.jpg", ["alice"], NOW)
         removed, files = faces.remove("alice", keep_files={"2.jpg"})
