@@ -20,6 +20,11 @@ from edge.releases import ReleaseError, ReleaseLayout, prefix_for
 from edge.service_control import ServiceControl, ServiceControlError
 
 LARGE_BYTES = 1 << 20  # progress is shown for work larger than this (and always on a terminal)
+# What image/install.sh adds to a release when the device recognises faces ([faces] and
+# [doorbell] enabled): no dependency of the wheel (dlib-bin ships dlib prebuilt, and pip does
+# not count it as face-recognition's `dlib`), so a wheel update installs them beside it, or the
+# new release would answer healthy (DEGRADED) without face recognition and be committed.
+FACE_PACKAGES = ("dlib-bin", "face_recognition_models")
 
 
 class ByteProgress:
@@ -62,9 +67,16 @@ def _updater(args, device: CliDevice, layout: ReleaseLayout):
     return Updater(layout, device.state_dir, ServiceControl.from_env(), HealthProbe(device.health_candidates),
                    deadline_s=args.deadline if args.deadline is not None else cfg.deadline_s,
                    settle_s=args.settle if args.settle is not None else cfg.settle_s,
-                   keep=cfg.keep_releases, pip_args=cfg.pip_args,
+                   keep=cfg.keep_releases, pip_args=cfg.pip_args, wheel_packages=_wheel_packages(device.config),
                    on_step=(lambda step: None) if args.json else (lambda step: print(f"  {step}", file=sys.stderr)),
                    progress=None if args.json else ByteProgress())
+
+
+def _wheel_packages(config) -> list[str]:
+    def enabled(section: str) -> bool:
+        return section in config.sections and bool(config[section].get("enabled"))
+
+    return list(FACE_PACKAGES) if enabled("faces") and enabled("doorbell") else []
 
 
 def _report(args, outcome) -> int:

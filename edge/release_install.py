@@ -155,8 +155,10 @@ def artifact_version(path: Path) -> str:
 
 
 def install(layout: ReleaseLayout, artifact: Artifact, pip_args: list[str] = (),
-            progress: Progress | None = None) -> str:
-    """Install the verified artifact as releases/<version>; returns the version."""
+            progress: Progress | None = None, packages: list[str] = ()) -> str:
+    """Install the verified artifact as releases/<version>; returns the version. A wheel is
+    installed together with `packages` (what the device's features need beyond the wheel's
+    own dependencies)."""
     verify(artifact, progress)
     version = artifact_version(artifact.path)
     target = layout.release(version)
@@ -170,7 +172,7 @@ def install(layout: ReleaseLayout, artifact: Artifact, pip_args: list[str] = (),
     (target / INCOMPLETE).write_text("being installed\n")
     try:
         if artifact.path.name.endswith(".whl"):
-            _install_wheel(target, artifact.path, pip_args, _has_system_site(layout))
+            _install_wheel(target, artifact.path, pip_args, _has_system_site(layout), packages)
         else:
             with tarfile.open(artifact.path) as tar:
                 # "tar" refuses members outside the target and absolute paths, yet keeps the
@@ -210,11 +212,12 @@ def _has_system_site(layout: ReleaseLayout) -> bool:
     return match is None or match[1].lower() == "true"
 
 
-def _install_wheel(target: Path, wheel: Path, pip_args: list[str], system_site: bool) -> None:
+def _install_wheel(target: Path, wheel: Path, pip_args: list[str], system_site: bool,
+                   packages: list[str]) -> None:
     python = getattr(sys, "_base_executable", None) or sys.executable
     for cmd in ([python, "-m", "venv", *(["--system-site-packages"] if system_site else []), str(target)],
                 [str(target / "bin" / "pip"), "install", "--no-input", "--disable-pip-version-check",
-                 *pip_args, str(wheel)]):
+                 *pip_args, *packages, str(wheel)]):
         done = subprocess.run(cmd, capture_output=True, text=True)
         if done.returncode != 0:
             said = (done.stderr or done.stdout).strip()
@@ -223,7 +226,8 @@ def _install_wheel(target: Path, wheel: Path, pip_args: list[str], system_site: 
                 raise ReleaseError(
                     f"installing {wheel.name} needs {missing[1]}, which pip found in no package index and no wheel "
                     f"folder (is the device offline?). A wheel brings only edge itself, not what it needs: give "
-                    f"the device a folder of wheels (`pip download -d DIR {wheel.name}` on a machine with network, "
+                    f"the device a folder of wheels (`pip download -d DIR {' '.join([wheel.name, *packages])}` on a "
+                    f"machine with network, "
                     f"with --platform and --python-version of the device) and set [update] pip_args = "
                     f"[\"--no-index\", \"--find-links\", \"DIR\"], or update with a release archive (.tar.gz), "
                     f"which carries everything; nothing was installed. pip said: {said[-400:]}")

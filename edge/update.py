@@ -111,7 +111,7 @@ class Updater:
 
     def __init__(self, layout: ReleaseLayout, state_dir: Path, service: ServiceControl, probe: HealthProbe, *,
                  deadline_s: float = 120.0, settle_s: float = 5.0, keep: int = 3, pip_args: list[str] = (),
-                 on_step: Callable[[str], None] = lambda step: None,
+                 wheel_packages: list[str] = (), on_step: Callable[[str], None] = lambda step: None,
                  progress: release_install.Progress | None = None, poll_s: float = 0.25):
         self.layout = layout
         self.state_dir = Path(state_dir)
@@ -121,6 +121,7 @@ class Updater:
         self.settle_s = settle_s
         self.keep = keep
         self.pip_args = list(pip_args)
+        self.wheel_packages = list(wheel_packages)  # installed beside a wheel (edge.release_install.install)
         self.on_step = on_step
         self.progress = progress
         self.poll_s = poll_s
@@ -140,7 +141,8 @@ class Updater:
                 version = release_install.adopt(self.layout, Path(source))
             else:
                 artifact = release_install.fetch(source, sha256, self.layout.prefix / "downloads", self.progress)
-                version = release_install.install(self.layout, artifact, self.pip_args, self.progress)
+                version = release_install.install(self.layout, artifact, self.pip_args, self.progress,
+                                                  self.wheel_packages)
             self.on_step("installed")
             return self._trial(version, previous, "update")
 

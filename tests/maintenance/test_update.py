@@ -216,14 +216,29 @@ def test_a_wheel_update_is_checksum_verified_installs_with_pip_from_a_wheel_fold
     assert re.search(rf"^{re.escape(WHEEL_VERSION)} +current, committed$", text, re.M), text
 
 
-def test_a_wheel_update_with_no_index_and_no_wheel_folder_fails_saying_what_to_do_and_changes_nothing(
+def test_a_wheel_update_without_its_dependencies_or_the_face_libraries_at_hand_fails_saying_what_to_do(
         running, wheel_and_wheelhouse):
     """Offline, with no [update] pip_args: pip reaches no package index (here one on a
     loopback port nothing listens on, tried once), so the update fails before anything is
-    stopped, says how to give the device its dependencies, and leaves no half release."""
-    wheel, _ = wheel_and_wheelhouse
-    running.env = pip_env_without_config(running.env, PIP_INDEX_URL=f"http://127.0.0.1:{free_port()}/simple/",
-                                         PIP_RETRIES="0")
+    stopped, says how to give the device its dependencies, and leaves no half release. A
+    device that recognises faces needs the face libraries too, which are no dependency of
+    the wheel: a wheel folder without them is not enough, and the error names them."""
+    wheel, wheels = wheel_and_wheelhouse
+    offline = pip_env_without_config(running.env, PIP_INDEX_URL=f"http://127.0.0.1:{free_port()}/simple/",
+                                     PIP_RETRIES="0")
+    running.env = {**offline, "EDGE_DOORBELL_ENABLED": "true", "EDGE_FACES_ENABLED": "true"}
+    config = running.config.read_text()
+    running.config.write_text(config.replace(
+        "[update]\n", f"[update]\npip_args = [\"--no-index\", \"--find-links\", \"{wheels}\"]\n"))
+    done = running.edge("update", str(wheel), timeout=240)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert re.search(r"needs (dlib-bin|face.recognition.models), which pip found in no package index", done.stderr), \
+        done.stderr
+    assert f"pip download -d DIR {wheel.name} dlib-bin face_recognition_models" in done.stderr
+    assert not running.layout.release(WHEEL_VERSION).exists()
+
+    running.env = offline
+    running.config.write_text(config)
     done = running.edge("update", str(wheel), timeout=240)
     assert done.returncode == 1, done.stdout + done.stderr
     assert re.search(rf"edge_appliance-{re.escape(WHEEL_VERSION)}-py3-none-any.whl needs \S+, which pip found in "
