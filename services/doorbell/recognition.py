@@ -286,58 +286,6 @@ def encode_faces(frame: np.ndarray, boxes: Sequence[Box], *, model: str = DEFAUL
     return _face_library().face_encodings(region, known_face_locations=shifted, num_jitters=1, model=model)
 
 
-def single_face_box(image: np.ndarray, *, label: str = "the photo",
-                    min_face_px: int = DEFAULT_MIN_FACE_PX) -> Box:
-    """The box of the one face in an enrollment photo. Raises EnrollmentError when the
-    photo shows no face or several (`label` names the photo in the message)."""
-    boxes = detect_faces(image, min_face_px=min_face_px, max_faces=None)
-    if not boxes:
-        raise EnrollmentError(
-            f"no face found in {label}: use a sharp, well-lit photo of the person looking at "
-            f"the camera, with the face at least {min_face_px} px high")
-    if len(boxes) > 1:
-        raise EnrollmentError(f"{len(boxes)} faces found in {label}; use a photo with exactly one face")
-    return boxes[0]
-
-
-def encode_single_face(image: np.ndarray, *, label: str = "the photo",
-                       min_face_px: int = DEFAULT_MIN_FACE_PX, model: str = DEFAULT_MODEL) -> np.ndarray:
-    """The encoding of the one face in a photo (EnrollmentError as single_face_box)."""
-    return encode_faces(image, [single_face_box(image, label=label, min_face_px=min_face_px)], model=model)[0]
-
-
-def night_copy(image: np.ndarray) -> np.ndarray:
-    """The image as a camera in infrared night mode sees it: one grey level in all three
-    channels."""
-    gray = to_gray(image)
-    return np.ascontiguousarray(np.stack([gray, gray, gray], axis=-1))
-
-
-def enrollment_encodings(image: np.ndarray, box: Box, *, model: str = DEFAULT_MODEL) -> list[np.ndarray]:
-    """What to enroll for the face at `box`: its encoding, and for a colour photo also the
-    encoding of its night copy.
-
-    Doorbell cameras switch to infrared at night and send monochrome frames, which dlib's
-    encoder places farther from a colour photo of the same face. Enrolling both ways
-    brought the dev set's hardest genuine distance (an IR-night copy) from 0.607 to 0.582
-    and the mean from 0.402 to 0.391, with the nearest impostor unchanged at 0.708
-    (tests/bench/bench_recognition.py); ten jittered encodings or a second, upsampled
-    detection box moved the impostors closer as much as the genuine faces. One more
-    encoding per photo, paid once, offline."""
-    encodings = encode_faces(image, [box], model=model)
-    if image.ndim == 3 and image.shape[2] >= 3 and not (
-            np.array_equal(image[..., 0], image[..., 1]) and np.array_equal(image[..., 1], image[..., 2])):
-        encodings += encode_faces(night_copy(image), [box], model=model)
-    return encodings
-
-
-def enroll_single_face(image: np.ndarray, *, label: str = "the photo", min_face_px: int = DEFAULT_MIN_FACE_PX,
-                       model: str = DEFAULT_MODEL) -> list[np.ndarray]:
-    """enrollment_encodings of the one face in an enrollment photo (EnrollmentError as
-    single_face_box)."""
-    return enrollment_encodings(image, single_face_box(image, label=label, min_face_px=min_face_px), model=model)
-
-
 # -- bursts --------------------------------------------------------------------------------
 
 def _face_sharpness(frame: np.ndarray, box: Box) -> float:
@@ -396,18 +344,21 @@ def _settled(matches: Sequence[Match], needed: int, stranger_distance: float) ->
 
 
 class _Encoder:
-    """encode_faces, with the time spent in it (the rest of a recognition is detection)."""
+    """encode_faces, with the CPU time of the calling thread spent in it (the rest of a
+    recognition is detection). CPU time, not wall time: the companion scan runs in another
+    thread meanwhile, and on a busy machine the two share a core, which wall time would
+    book as encoding (dlib's encoder runs in the calling thread only)."""
 
     def __init__(self, model: str):
         self.model = model
         self.seconds = 0.0
 
     def __call__(self, frame: np.ndarray, boxes: Sequence[Box]) -> list[np.ndarray]:
-        started = time.perf_counter()
+        started = time.thread_time()
         try:
             return encode_faces(frame, boxes, model=self.model)
         finally:
-            self.seconds += time.perf_counter() - started
+            self.seconds += time.thread_time() - started
 
 
 def _anchors_while_encoding(frame: np.ndarray, gray: np.ndarray, boxes: list[Box], scale: float,

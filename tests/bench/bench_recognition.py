@@ -15,7 +15,10 @@ Ours = services.doorbell.recognition.recognize_burst([image], known).
 
 Besides the end-to-end ratios it prints the detection-stage ratio and the ceiling: naive
 time over our encoding time alone, i.e. the ratio a detector taking no time at all would
-reach, since both pipelines pay the same ResNet forward pass per face.
+reach, since both pipelines pay the same ResNet forward pass per face. Encoding is counted
+in the encoding thread's CPU time for both (the doorbell overlaps a detection pass with it
+in another thread, whose share of a busy core wall time would book as encoding); totals
+are wall time.
 
 Photos are found through EDGE_TEST_DATA (default: ../shared/data next to the repository).
 """
@@ -36,7 +39,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 from hardware.camera import load_rgb  # noqa: E402
-from services.doorbell import recognition  # noqa: E402
+from services.doorbell import enrollment, recognition  # noqa: E402
 from services.doorbell.testing import PHOTO_CATEGORIES, is_correct, photo_category  # noqa: E402
 
 TOLERANCE = 0.6
@@ -61,15 +64,16 @@ class NaivePipeline:
         t0 = time.perf_counter()
         locations = self.fr.face_locations(image)
         t1 = time.perf_counter()
+        cpu = time.thread_time()  # encoding in CPU time, as the doorbell's own timing counts it
         encodings = self.fr.face_encodings(image, locations)
+        encode_s = time.thread_time() - cpu
         names = []
         for encoding in encodings:
             distances = self.fr.face_distance(self.known, encoding)
             best = int(np.argmin(distances))
             if distances[best] <= TOLERANCE:
                 names.append(self.known_names[best])
-        t2 = time.perf_counter()
-        return len(locations), names, {"detect": (t1 - t0) * 1000, "encode": (t2 - t1) * 1000}
+        return len(locations), names, {"detect": (t1 - t0) * 1000, "encode": encode_s * 1000}
 
 
 class DoorbellPipeline:
@@ -81,7 +85,7 @@ class DoorbellPipeline:
 
     def enroll(self, name: str, image: np.ndarray) -> None:
         self.known.setdefault(name, []).extend(
-            recognition.enroll_single_face(image, label=name, model=self.model))
+            enrollment.enroll_single_face(image, label=name, model=self.model))
 
     def identify(self, image: np.ndarray) -> tuple[int, list[str], dict[str, float]]:
         result = recognition.recognize_burst([image], self.known, tolerance=TOLERANCE, model=self.model)

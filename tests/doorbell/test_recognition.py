@@ -15,9 +15,10 @@ from edge.testing.requirements import find_test_data
 
 from hardware.camera import FakeCamera, capture_burst, load_rgb
 from services.doorbell import recognition
+from services.doorbell.enrollment import encode_single_face, enroll_single_face
 from services.doorbell.matching import Match, match, vote
 from services.doorbell.recognition import (EnrollmentError, RecognitionUnavailable, choose_frame, detect_faces,
-                                           encode_single_face, enroll_single_face, recognize_burst)
+                                           recognize_burst)
 from services.doorbell.testing import PHOTO_CATEGORIES, is_correct, photo_category
 
 TOLERANCE = 0.6

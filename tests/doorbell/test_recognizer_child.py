@@ -19,7 +19,7 @@ from edge.testing.requirements import find_test_data
 from edge.testing.waiting import wait_for
 
 from hardware.camera import FakeCamera, capture_burst, load_rgb
-from services.doorbell.recognition import encode_single_face
+from services.doorbell.enrollment import encode_single_face
 from services.doorbell.recognizer_child import (RecognitionError, RecognizerProcess,
                                                 RecognizerUnavailable)
 
