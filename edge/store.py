@@ -6,6 +6,9 @@ log's in edge.audit; the runtime and every CLI command that opens the store pass
 list, so which tables exist never depends on what happened to be imported), a key/value
 cache with TTL on monotonic time, and recent events. The audit
 log (`edge.audit`) and the MQTT outbox keep their own tables here through migrations.
+Events are kept for good: a few a day, and the doorbell's total_increasing counters
+(rings, recognitions) are counted from them after a restart, so pruning them would need
+those totals kept elsewhere first.
 
 Durability: `journal_mode=WAL` with `synchronous=FULL`. Every commit syncs the WAL, so a
 process crash (kill -9) loses nothing that was reported committed and a power cut loses at
@@ -317,11 +320,6 @@ class Store:
             rows = self.read("SELECT * FROM events ORDER BY id DESC LIMIT ?", (limit,))
         return [{"id": r["id"], "event_id": r["event_id"], "kind": r["kind"], "ts_wall": r["ts_wall"],
                  "data": json.loads(r["data"])} for r in rows]
-
-    def prune_events(self, keep: int) -> int:
-        return self.write(lambda c: c.execute(
-            "DELETE FROM events WHERE id <= (SELECT id FROM events ORDER BY id DESC LIMIT 1 OFFSET ?)",
-            (keep,)).rowcount)
 
     def integrity_check(self) -> str:
         return self.read("PRAGMA integrity_check")[0][0]
