@@ -14,9 +14,9 @@ import os
 
 import pytest
 
+from edge.testing.pki import make_pki
 from edge.testing.requirements import missing
 from edge.testing.waiting import wait_for
-from mqtt.test_tls import make_pki  # a CA and a server certificate for 127.0.0.1 (cryptography)
 from services.sip.backend import REGISTERED
 from services.sip.testing import Kamailio
 from sip.conftest import DOOR_PASSWORD, GRANTED_EXPIRES_S, HOUSE_PASSWORD, in_call, sip_worker
