@@ -29,7 +29,7 @@ FACE_PACKAGES = ("dlib-bin", "face_recognition_models")
 
 class ByteProgress:
     """"copying the store: 40% (4.1 of 10.2 MB)" on stderr: redrawn in place on a terminal,
-    a line per tenth otherwise (logs, CI)."""
+    a line per tenth otherwise (logs, CI); a step without a size is one line as it is."""
 
     def __init__(self, stream=None):
         self.stream = stream or sys.stderr
@@ -37,6 +37,11 @@ class ByteProgress:
         self._last: tuple[str, int] | None = None
 
     def __call__(self, what: str, done: int, total: int) -> None:
+        if done == 0 and total == 0:  # a step without a size ("pip: Collecting ..."): as it is
+            self._last = None
+            self.stream.write(("\r\033[K" if self.tty else "") + what + "\n")
+            self.stream.flush()
+            return
         if total < LARGE_BYTES and not self.tty:
             return
         pct = 100 * done // total if total else 0

@@ -46,7 +46,8 @@ from edge.releases import INCOMPLETE, ReleaseError, ReleaseLayout, check_version
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar")
 WHEEL_RE = re.compile(r"^(?P<name>[A-Za-z0-9_.]+)-(?P<version>[^-]+)(-\d[^-]*)?-[^-]+-[^-]+-[^-]+\.whl$")
 CHUNK = 1 << 16
-Progress = Callable[[str, int, int], None]  # (what, done bytes, total bytes or 0)
+# (what, done bytes, total bytes or 0); (what, 0, 0) is a step without a size, shown as it is.
+Progress = Callable[[str, int, int], None]
 
 
 @dataclass(frozen=True)
@@ -172,7 +173,7 @@ def install(layout: ReleaseLayout, artifact: Artifact, pip_args: list[str] = (),
     (target / INCOMPLETE).write_text("being installed\n")
     try:
         if artifact.path.name.endswith(".whl"):
-            _install_wheel(target, artifact.path, pip_args, _has_system_site(layout), packages)
+            _install_wheel(target, artifact.path, pip_args, _has_system_site(layout), packages, progress)
         else:
             with tarfile.open(artifact.path) as tar:
                 # "tar" refuses members outside the target and absolute paths, yet keeps the
@@ -213,14 +214,26 @@ def _has_system_site(layout: ReleaseLayout) -> bool:
 
 
 def _install_wheel(target: Path, wheel: Path, pip_args: list[str], system_site: bool,
-                   packages: list[str]) -> None:
+                   packages: list[str], progress: Progress | None = None) -> None:
+    """A venv for the release, then pip's install of the wheel and `packages` into it.
+    pip's own lines ("Collecting ...", "Installing collected packages ...") are the
+    progress: on a Pi, building the venv and installing dlib-bin take minutes."""
     python = getattr(sys, "_base_executable", None) or sys.executable
-    for cmd in ([python, "-m", "venv", *(["--system-site-packages"] if system_site else []), str(target)],
-                [str(target / "bin" / "pip"), "install", "--no-input", "--disable-pip-version-check",
-                 *pip_args, *packages, str(wheel)]):
-        done = subprocess.run(cmd, capture_output=True, text=True)
-        if done.returncode != 0:
-            said = (done.stderr or done.stdout).strip()
+    steps = (("creating the release's venv", [python, "-m", "venv", *(["--system-site-packages"] if system_site
+                                                                        else []), str(target)]),
+             ("pip", [str(target / "bin" / "pip"), "install", "--no-input", "--disable-pip-version-check",
+                      "--progress-bar", "off", *pip_args, *packages, str(wheel)]))
+    for what, cmd in steps:
+        if progress:
+            progress(f"installing {wheel.name}: {what}", 0, 0)
+        lines = []
+        with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as proc:
+            for line in proc.stdout:
+                lines.append(line)
+                if progress and line.strip():
+                    progress(f"{what}: {line.strip()}", 0, 0)
+        if proc.returncode != 0:
+            said = "".join(lines).strip()
             missing = re.search(r"No matching distribution found for (\S+)", said)
             if missing:
                 raise ReleaseError(

@@ -198,6 +198,9 @@ def test_a_wheel_update_is_checksum_verified_installs_with_pip_from_a_wheel_fold
         "[update]\n", f"[update]\npip_args = [\"--no-index\", \"--find-links\", \"{wheels}\"]\n"))
     done = running.edge("update", str(wheel), timeout=240)  # the checksum from FILE.whl.sha256 beside it
     assert done.returncode == 0, done.stdout + done.stderr + running.log()[-2000:]
+    # minutes on a Pi: each step and pip's own lines are shown while they happen
+    assert f"installing {wheel.name}: creating the release's venv" in done.stderr, done.stderr
+    assert re.search(r"^pip: (Processing|Installing collected packages) ", done.stderr, re.M), done.stderr
     assert f"updated 1.0.0 -> {WHEEL_VERSION}: ready and healthy, committed" in done.stdout
     assert running.health()["version"] == WHEEL_VERSION
     assert links(running) == (WHEEL_VERSION, WHEEL_VERSION)
