@@ -9,6 +9,8 @@
 #   /etc/edge/                      edge.toml, edge.env (EDGE_* overrides), keys 0600
 #   /var/lib/edge/                  state (the store, faces, ...), owned by the `edge` user
 # Run `image/install.sh --help` for the options.
+# About 520 lines, one script on purpose: it must run alone on a bare Pi or in a chroot
+# before anything of edge is installed, so it cannot source helpers from elsewhere.
 set -Eeuo pipefail
 
 PREFIX=/opt/edge
