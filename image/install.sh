@@ -9,8 +9,9 @@
 #   /etc/edge/                      edge.toml, edge.env (EDGE_* overrides), keys 0600
 #   /var/lib/edge/                  state (the store, faces, ...), owned by the `edge` user
 # Run `image/install.sh --help` for the options.
-# About 520 lines, one script on purpose: it must run alone on a bare Pi or in a chroot
-# before anything of edge is installed, so it cannot source helpers from elsewhere.
+# About 520 lines, one script on purpose: install, uninstall and purge share the paths above
+# and the record of what was created, and an administrator reads one install top to bottom
+# before running it as root.
 set -Eeuo pipefail
 
 PREFIX=/opt/edge
