@@ -405,12 +405,14 @@ class DoorbellWorker(Worker):
                 visitor = error_visitor(press, len(frames), f"visitor failed: {failed['visitor']}")
             jpeg = step("snapshot", self._keep_snapshot, press, frames, result, visitor) if frames else None
             visitor["latency_ms"] = round((ctx.clock.monotonic() - press.ts_mono) * 1000, 1)
+            # The states first: an automation that the event triggers and that reads "Last
+            # visitor" must find this visitor there, not the previous one.
+            step("visitor state", self._visitor_states, press, visitor, recognition_ms)
             step("visitor event", ctx.bus.emit, VISITOR, visitor, press.event_id)
             if jpeg is not None:
                 step("snapshot event", ctx.bus.emit, SNAPSHOT,
                      {"jpeg": jpeg, "content_type": "image/jpeg", "file": visitor["snapshot"]}, press.event_id)
             step("visitor record", self._record, press.event_id, VISITOR, visitor, None)
-            step("visitor state", self._visitor_states, press, visitor, recognition_ms)
             ctx.log.info("visitor: %s, %d face(s), %d known, in %.0f ms", visitor["result"], len(visitor["faces"]),
                          sum(1 for f in visitor["faces"] if f["status"] == KNOWN), visitor["latency_ms"])
         finally:

@@ -100,6 +100,26 @@ def test_visitor_latency_is_measured_on_the_runtime_clock(make_bell):
     assert visitor.data["latency_ms"] == 2500.0
 
 
+def test_last_visitor_is_on_the_state_board_before_the_visitor_event_goes_out(make_bell, monkeypatch):
+    """An automation triggered by the Visitor event that reads "Last visitor" finds this
+    ring's visitor there, not the previous one (a test reading the state right after the
+    event once found the previous one)."""
+    bell = make_bell({"doorbell": {"cooldown_s": 0}, **NO_FACES})
+    emit, at_event = bell.runtime.bus.emit, []
+
+    def spy(kind, data=None, event_id=None):
+        if kind == "doorbell.visitor":
+            at_event.append((event_id, (bell.runtime.states.get("doorbell.last_visitor") or {}).get("event_id")))
+        return emit(kind, data, event_id)
+
+    monkeypatch.setattr(bell.runtime.bus, "emit", spy)
+    for _ in range(2):
+        bell.press()
+        ring = bell.events("doorbell.ring")[-1]
+        bell.wait_event("doorbell.visitor", event_id=ring.event_id)
+    assert len(at_event) == 2 and all(event == state for event, state in at_event), at_event
+
+
 def test_long_press_is_a_separate_event_of_the_same_ring(make_bell):
     bell = make_bell({"doorbell": {"cooldown_s": 0, "long_press_s": 0.3}, **NO_FACES})
     bell.press()  # short
