@@ -332,6 +332,20 @@ _REPLY = """  <send><![CDATA[
 
     ]]></send>
 """
+# The end of a 200 OK that answers with audio (PCMU), from its Content-Type on.
+_ANSWER_SDP = """      Content-Type: application/sdp
+      Content-Length: [len]
+
+      v=0
+      o=user1 53655765 2353687637 IN IP[local_ip_type] [local_ip]
+      s=-
+      c=IN IP[media_ip_type] [media_ip]
+      t=0 0
+      m=audio [media_port] RTP/AVP 0
+      a=rtpmap:0 PCMU/8000
+
+    ]]></send>
+"""
 SIPP_SCENARIOS = {
     # Busy Here: the door moves on (or gives up).
     "busy": _UAS_HEAD.format(name="busy") + _REPLY.format(status="100 Trying") + _REPLY.format(
@@ -374,19 +388,7 @@ SIPP_SCENARIOS = {
       CSeq: [$invite_cseq] INVITE
       Record-Route: [$invite_rr]
       Contact: <sip:[local_ip]:[local_port];transport=[transport]>
-      Content-Type: application/sdp
-      Content-Length: [len]
-
-      v=0
-      o=user1 53655765 2353687637 IN IP[local_ip_type] [local_ip]
-      s=-
-      c=IN IP[media_ip_type] [media_ip]
-      t=0 0
-      m=audio [media_port] RTP/AVP 0
-      a=rtpmap:0 PCMU/8000
-
-    ]]></send>
-  <recv request="ACK" />
+""" + _ANSWER_SDP + """  <recv request="ACK" />
   <recv request="BYE" />
 """ + _REPLY.format(status="200 OK") + """</scenario>
 """,
@@ -403,19 +405,7 @@ SIPP_SCENARIOS = {
       [last_CSeq:]
       [last_Record-Route:]
       Contact: <sip:[local_ip]:[local_port];transport=[transport]>
-      Content-Type: application/sdp
-      Content-Length: [len]
-
-      v=0
-      o=user1 53655765 2353687637 IN IP[local_ip_type] [local_ip]
-      s=-
-      c=IN IP[media_ip_type] [media_ip]
-      t=0 0
-      m=audio [media_port] RTP/AVP 0
-      a=rtpmap:0 PCMU/8000
-
-    ]]></send>
-  <recv request="ACK">
+""" + _ANSWER_SDP + """  <recv request="ACK">
     <action>
       <ereg regexp=".*" search_in="hdr" header="From:" assign_to="door_side" />
       <ereg regexp=".*" search_in="hdr" header="To:" assign_to="our_side" />
