@@ -526,7 +526,7 @@ class RecognizerProcess:
             try:
                 self._post(message)
             except OSError as exc:
-                raise self._fail(f"recognizer process is gone ({exc})", respawn=True) from exc
+                raise self._fail(f"recognizer process died before it took the request ({exc})", respawn=True) from exc
             while True:
                 try:
                     reply = _recv(self._sock, deadline)
