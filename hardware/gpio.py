@@ -116,6 +116,7 @@ class PulseTimer:
             except Exception as exc:  # lgpio.error, OSError, GPIOZeroError: nothing was switched on
                 raise GpioError(f"cannot switch {_describe(output)} on ({type(exc).__name__}: {exc}); "
                                 f"check the wiring and that no other program uses the pin") from exc
+            deadline = self._clock() + seconds  # from the moment it is on: never a pulse shorter than asked
             self._deadlines[key] = (deadline, output)
             heapq.heappush(self._heap, (deadline, key))
             self._cond.notify()
