@@ -7,6 +7,11 @@ retained (a retained press would ring again whenever Home Assistant resubscribes
 - Kinds the bus never drops (rings) and kinds an entity declares are the outbox's `keep`
   class; an event whose data has a `coalesce_key` replaces an unsent one with the same kind
   and key (see `outbox` for the whole contract).
+- An event that finds nothing waiting before it (connected, the outbox drained, room in the
+  window) is handed to paho at once and written to the outbox as in flight while it travels:
+  a ring does not wait for a disk write that may queue behind others. Its durability is the
+  same (it is on disk once the write returns; a PUBACK that comes first is applied then).
+  Otherwise events wait in the outbox and the link's thread sends them in order (`pump`).
 - At most `window` events are handed to paho and unacknowledged at once. After a reconnect
   paho first re-sends the ones that were in flight at the cut; new events wait until those
   are acknowledged (the barrier), so first arrivals stay in order and a duplicate can only be
@@ -19,7 +24,8 @@ retained (a retained press would ring again whenever Home Assistant resubscribes
   "<N bytes>", never inlined.
 
 Threads: `take` runs on the link's ingest thread, `on_acked` / `on_connected` on paho's,
-`pump` on the link's own; they meet under one lock.
+`pump` on the link's own. `_lock` guards the shared maps (short sections only); `_send_lock`
+is held by whoever hands events to paho, so the order on the wire is the outbox's order.
 """
 
 from __future__ import annotations
@@ -34,6 +40,8 @@ from typing import Any, Callable
 from edge.bus import Event
 from edge.mqtt.connection import BrokerConnection, PublishRefused
 from edge.mqtt.outbox import KEEP, NORMAL, Outbox, Outgoing, Queued
+
+Connection = Callable[[], tuple[BrokerConnection | None, bool]]  # the link's client and whether it is connected
 from edge.mqtt.topics import Topics
 
 log = logging.getLogger("edge.mqtt.forwarding")
@@ -51,9 +59,22 @@ def to_json(value: Any) -> bytes:
     return json.dumps(value, default=_json_default, separators=(",", ":")).encode()
 
 
+class _Early:
+    """An event handed to paho before its outbox row was written: its PUBACK may come
+    first, and is then applied by the writer once the row exists."""
+
+    __slots__ = ("message", "mid", "row", "acked", "error")
+
+    def __init__(self, message: Outgoing, mid: int):
+        self.message, self.mid = message, mid
+        self.row: Queued | None = None
+        self.acked, self.error = False, None
+
+
 class EventForwarder:
     def __init__(self, outbox: Outbox, topics: Topics, is_never_drop: Callable[[str], bool], counters: Any,
-                 window: int, keep_kinds: set[str], picture_kinds: set[str], wake: Callable[[], None]):
+                 window: int, keep_kinds: set[str], picture_kinds: set[str], wake: Callable[[], None],
+                 connection: Connection = lambda: (None, False)):
         self.outbox = outbox
         self.topics = topics
         self._is_never_drop = is_never_drop
@@ -62,10 +83,17 @@ class EventForwarder:
         self._keep_kinds = keep_kinds
         self._picture_kinds = picture_kinds
         self._wake = wake
+        self._connection = connection
         self._lock = threading.Lock()
+        self._send_lock = threading.Lock()
         self.changed = threading.Event()        # appended, acked, reconnected: look at the outbox
         self._acks: deque[tuple[int, str | None]] = deque()
-        self._inflight: dict[int, Queued] = {}  # paho message id -> outbox row
+        self._inflight: dict[int, Queued | _Early] = {}  # paho message id -> outbox row
+        # The pump found nothing unsent and no unsent write was under way: a new event may go
+        # out at once. Writes of unsent events clear it and are counted, so the pump can tell.
+        self._drained = False
+        self._unsent_writes = 0       # generation: unsent writes begun
+        self._unsent_writing = 0      # unsent writes not yet returned
         self._barrier: set[int] = set()         # ids paho re-sends after a reconnect; new events wait
         self._pictures: dict[str, bytes] = {}   # topic -> newest picture not yet sent
         self.counts = {"pending": 0, "inflight": 0, "bytes": 0}  # cached for health and metrics
@@ -85,10 +113,70 @@ class EventForwarder:
         self._append(messages)
 
     def _append(self, messages: list[Outgoing]) -> None:
-        if messages:
-            self.outbox.append(messages)
-            self.changed.set()
-            self._wake()
+        if not messages:
+            return
+        handed, rest = self._hand_over(messages)
+        if handed:
+            self._written_early(handed, self.outbox.append([e.message for e in handed], sent=True))
+        if rest:
+            try:
+                self.outbox.append(rest)
+            finally:
+                with self._lock:
+                    self._unsent_writing -= 1
+        self.changed.set()
+        self._wake()
+
+    def _hand_over(self, messages: list[Outgoing]) -> tuple[list[_Early], list[Outgoing]]:
+        """Publish `messages` now when nothing waits before them; returns those handed to
+        paho and those left for the outbox (counted as an unsent write under way)."""
+        conn, connected = self._connection()
+        with self._lock:
+            at_once = (self._drained and conn is not None and connected and not self._barrier
+                       and self.window - len(self._inflight) >= len(messages)
+                       and all(m.size <= self.outbox.max_bytes for m in messages)
+                       and self._send_lock.acquire(blocking=False))  # not while the pump sends
+            if not at_once:
+                self._unsent_write()
+                return [], messages
+        try:
+            handed: list[_Early] = []
+            for n, message in enumerate(messages):
+                try:
+                    mid = conn.publish(message.topic, message.payload, qos=message.qos, retain=False)
+                except PublishRefused as exc:
+                    log.error("event %s cannot be published (%s): dropped", message.event_id, exc)
+                    self._counters.drop("refused", KEEP if message.keep else NORMAL)
+                    continue
+                with self._lock:
+                    if mid is None:  # paho cannot take it now: the rest wait in the outbox
+                        self._unsent_write()
+                        return handed, messages[n:]
+                    early = self._inflight[mid] = _Early(message, mid)
+                handed.append(early)
+            return handed, []
+        finally:
+            self._send_lock.release()
+
+    def _unsent_write(self) -> None:
+        """Under `_lock`: an unsent write begins, so the outbox is not drained."""
+        self._drained = False
+        self._unsent_writes += 1
+        self._unsent_writing += 1
+
+    def _written_early(self, handed: list[_Early], rows: list[Queued]) -> None:
+        """The rows of events paho already has: tracked from now, or acked if the PUBACK came first."""
+        acked = []
+        with self._lock:
+            for early, row in zip(handed, rows):
+                early.row = row
+                if early.acked:
+                    acked.append((row, early.error))
+                elif self._inflight.get(early.mid) is early:
+                    self._inflight[early.mid] = row
+        delivered = [self._delivered(row, error) for row, error in acked]
+        if delivered:
+            self.outbox.ack(delivered)
 
     def _keep_picture(self, event: Event) -> None:
         data = event.data if isinstance(event.data, dict) else {}
@@ -138,31 +226,40 @@ class EventForwarder:
             self._send_pictures(conn)
 
     def _send(self, conn: BrokerConnection) -> None:
-        with self._lock:
-            if self._barrier:
-                return
-            room = self.window - len(self._inflight)
-        if room <= 0:
-            return
-        rows = self.outbox.peek(room)
-        if len(rows) == room:
-            self.changed.set()  # there may be more once acks free the window
-        sent: list[Queued] = []
-        refused: list[Queued] = []
-        for row in rows:
-            try:
-                mid = conn.publish(row.topic, row.payload, qos=row.qos, retain=False)
-            except PublishRefused as exc:
-                log.error("event %s cannot be published (%s): dropped", row.event_id, exc)
-                refused.append(row)
-                continue
-            if mid is None:
-                self.changed.set()  # paho cannot take it now: try again on the next round
-                break
+        with self._send_lock:
             with self._lock:
-                self._inflight[mid] = row
-            sent.append(row)
-        self.outbox.mark_inflight(sent + refused)
+                if self._barrier:
+                    return
+                room = self.window - len(self._inflight)
+                writes = self._unsent_writes
+            if room <= 0:
+                return
+            rows = self.outbox.peek(room)
+            complete = len(rows) < room
+            if not complete:
+                self.changed.set()  # there may be more once acks free the window
+            sent: list[Queued] = []
+            refused: list[Queued] = []
+            for row in rows:
+                try:
+                    mid = conn.publish(row.topic, row.payload, qos=row.qos, retain=False)
+                except PublishRefused as exc:
+                    log.error("event %s cannot be published (%s): dropped", row.event_id, exc)
+                    refused.append(row)
+                    continue
+                if mid is None:
+                    self.changed.set()  # paho cannot take it now: try again on the next round
+                    complete = False
+                    break
+                with self._lock:
+                    self._inflight[mid] = row
+                sent.append(row)
+            self.outbox.mark_inflight(sent + refused)
+            with self._lock:
+                if not complete:
+                    self._drained = False
+                elif writes == self._unsent_writes and not self._unsent_writing:
+                    self._drained = True
         if refused:
             self.outbox.ack(r.key for r in refused)
             for r in refused:
@@ -170,25 +267,35 @@ class EventForwarder:
 
     def _handle_acks(self) -> bool:
         """Apply the PUBACKs that came in; True when an event was acknowledged."""
-        delivered = []
-        while self._acks:
-            mid, error = self._acks.popleft()
-            with self._lock:
-                row = self._inflight.pop(mid, None)
-                self._barrier.discard(mid)
-            if row is None:
-                continue  # a status, discovery config or reply
-            if error:
-                # MQTT 5: the broker took the message and refused it (e.g. not authorized);
-                # sending it again would be refused again and block every later event.
-                log.error("broker refused event %s on %s: %s; dropped", row.event_id, row.topic, error)
-                self._counters.drop("refused", KEEP if row.keep else NORMAL)
-            else:
-                self._counters.add("events_delivered")
-            delivered.append(row.key)
+        acked = []
+        with self._send_lock:  # an event handed over at once is in `_inflight` before its PUBACK is looked up
+            while self._acks:
+                mid, error = self._acks.popleft()
+                with self._lock:
+                    row = self._inflight.pop(mid, None)
+                    self._barrier.discard(mid)
+                    if isinstance(row, _Early):
+                        if row.row is None:  # its writer applies it once the row exists
+                            row.acked, row.error = True, error
+                            continue
+                        row = row.row
+                if row is not None:  # None: a status, discovery config or reply
+                    acked.append((row, error))
+        delivered = [self._delivered(row, error) for row, error in acked]
         if delivered:
             self.outbox.ack(delivered)
         return bool(delivered)
+
+    def _delivered(self, row: Queued, error: str | None) -> tuple[str, int]:
+        """Count a PUBACK; the key of the row it deletes."""
+        if error:
+            # MQTT 5: the broker took the message and refused it (e.g. not authorized);
+            # sending it again would be refused again and block every later event.
+            log.error("broker refused event %s on %s: %s; dropped", row.event_id, row.topic, error)
+            self._counters.drop("refused", KEEP if row.keep else NORMAL)
+        else:
+            self._counters.add("events_delivered")
+        return row.key
 
     def _send_pictures(self, conn: BrokerConnection) -> None:
         """Only when every event that came before is on its way (nothing unsent in the

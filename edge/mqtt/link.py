@@ -145,7 +145,7 @@ class MqttLink(Worker):
             keep_kinds={d.entity.event for d in declared if d.entity.event},
             picture_kinds={d.entity.event for d in declared
                            if d.entity.event and d.entity.component in PICTURE_COMPONENTS},
-            wake=self._wake.set)
+            wake=self._wake.set, connection=lambda: (self.conn, self.connected))
         self.report = NodeReport(self.runtime, ctx.states, __version__) if self.runtime is not None else None
         registry = ctx.commands.registry
         self.counters.registry = registry

@@ -6,6 +6,8 @@
 Contract (the same for the durable `OutboxStore` and the in-memory `MemoryOutbox`):
 
 - `append(messages)` → ids, in one transaction; an id is never reused, so ids are the order.
+  `append(messages, sent=True)` writes messages already handed to the broker (in flight at
+  once, as if marked); only when nothing unsent is waiting, so in-flight rows stay the oldest.
 - `peek(limit)`: the oldest messages not yet handed to the broker, in order.
 - `mark_inflight(ids)`: these were handed to the broker; `peek` moves past them. Marked on
   disk too (`inflight`, `attempts`), for the record: what was in flight at a crash.
@@ -151,12 +153,13 @@ class OutboxStore:
         return self._store.write(tx)
 
     # -- writes ---------------------------------------------------------------------------
-    def append(self, messages: Iterable[Outgoing]) -> list[int]:
+    def append(self, messages: Iterable[Outgoing], sent: bool = False) -> list[int]:
         messages = list(messages)
         now_mono, now_wall = self._clock.monotonic(), self._clock.wall()
         with self._lock:
             drops: Counter[tuple[str, str]] = Counter()
             stats = {"bytes": self._bytes, "coalesced": 0}
+            cursor = self._cursor
 
             def tx(c: sqlite3.Connection) -> list[int]:
                 ids = []
@@ -174,15 +177,21 @@ class OutboxStore:
                             stats["coalesced"] += 1
                     ids.append(c.execute(
                         "INSERT INTO outbox(topic, payload, qos, keep, coalesce_key, event_id, size, created_wall, "
-                        "created_mono, boot_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        "created_mono, boot_id, inflight, attempts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         (m.topic, m.payload, m.qos, int(m.keep), m.coalesce_key, m.event_id, m.size, now_wall,
-                         now_mono, self._boot)).lastrowid)
+                         now_mono, self._boot, int(sent), int(sent))).lastrowid)
                     stats["bytes"] += m.size
+                if sent and ids:
+                    self._cursor = max(cursor, max(ids))  # before evicting: rows in flight are the broker's
                 if stats["bytes"] > self.max_bytes:
                     stats["bytes"] -= self._evict(c, stats["bytes"] - self.max_bytes, now_mono, drops)
                 return ids
 
-            ids = self._store.write(tx)
+            try:
+                ids = self._store.write(tx)
+            except BaseException:
+                self._cursor = cursor
+                raise
             self._bytes = stats["bytes"]
             self.coalesced += stats["coalesced"]
             self.drops.update(drops)
@@ -317,7 +326,7 @@ class MemoryOutbox:
         self.coalesced = 0
         self.redelivered_at_open = 0
 
-    def append(self, messages: Iterable[Outgoing]) -> list[int]:
+    def append(self, messages: Iterable[Outgoing], sent: bool = False) -> list[int]:
         ids = []
         now = self._clock.monotonic()
         with self._lock:
@@ -337,6 +346,8 @@ class MemoryOutbox:
                                           self.source), now, m.size)
                 self._bytes += m.size
                 ids.append(rid)
+            if sent and ids:
+                self._cursor = max(self._cursor, max(ids))
             if self._bytes > self.max_bytes:
                 self._evict(now)
         return ids
@@ -449,6 +460,11 @@ class Outbox:
         return True
 
     @property
+    def max_bytes(self) -> int:
+        """The byte cap; a message larger than it is never kept."""
+        return self.memory.max_bytes
+
+    @property
     def degraded(self) -> str | None:
         """Why events are not durable right now, or None."""
         if self.durable is None:
@@ -457,22 +473,23 @@ class Outbox:
             return f"the store refuses writes ({self.spill_reason}): unsent events are kept in memory"
         return None
 
-    def append(self, messages: list[Outgoing]) -> list[int]:
-        """Row ids of `messages` in their backend (the disk, or memory while it refuses)."""
+    def append(self, messages: list[Outgoing], sent: bool = False) -> list[Queued]:
+        """The rows written for `messages`, in order (on disk, or in memory while it refuses);
+        `sent`: they were handed to the broker already (see the contract)."""
         if self.durable is not None:
-            moving = self.memory.take_unsent() if self.spilling else []
+            moving = self.memory.take_unsent() if self.spilling and not sent else []
             try:
-                ids = self.durable.append([r.outgoing() for r in moving] + messages)
+                ids = self.durable.append([r.outgoing() for r in moving] + messages, sent)
                 if self.spilling:
                     log.warning("store writable again: %d events moved from memory back to the outbox", len(moving))
                 self.spilling = False
-                return ids[len(moving):]
+                return _queued(messages, ids[len(moving):], self.durable)
             except (StoreUnavailable, sqlite3.Error) as exc:
                 self.memory.put_back(moving)
                 if not self.spilling:
                     log.error("outbox cannot write to the store (%s): keeping events in memory until it can", exc)
                 self.spilling, self.spill_reason = True, str(exc)
-        return self.memory.append(messages)
+        return _queued(messages, self.memory.append(messages, sent), self.memory)
 
     def _backends(self):
         return [b for b in (self.durable, self.memory) if b is not None]
@@ -546,6 +563,13 @@ class Outbox:
         for backend in self._backends():
             total.update(backend.drops)
         return total
+
+
+def _queued(messages: list[Outgoing], ids: list[int], backend: OutboxStore | MemoryOutbox) -> list[Queued]:
+    """Queued rows for appended messages; one too large for the outbox got no id (dropped)."""
+    kept = [m for m in messages if m.size <= backend.max_bytes]
+    return [Queued(i, m.topic, m.payload, m.qos, m.keep, m.coalesce_key, m.event_id, backend.source)
+            for i, m in zip(ids, kept)]
 
 
 def _chunks(ids: list[int], size: int = 500) -> Iterable[list[int]]:

@@ -53,6 +53,16 @@ def test_append_peek_inflight_ack_in_order(box):
     assert topics(box.peek(10)) == ["t/3", "t/4"]
 
 
+def test_messages_written_as_already_sent_are_in_flight_at_once_and_go_again_after_release(box):
+    box.append([msg(0)])
+    box.mark_inflight([r.id for r in box.peek(1)])
+    ids = box.append([msg(1), msg(2)], sent=True)  # handed to the broker before they were written
+    assert box.peek(10) == [] and (box.pending(), box.inflight()) == (0, 3)
+    box.ack([ids[0]])  # its PUBACK
+    box.release_inflight()  # a new client: what is unacknowledged goes again, in order
+    assert topics(box.peek(10)) == ["t/0", "t/2"]
+
+
 def test_unacked_messages_are_sent_again_after_release(box):
     ids = box.append([msg(i) for i in range(3)])
     box.mark_inflight(ids)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import threading
 import urllib.request
 from pathlib import Path
 
@@ -86,6 +87,65 @@ def test_partition_fires_the_last_will_and_1000_events_arrive_in_order_after_it(
         fresh = next(i for i, m in enumerate(after) if m[1].startswith(f"{BASE}/event/")
                      and json.loads(m[2])["event_id"] not in in_flight_at_cut)
         assert online < config < status < state < fresh
+
+
+def test_a_ring_that_finds_nothing_waiting_reaches_the_broker_while_another_write_holds_the_store(
+        tmp_path, mosquitto, recorders):
+    """A ring does not queue behind another thread's commit (the doorbell recording it, a
+    visitor's record): it is handed to the broker at once, its outbox row is written when the
+    store is free, and the PUBACK that came first then deletes it."""
+    rec = recorders(mosquitto.port, EVENTS)
+    state = tmp_path / "state"
+    with running_runtime(state, mosquitto.port) as rt:
+        link = wait_connected(rt)
+        warm = rt.bus.emit("test.tick", {}).event_id
+        wait_for(lambda: warm in event_ids(rec), 10, message="a first event")
+        wait_outbox_empty(rt)
+        held, release = threading.Event(), threading.Event()
+
+        def hold_the_store():
+            with rt.store.exclusive():  # what another thread's write in progress holds
+                held.set()
+                release.wait(30)
+        holder = threading.Thread(target=hold_the_store)
+        holder.start()
+        try:
+            assert held.wait(5)
+            ring = rt.bus.emit("doorbell.ring", {"event_type": "ring"}).event_id
+            wait_for(lambda: ring in event_ids(rec), 10, message="the ring at the broker while the store is held")
+            assert not outbox_rows(state)  # its row is not written yet
+        finally:
+            release.set()
+            holder.join(10)
+        wait_for(lambda: not outbox_rows(state), 10, message="its row written, then deleted by the PUBACK")
+        wait_for(lambda: link.events.counts["pending"] == link.events.counts["inflight"] == 0, 10,
+                 message="the cached counts to show nothing waiting")
+        assert event_ids(rec).count(ring) == 1
+
+
+def test_events_raised_while_a_backlog_drains_come_after_it(tmp_path, mosquitto, recorders):
+    """An event is handed over at once only when nothing waits before it: while the events of
+    an outage are still going out, new ones queue behind them."""
+    rec = recorders(mosquitto.port, EVENTS)
+    with TcpProxy(mosquitto.port) as proxy, \
+            running_runtime(tmp_path / "state", proxy.port, env={"EDGE_MQTT_KEEPALIVE_S": "1",
+                                                                  "EDGE_MQTT_MAX_INFLIGHT": "5"}) as rt:
+        link = wait_connected(rt)
+        proxy.pause()
+        ids = [rt.bus.emit("test.tick", {"n": i}).event_id for i in range(300)]
+        wait_for(lambda: not link.connected, 15, message="the link to notice the silence")
+        proxy.resume()
+        backlog = set(ids)
+        while not backlog <= set(event_ids(rec)):  # one more each time the drain moves (5 in flight at most)
+            arrived = len(event_ids(rec))
+            ids.append(rt.bus.emit("test.tick", {"n": len(ids)}).event_id)
+            wait_for(lambda: len(event_ids(rec)) > arrived or backlog <= set(event_ids(rec)), 20,
+                     message="the drain to move on")
+        ids += [rt.bus.emit("test.tick", {"n": len(ids) + i}).event_id for i in range(20)]  # and after it
+        wait_for(lambda: set(ids) <= set(event_ids(rec)), 30, message="every event")
+        assert first_arrivals(event_ids(rec)) == ids
+        assert len(ids) > 320  # some were raised while the backlog drained
+        wait_outbox_empty(rt)
 
 
 def test_lost_pubacks_are_the_only_source_of_duplicates(tmp_path, mosquitto, recorders):
