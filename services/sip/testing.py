@@ -295,6 +295,15 @@ class HousePhone:
         except ControlError:
             return False
 
+    def wait_registered(self, timeout: float = 10) -> None:
+        """Until its registration stands; a timeout shows the end of baresip's own log (why
+        it is not registered: no answer, a refusal, a port it could not bind)."""
+        def why() -> str:
+            log = self.workdir / "log"
+            tail = log.read_text(errors="replace")[-1500:] if log.exists() else "(no log)"
+            return f"the {self.user} phone to register; baresip said:\n{tail}"
+        wait_for(self.registered, timeout, message=why)
+
     def send_dtmf(self, keys: str) -> None:
         self.link.command("sndcode", keys)
 

@@ -81,7 +81,7 @@ def in_call(house_phones, make_door, **sip):
     """A registered house phone, a door (with `sip` settings) whose line is registered, a
     press, and the two in the call it started: (door, house phone, the ring)."""
     house = house_phones("house")
-    wait_for(house.registered, 10, message="the house phone to register")
+    house.wait_registered()
     bell = make_door(**sip)
     wait_for(lambda: sip_worker(bell).line_state == REGISTERED, 10, message="the door's line to register")
     bell.press()

@@ -29,7 +29,7 @@ def ring(bell):
 
 def test_answered_call_and_the_code_open_the_door_once_audited_with_the_rings_event_id(house_phones, make_door):
     house = house_phones("house")
-    wait_for(house.registered, 10, message="the house phone to register")
+    house.wait_registered()
     bell = ready_door(make_door, open_code="#9")
     pressed = ring(bell)
     house.wait_event("CALL_ESTABLISHED")
@@ -47,7 +47,7 @@ def test_answered_call_and_the_code_open_the_door_once_audited_with_the_rings_ev
 
 def test_wrong_codes_are_counted_open_nothing_and_end_the_call(house_phones, make_door):
     house = house_phones("house")
-    wait_for(house.registered, 10, message="the house phone to register")
+    house.wait_registered()
     bell = ready_door(make_door, open_code="#9", max_wrong_codes=2)
     pressed = ring(bell)
     house.wait_event("CALL_ESTABLISHED")
@@ -62,7 +62,7 @@ def test_wrong_codes_are_counted_open_nothing_and_end_the_call(house_phones, mak
 def test_busy_moves_on_to_the_next_target(sipp_peers, house_phones, make_door):
     busy = sipp_peers("busy", "office")
     house = house_phones("house")
-    wait_for(house.registered, 10, message="the house phone to register")
+    house.wait_registered()
     bell = ready_door(make_door, targets=["office", "house"])
     pressed = ring(bell)
     house.wait_event("CALL_ESTABLISHED")
@@ -85,7 +85,7 @@ def test_no_answer_is_cancelled_after_the_ring_timeout(sipp_peers, make_door):
 def test_a_ring_group_rings_everyone_and_the_first_to_answer_takes_the_call(sipp_peers, house_phones, make_door):
     silent = sipp_peers("no_answer", "garage")
     house = house_phones("house")
-    wait_for(house.registered, 10, message="the house phone to register")
+    house.wait_registered()
     bell = ready_door(make_door, targets=["garage", "house"], ring_group=True)
     pressed = ring(bell)
     house.wait_event("CALL_ESTABLISHED")
@@ -133,7 +133,7 @@ def test_whoever_answers_hears_the_announcement_then_the_door(tmp_path, house_ph
         out.setframerate(8000)
         out.writeframes((8000 * np.sin(2 * np.pi * 1000 * np.arange(8000) / 8000)).astype("<i2").tobytes())
     house = house_phones("house", record=True)
-    wait_for(house.registered, 10, message="the house phone to register")
+    house.wait_registered()
     bell = ready_door(make_door, announcement=str(announcement))  # its microphone: the 440 Hz sim tone
     ring(bell)
     house.wait_event("CALL_ESTABLISHED")
@@ -160,7 +160,7 @@ def test_an_answer_that_crosses_the_cancel_is_acked_and_hung_up(sipp_peers, make
 
 def test_the_door_ends_a_call_at_the_maximum_talk_time_and_the_phone_sees_the_bye(house_phones, make_door):
     house = house_phones("house")
-    wait_for(house.registered, 10, message="the house phone to register")
+    house.wait_registered()
     bell = ready_door(make_door, max_talk_s=5)
     pressed = ring(bell)
     house.wait_event("CALL_ESTABLISHED")

@@ -17,7 +17,7 @@ def registered_door(make_door, **sip):
 
 def test_an_allowed_caller_is_answered_and_can_open_the_door(house_phones, make_door):
     house = house_phones("house")
-    wait_for(house.registered, 10, message="the house phone to register")
+    house.wait_registered()
     bell = registered_door(make_door, allowed_callers=["house"], open_code="5")
     house.dial("sip:door@127.0.0.1")
     house.wait_event("CALL_ESTABLISHED")
@@ -30,7 +30,7 @@ def test_an_allowed_caller_is_answered_and_can_open_the_door(house_phones, make_
 
 def test_a_caller_not_on_the_list_is_rejected_and_reported(house_phones, make_door):
     kitchen = house_phones("kitchen")
-    wait_for(kitchen.registered, 10, message="the kitchen phone to register")
+    kitchen.wait_registered()
     bell = registered_door(make_door, allowed_callers=["house"], open_code="5")
     kitchen.dial("sip:door@127.0.0.1")
     closed = kitchen.wait_event("CALL_CLOSED")

@@ -36,7 +36,7 @@ def _toml(value):
 
 def test_a_test_call_reports_answered_when_the_house_phone_answers(tmp_path, kamailio, house_phones):
     house = house_phones("house")
-    wait_for(house.registered, 10, message="the house phone to register")
+    house.wait_registered()
     result = edge("sip", "call", "house", "--talk", "0.5", env=device_env(tmp_path, kamailio))
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("answered: sip:house@127.0.0.1")
