@@ -25,7 +25,8 @@ retained (a retained press would ring again whenever Home Assistant resubscribes
 
 Threads: `take` runs on the link's ingest thread, `on_acked` / `on_connected` on paho's,
 `pump` on the link's own. `_lock` guards the shared maps (short sections only); `_send_lock`
-is held by whoever hands events to paho, so the order on the wire is the outbox's order.
+is held by whoever hands events to paho, so the order on the wire is the outbox's order
+(and while PUBACKs are matched, so an event handed over at once is found).
 """
 
 from __future__ import annotations
@@ -74,7 +75,7 @@ class _Early:
 class EventForwarder:
     def __init__(self, outbox: Outbox, topics: Topics, is_never_drop: Callable[[str], bool], counters: Any,
                  window: int, keep_kinds: set[str], picture_kinds: set[str], wake: Callable[[], None],
-                 connection: Connection = lambda: (None, False)):
+                 connection: Connection):
         self.outbox = outbox
         self.topics = topics
         self._is_never_drop = is_never_drop

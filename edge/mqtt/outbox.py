@@ -1,4 +1,4 @@
-# About 550 lines, in one file on purpose: the durable store, its in-memory stand-in and the
+# About 580 lines, in one file on purpose: the durable store, its in-memory stand-in and the
 # facade that moves messages between them share one set of rules (order, cap, coalescing,
 # TTL, in flight); each part read alone would send the reader to the others for every rule.
 """Store-and-forward for events: the outbox that loses nothing while the broker is away.
