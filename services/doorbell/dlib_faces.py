@@ -9,7 +9,12 @@ boxes as (top, right, bottom, left) trimmed to the image, one encoding per given
 the model files of face_recognition_models; the 68-point predictor is loaded only on the
 first use of model="large". Written by hand because face_recognition cannot be imported
 without loading everything; tests/doorbell/test_recognition.py checks both give the very
-same boxes and encodings.
+same boxes and encodings (to about 1e-6: the encoder's network runs in face_net.py on numpy's
+BLAS, about six times faster than dlib's own loops; face_net.py says why).
+
+numpy's BLAS is held to one thread in the processes that import this module: the encoder is
+fast enough on one core, and the other cores stay free for the button, the camera and the
+other workers (BLAS threads that wait for work spin on their core).
 
 Imported only in the recognition child and the one-shot encoder (recognition.py loads it
 through load_face_library, which turns a missing library into a clear reason).
@@ -22,10 +27,15 @@ from typing import Sequence
 import dlib
 import face_recognition_models as models
 import numpy as np
+from threadpoolctl import threadpool_limits
+
+from services.doorbell import face_net
+
+threadpool_limits(limits=1, user_api="blas")
 
 _detector = dlib.get_frontal_face_detector()
 _predictors = {"small": dlib.shape_predictor(models.pose_predictor_five_point_model_location())}
-_encoder = dlib.face_recognition_model_v1(models.face_recognition_model_location())
+_encoder = face_net.load(models.face_recognition_model_location())
 
 
 def _predictor(model: str):
@@ -48,8 +58,12 @@ def face_locations(img: np.ndarray, number_of_times_to_upsample: int = 1,
 
 def face_encodings(face_image: np.ndarray, known_face_locations: Sequence[tuple[int, int, int, int]],
                    num_jitters: int = 1, model: str = "small") -> list[np.ndarray]:
-    """The 128-number encoding of each face at `known_face_locations`."""
+    """The 128-number encoding of each face at `known_face_locations`: the face aligned on
+    its landmarks into a 150×150 chip with a quarter of padding, as dlib's
+    compute_face_descriptor does, through the ResNet."""
+    if num_jitters != 1:
+        raise ValueError(f"num_jitters={num_jitters}: this device encodes each face once, without jitter")
     predictor = _predictor(model)
-    return [np.array(_encoder.compute_face_descriptor(
-                face_image, predictor(face_image, dlib.rectangle(left, top, right, bottom)), num_jitters))
+    return [_encoder.encode(dlib.get_face_chip(
+                face_image, predictor(face_image, dlib.rectangle(left, top, right, bottom)), face_net.CHIP_SIZE, 0.25))
             for top, right, bottom, left in known_face_locations]

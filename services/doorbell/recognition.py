@@ -22,16 +22,17 @@ Speed without losing accuracy (measured by tests/bench/bench_recognition.py):
   finds nothing; a finer pass follows only when that finds nothing either (small faces,
   down to `min_face_px`) or finds a face small enough that a companion half its size
   could have been missed.
-- dlib's HOG detector releases the GIL and the encoder does not, so the companion scan
-  runs in a second thread while the faces already found are being encoded; a face both
-  passes found keeps the encoding already made. Nothing else runs in parallel.
+- dlib's HOG detector releases the GIL, and so do the encoder's matrix products, so the
+  companion scan runs in a second thread while the faces already found are being encoded;
+  a face both passes found keeps the encoding already made. Nothing else runs in parallel.
 - Detection runs on grayscale: dlib's HOG on RGB takes the strongest gradient of the three
   channels, on gray it computes one; about 25 % faster at the same detections (measured).
 - In a burst, only the snapshot frame gets the finer passes; its faces are followed into
   the other frames by overlap or by scanning just the region around them.
 - Landmarks and encodings are computed on the full-resolution colour frame, as before.
-  The encoder (a ResNet forward pass per face, ~100 ms with dlib-bin) is the same cost in
-  both pipelines and now dominates; only the largest faces in the best frames are encoded.
+  The encoder is dlib's ResNet run on numpy's BLAS (face_net.py): about 15 ms per face on
+  x86 where dlib-bin's own forward pass takes about 90 ms, with the same encodings to
+  float rounding. Only the largest faces in the best frames are encoded.
 """
 
 from __future__ import annotations
@@ -63,8 +64,8 @@ FAST_PASS_PIXELS = 640 * 360
 COMPANION_FACE_RATIO = 0.5
 # A visitor a few metres from a 1280×720 doorbell camera shows a 60–80 px face.
 DEFAULT_MIN_FACE_PX = 60
-# Encoding costs a ResNet forward pass per face (about 100 ms on x86 with dlib-bin, which is
-# built without BLAS; more on a Pi), so only the largest faces are encoded.
+# Encoding costs a ResNet forward pass per face (about 15 ms on x86, face_net.py; more on a
+# Pi), so only the largest faces are encoded.
 DEFAULT_MAX_FACES = 4
 # "small" = 5-point landmarks, the alignment dlib's own face-recognition example uses with
 # this encoder (dlib examples/dnn_face_recognition_ex.cpp). On our photos it keeps accuracy
@@ -347,7 +348,8 @@ class _Encoder:
     """encode_faces, with the CPU time of the calling thread spent in it (the rest of a
     recognition is detection). CPU time, not wall time: the companion scan runs in another
     thread meanwhile, and on a busy machine the two share a core, which wall time would
-    book as encoding (dlib's encoder runs in the calling thread only)."""
+    book as encoding (the encoder runs in the calling thread only: BLAS is held to one
+    thread, dlib_faces.py)."""
 
     def __init__(self, model: str):
         self.model = model
@@ -366,8 +368,8 @@ def _anchors_while_encoding(frame: np.ndarray, gray: np.ndarray, boxes: list[Box
                             ) -> tuple[list[Box], dict[int, np.ndarray]]:
     """The snapshot frame's faces: the first pass's, and the second look's when one is
     needed. When both are, the second scan runs in another thread while the first pass's
-    faces are encoded: dlib's HOG detector releases the GIL, its encoder does not, so the
-    two overlap on two cores. Returns the anchors, largest first, and the encodings
+    faces are encoded: dlib's HOG detector and the encoder's BLAS both release the GIL,
+    so the two overlap on two cores. Returns the anchors, largest first, and the encodings
     already made, by anchor index (a face both passes found keeps its encoding)."""
     second = _second_scale(boxes, scale, min_face_px)
     if second is None or not boxes:  # nothing to encode meanwhile
