@@ -48,7 +48,8 @@ def cmd_enroll(args) -> int:
     # Imported here, not at the top: OpenCV and the recognition module would slow down
     # every `edge` command, which all load this module to list their subcommands.
     from services.doorbell.enrollment import encode_photo, photo_source
-    from services.doorbell.recognition import EnrollmentError, RecognitionUnavailable
+    from services.doorbell.face_library import RecognitionUnavailable
+    from services.doorbell.recognition import EnrollmentError
 
     try:
         name = check_name(args.name)

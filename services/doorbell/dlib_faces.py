@@ -16,12 +16,13 @@ numpy's BLAS is held to one thread in the processes that import this module: the
 fast enough on one core, and the other cores stay free for the button, the camera and the
 other workers (BLAS threads that wait for work spin on their core).
 
-Imported only in the recognition child and the one-shot encoder (recognition.py loads it
+Imported only in the recognition child and the one-shot encoder (face_library.py loads it
 through load_face_library, which turns a missing library into a clear reason).
 """
 
 from __future__ import annotations
 
+import queue
 from typing import Sequence
 
 import dlib
@@ -33,7 +34,12 @@ from services.doorbell import face_net
 
 threadpool_limits(limits=1, user_api="blas")
 
-_detector = dlib.get_frontal_face_detector()
+# A detector object is not safe to share between threads (two scans at once corrupt its
+# heap), and recognition scans the two halves of a frame at once (recognition._finer_boxes):
+# each scan takes one of these. Building one takes about 0.26 s, so both are built here.
+_detectors: queue.SimpleQueue = queue.SimpleQueue()
+for _ in range(2):
+    _detectors.put(dlib.get_frontal_face_detector())
 _predictors = {"small": dlib.shape_predictor(models.pose_predictor_five_point_model_location())}
 _encoder = face_net.load(models.face_recognition_model_location())
 
@@ -52,8 +58,12 @@ def face_locations(img: np.ndarray, number_of_times_to_upsample: int = 1,
     if model != "hog":
         raise ValueError(f"detector {model!r}: only \"hog\" is loaded on this device")
     height, width = img.shape[:2]
-    return [(max(r.top(), 0), min(r.right(), width), min(r.bottom(), height), max(r.left(), 0))
-            for r in _detector(img, number_of_times_to_upsample)]
+    detector = _detectors.get()  # waits while two other threads scan
+    try:
+        found = detector(img, number_of_times_to_upsample)
+    finally:
+        _detectors.put(detector)
+    return [(max(r.top(), 0), min(r.right(), width), min(r.bottom(), height), max(r.left(), 0)) for r in found]
 
 
 def face_encodings(face_image: np.ndarray, known_face_locations: Sequence[tuple[int, int, int, int]],

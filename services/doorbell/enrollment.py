@@ -29,8 +29,9 @@ from edge.child import SupervisedChild, python_command
 from hardware.camera import load_rgb
 from hardware.images import to_gray
 from services.doorbell.faces_store import ENCODING_SIZE
-from services.doorbell.recognition import (DEFAULT_MIN_FACE_PX, DEFAULT_MODEL, Box, EnrollmentError,
-                                           RecognitionUnavailable, detect_faces, encode_faces)
+from services.doorbell.face_library import RecognitionUnavailable
+from services.doorbell.recognition import (DEFAULT_MIN_FACE_PX, DEFAULT_MODEL, Box, EnrollmentError, detect_faces,
+                                           encode_faces)
 
 # The encoder exits as soon as it has sent its reply; this bounds a wait for that.
 _EXIT_GRACE_S = 5.0

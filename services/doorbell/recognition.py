@@ -9,7 +9,11 @@ No I/O, no logging: encodings are biometric data and must not end up in logs.
 Naming the faces found (distances, the uncertain band, votes over a burst) is matching.py's.
 
 Not responsible for: running the native library safely (recognizer_child.py runs this
-module in a killable child process), storing known faces, cameras.
+module in a killable child process; face_library.py loads it), storing known faces, cameras.
+
+One file of about 500 lines: the burst logic runs the detection passes piece by piece (the
+first pass, the companion scan beside the encoder, following faces into other frames), so
+apart they would only make each other's helpers public.
 
 Boxes follow face_recognition's order: (top, right, bottom, left) in frame pixels.
 
@@ -37,19 +41,18 @@ Speed without losing accuracy (measured by tests/bench/bench_recognition.py):
 
 from __future__ import annotations
 
-import importlib
 import math
-import sys
+import os
 import threading
 import time
-import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from types import ModuleType
 from typing import Mapping, Sequence
 
 import numpy as np
 
 from hardware.images import resize, sharpness, to_gray
+from services.doorbell.face_library import face_library
 from services.doorbell.matching import (DEFAULT_MIN_VOTES, DEFAULT_TOLERANCE, DEFAULT_UNCERTAIN_MARGIN, KNOWN,
                                         UNKNOWN, Match, match, vote)
 
@@ -75,44 +78,10 @@ DEFAULT_MODEL = "small"
 # what the vote needs, a third one breaks a tie, more only cost another encoding each.
 DEFAULT_MAX_ENCODED_FRAMES = 3
 
-FACE_LIBRARY = "services.doorbell.dlib_faces"  # face_recognition's two calls, only the models used
-INSTALL_HINT = "pip install 'setuptools<81' face_recognition_models dlib-bin"
-
-
+_CORES = len(os.sched_getaffinity(0))
+_CUT_MARGIN_PX = 8  # one HOG cell: a box this close to where a half was cut touches the cut
 class EnrollmentError(ValueError):
     """An enrollment photo cannot be used; the message says why and what photo to use."""
-
-
-class RecognitionUnavailable(RuntimeError):
-    """The face library cannot be loaded; the message says why and how to fix it."""
-
-
-def load_face_library(module_name: str = FACE_LIBRARY) -> ModuleType:
-    """Import the face library (dlib_faces, or face_recognition itself: both offer
-    face_locations and face_encodings), turning its ways of failing into
-    RecognitionUnavailable.
-
-    face_recognition_models does `from pkg_resources import resource_filename`; setuptools
-    81 removed pkg_resources, and face_recognition's api.py answers any exception from
-    that import with print() and quit(), i.e. SystemExit. Setuptools 67.5 to 80 warn that
-    pkg_resources is deprecated; under -W error / PYTHONWARNINGS=error that warning becomes
-    the exception that triggers the quit(), so it is ignored for the import only."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*pkg_resources")
-        try:
-            return importlib.import_module(module_name)
-        except ImportError as exc:
-            reason = f"cannot import {module_name}: {exc}"
-        except SystemExit:
-            reason = (f"importing {module_name} called exit() (face_recognition_models or "
-                      "pkg_resources is missing)")
-    raise RecognitionUnavailable(f"recognition unavailable: {reason}; fix: {INSTALL_HINT}")
-
-
-def _face_library() -> ModuleType:
-    # Imported on first use, not at module import: the parent process imports this module
-    # for its result types and must not load dlib (that is the child's job).
-    return sys.modules.get(FACE_LIBRARY) or load_face_library()
 
 
 @dataclass(frozen=True)
@@ -166,14 +135,19 @@ def _scaled(gray: np.ndarray, scale: float) -> np.ndarray:
     return resize(gray, max(1, round(w * scale)), max(1, round(h * scale)))
 
 
-def _detect(scaled: np.ndarray, scale: float, shape: tuple[int, ...]) -> list[Box]:
-    """dlib HOG detections on `scaled` (a copy of a frame of `shape` resized by `scale`), in
-    the frame's coordinates."""
+def _to_frame(found: Sequence[Box], scale: float, shape: tuple[int, ...]) -> list[Box]:
+    """Boxes found in a copy of a frame of `shape` resized by `scale`, in the frame's coordinates."""
     h, w = shape[:2]
-    found = _face_library().face_locations(scaled, number_of_times_to_upsample=0, model="hog")
     return [(max(0, round(top / scale)), min(w, round(right / scale)),
              min(h, round(bottom / scale)), max(0, round(left / scale)))
             for top, right, bottom, left in found]
+
+
+def _detect(scaled: np.ndarray, scale: float, shape: tuple[int, ...]) -> list[Box]:
+    """dlib HOG detections on `scaled` (a copy of a frame of `shape` resized by `scale`), in
+    the frame's coordinates."""
+    return _to_frame(face_library().face_locations(scaled, number_of_times_to_upsample=0, model="hog"),
+                     scale, shape)
 
 
 def _hog_boxes(gray: np.ndarray, scale: float) -> list[Box]:
@@ -220,9 +194,53 @@ def _merge(fast_boxes: list[Box], finer: list[Box]) -> list[Box]:
     return finer + [box for box in fast_boxes if all(_iou(box, other) < 0.3 for other in finer)]
 
 
+def _finer_boxes(gray: np.ndarray, scale: float, fast_scale: float) -> list[Box]:
+    """The look for small faces at `scale` when the first pass, at `fast_scale`, found none;
+    on two cores. The scaled frame is cut into two halves along its longer side, scanned in
+    two threads (dlib's detector releases the GIL). The halves overlap by more than the
+    largest face this look must find (smaller than 80 px at `fast_scale`) with the
+    detector's margin around it, so each such face is whole in one half. A box that
+    touches the side where its half was cut is dropped (that face is whole in the other
+    half, or a larger one cut short), and a face both halves found is kept once. About
+    0.65 of the time of one scan of the whole frame."""
+    scaled = _scaled(gray, scale)
+    overlap = math.ceil(1.25 * HOG_WINDOW_PX * scale / fast_scale) + 2 * HOG_WINDOW_PX
+    h, w = scaled.shape
+    axis, length = (1, w) if w >= h else (0, h)
+    if _CORES < 2 or length < 2 * overlap:
+        return _detect(scaled, scale, gray.shape)
+    cut = length // 2
+    spans = ((0, cut + overlap // 2), (cut - overlap // 2, length))
+
+    def scan(span: tuple[int, int]) -> list[Box]:
+        start, stop = span
+        tile = np.ascontiguousarray(scaled[:, start:stop] if axis else scaled[start:stop])
+        found = []
+        for top, right, bottom, left in face_library().face_locations(tile, number_of_times_to_upsample=0,
+                                                                         model="hog"):
+            near, far = (left, right) if axis else (top, bottom)
+            if (start > 0 and near < _CUT_MARGIN_PX) or (stop < length and far > stop - start - _CUT_MARGIN_PX):
+                continue
+            found.append((top, right + start, bottom, left + start) if axis else
+                         (top + start, right, bottom + start, left))
+        return found
+
+    with ThreadPoolExecutor(2, thread_name_prefix="face-scan") as pool:
+        first, second = pool.map(scan, spans)
+    return _to_frame(first + [box for box in second if all(_iou(box, other) < 0.5 for other in first)],
+                     scale, gray.shape)
+
+
 def _refine(gray: np.ndarray, fast_boxes: list[Box], fast_scale: float, min_face_px: int) -> list[Box]:
+    """The second look, if one is needed: for small faces when the first pass found none
+    (in two halves at once, as nothing else is to be done meanwhile), else for companions
+    (in one scan, as recognize_burst runs it beside the encoder)."""
     scale = _second_scale(fast_boxes, fast_scale, min_face_px)
-    return fast_boxes if scale is None else _merge(fast_boxes, _hog_boxes(gray, scale))
+    if scale is None:
+        return fast_boxes
+    if not fast_boxes:
+        return _finer_boxes(gray, scale, fast_scale)
+    return _merge(fast_boxes, _hog_boxes(gray, scale))
 
 
 def _largest_first(boxes: list[Box], max_faces: int | None) -> list[Box]:
@@ -284,7 +302,7 @@ def encode_faces(frame: np.ndarray, boxes: Sequence[Box], *, model: str = DEFAUL
     x1 = min(w, max(right for _, right, _, _ in boxes) + margin)
     region = np.ascontiguousarray(frame[y0:y1, x0:x1])
     shifted = [(top - y0, right - x0, bottom - y0, left - x0) for top, right, bottom, left in boxes]
-    return _face_library().face_encodings(region, known_face_locations=shifted, num_jitters=1, model=model)
+    return face_library().face_encodings(region, known_face_locations=shifted, num_jitters=1, model=model)
 
 
 # -- bursts --------------------------------------------------------------------------------

@@ -51,7 +51,7 @@ import numpy as np
 from edge.child import READY as CHILD_READY, STARTING as CHILD_STARTING
 from edge.child import Backoff, ChildHealth, ChildNotReady, SupervisedChild, python_command
 from edge.clock import SYSTEM_CLOCK, Clock
-from services.doorbell import recognition
+from services.doorbell import face_library, recognition
 from services.doorbell.recognition import VisitorResult
 
 _HEADER = struct.Struct(">Q")
@@ -183,7 +183,7 @@ class RecognizerProcess:
     goes to `log`; `clock` drives the restart backoff."""
 
     def __init__(self, *, options: Mapping[str, object] | None = None, start_timeout_s: float = 60.0,
-                 niceness: int = 10, face_library: str = recognition.FACE_LIBRARY,
+                 niceness: int = 10, face_library: str = face_library.FACE_LIBRARY,
                  test_hooks: bool = False, python: str = sys.executable, log: logging.Logger | None = None,
                  clock: Clock = SYSTEM_CLOCK):
         self.options = dict(options or {})
@@ -595,15 +595,15 @@ def _serve(sock: socket.socket, test_hooks: bool) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Face recognition child of the doorbell worker")
     parser.add_argument("--fd", type=int, required=True, help="socket inherited from the parent")
-    parser.add_argument("--face-library", default=recognition.FACE_LIBRARY)
+    parser.add_argument("--face-library", default=face_library.FACE_LIBRARY)
     parser.add_argument("--test-hooks", action="store_true")
     args = parser.parse_args(argv)
     # Already at lower priority (edge.child), so even loading the models yields the CPU to
     # the button path.
     with socket.socket(fileno=args.fd) as sock:
         try:
-            recognition.load_face_library(args.face_library)
-        except recognition.RecognitionUnavailable as exc:
+            face_library.load_face_library(args.face_library)
+        except face_library.RecognitionUnavailable as exc:
             _send(sock, {"op": "unavailable", "reason": str(exc)})
             return 0
         _send(sock, {"op": "ready", "pid": os.getpid()})

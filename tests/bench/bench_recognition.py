@@ -41,7 +41,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 from hardware.camera import load_rgb  # noqa: E402
-from services.doorbell import enrollment, recognition  # noqa: E402
+from services.doorbell import enrollment, face_library, recognition  # noqa: E402
 from services.doorbell.testing import PHOTO_CATEGORIES, is_correct, photo_category  # noqa: E402
 
 TOLERANCE = 0.6
@@ -53,7 +53,7 @@ class NaivePipeline:
     """The face_recognition README recipe."""
 
     def __init__(self):
-        self.fr = recognition.load_face_library("face_recognition")  # the real library, not ours
+        self.fr = face_library.load_face_library("face_recognition")  # the real library, not ours
         self.known_names: list[str] = []
         self.known: list[np.ndarray] = []
 

@@ -14,11 +14,11 @@ import pytest
 from edge.testing.requirements import find_test_data
 
 from hardware.camera import FakeCamera, capture_burst, load_rgb
-from services.doorbell import recognition
+from services.doorbell import face_library, recognition
 from services.doorbell.enrollment import encode_single_face, enroll_single_face
 from services.doorbell.matching import Match, match, vote
-from services.doorbell.recognition import (EnrollmentError, RecognitionUnavailable, choose_frame, detect_faces,
-                                           recognize_burst)
+from services.doorbell.face_library import RecognitionUnavailable
+from services.doorbell.recognition import EnrollmentError, choose_frame, detect_faces, recognize_burst
 from services.doorbell.testing import PHOTO_CATEGORIES, is_correct, photo_category
 
 TOLERANCE = 0.6
@@ -105,10 +105,50 @@ def test_small_faces_in_a_1280x720_frame_are_found_at_the_default_minimum(faces)
         assert bottom - top < 140, entry["file"]  # genuinely small: the fallback pass found it
 
 
+def test_the_finer_look_in_two_overlapping_halves_finds_the_faces_one_scan_of_the_whole_finds(faces):
+    """The second look scans the two halves of the frame in two threads. Every face it must
+    find (smaller than what the first pass finds) that one scan of the whole finds, the
+    halves find once, and no face cut short where a half ends. The boxes may differ a
+    little, and a detection at the threshold may come or go (in the astronaut photo the
+    halves find a second face that the naive recipe finds too): each half has an image
+    pyramid of its own."""
+    scale = 80 / recognition.DEFAULT_MIN_FACE_PX
+    for entry in faces["entries"]:
+        gray = cv2.cvtColor(faces["images"][entry["file"]], cv2.COLOR_RGB2GRAY)
+        fast = recognition._pass_scale(gray, recognition.DEFAULT_MIN_FACE_PX, recognition.FAST_PASS_PIXELS)
+        whole = recognition._hog_boxes(gray, scale)
+        halves = recognition._finer_boxes(gray, scale, fast)
+        for box in halves:  # where it overlaps a face of the whole scan, it is that face, not a part of it
+            overlaps = [recognition._iou(box, other) for other in whole if recognition._iou(box, other) > 0]
+            assert all(iou > 0.5 for iou in overlaps), (entry["file"], box, whole)
+        for box in whole:
+            if box[2] - box[0] < recognition.HOG_WINDOW_PX / fast:
+                assert sum(recognition._iou(box, other) > 0.5 for other in halves) == 1, (entry["file"], box, halves)
+
+
+def test_a_small_face_across_the_middle_of_the_frame_is_found_once_by_the_two_halves(faces):
+    """The halves overlap by more than the largest face the second look must find: a face
+    cut in two by the middle of the frame is whole in at least one of them, and a face
+    both halves see is reported once."""
+    image = faces["images"]["obama_2.jpg"]
+    top, right, bottom, left = detect_faces(image)[0]
+    pad = (bottom - top) // 2
+    crop = image[max(0, top - pad):bottom + pad, max(0, left - pad):right + pad]
+    size = 2 * 90  # the face about 90 px high, as a visitor a few metres away
+    crop = cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA)
+    for x in (640 - size // 2, 640 - size // 4, 640 - 3 * size // 4):  # across the cut, both ways
+        frame = np.full((720, 1280, 3), 120, np.uint8)
+        frame[300:300 + size, x:x + size] = crop
+        boxes = detect_faces(frame)
+        assert len(boxes) == 1, x
+        found_top, found_right, found_bottom, found_left = boxes[0]
+        assert found_bottom - found_top < 140 and x <= found_left < found_right <= x + size, (x, boxes)
+
+
 def test_detection_boxes_are_mapped_back_to_full_resolution(faces):
     image = faces["images"]["obama_4.jpg"]
     ours = detect_faces(image)
-    naive = recognition.load_face_library("face_recognition").face_locations(image)
+    naive = face_library.load_face_library("face_recognition").face_locations(image)
     assert len(ours) == len(naive) == 1
     assert recognition._iou(ours[0], naive[0]) > 0.5
 
@@ -117,7 +157,7 @@ def test_the_lean_face_library_gives_face_recognitions_very_boxes_and_encodings_
     """dlib_faces loads only the models in use, and answers as face_recognition does: the
     very same boxes, and encodings within float32 rounding (its encoder runs on numpy's
     BLAS, face_net.py), a ten-thousandth of the smallest distance between two people."""
-    lean, full = recognition.load_face_library(), recognition.load_face_library("face_recognition")
+    lean, full = face_library.load_face_library(), face_library.load_face_library("face_recognition")
     assert lean.__name__ == "services.doorbell.dlib_faces"
     for name in ("obama_4.jpg", "multi_obama_biden.jpg", "noface_cat.png"):
         image = faces["images"][name]
@@ -135,7 +175,7 @@ def test_the_lean_face_library_gives_face_recognitions_very_boxes_and_encodings_
 def test_encoding_the_region_around_the_faces_gives_the_very_same_encodings(faces):
     """encode_faces hands dlib only the region around the faces (faster to convert); the
     landmarks and the aligned chip lie inside it, so nothing changes."""
-    library = recognition.load_face_library()
+    library = face_library.load_face_library()
     for name in ("obama_4.jpg", "multi_obama_biden.jpg", "derived_small_in_frame_biden_2.jpg"):
         image = faces["images"][name]
         boxes = detect_faces(image)
@@ -314,7 +354,7 @@ def test_burst_without_a_face_reports_no_faces():
 
 def test_missing_face_library_is_reported_with_the_fix():
     with pytest.raises(RecognitionUnavailable, match=r"no_such_face_library.*pip install 'setuptools<81'"):
-        recognition.load_face_library("no_such_face_library")
+        face_library.load_face_library("no_such_face_library")
 
 
 def test_the_scorer_counts_a_two_face_photo_with_an_unknown_face_right_and_wrong():
