@@ -25,7 +25,6 @@ Needs mosquitto and the face photos (EDGE_TEST_DATA, default ../shared/data).
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -51,7 +50,7 @@ from services.doorbell.enrollment import encode_photo, photo_source
 from services.doorbell.faces_store import FACES_SCHEMA, FaceStore
 from services.doorbell.testing import SimulatedDoorbell
 from services.doorbell.worker import DoorbellWorker
-from measures import percentiles, rss_mb
+from measures import bench_parser, percentiles, rss_mb
 
 EDGE = str(Path(sys.executable).with_name("edge"))
 NODE = "bench-door"
@@ -300,8 +299,8 @@ def memory(photos: Path, tmp: Path, rings: int) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--presses", type=int, default=200)
+    parser = bench_parser(__doc__)
+    parser.add_argument("--presses", type=int, default=200, help="presses per latency series (default 200)")
     parser.add_argument("--interval-s", type=float, default=0.1, help="time between presses")
     parser.add_argument("--memory-rings", type=int, default=200, help="recognised rings for the RSS series")
     parser.add_argument("--only-memory", action="store_true", help="skip (a), the latency part")

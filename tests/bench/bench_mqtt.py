@@ -16,7 +16,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -40,6 +39,7 @@ from edge.testing.mosquitto import Mosquitto
 from edge.testing.notify_socket import NotifyListener
 from edge.testing.ports import free_port
 from edge.testing.tcp_proxy import TcpProxy
+from measures import bench_parser
 
 EDGE = str(Path(sys.executable).with_name("edge"))
 NODE = "bench"
@@ -224,10 +224,11 @@ def idle(tmp: Path, broker: Mosquitto, idle_s: float) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--idle-s", type=float, default=120.0)
-    parser.add_argument("--events", type=int, default=1000)
-    parser.add_argument("--outage", type=int, default=10_000)
+    parser = bench_parser(__doc__)
+    parser.add_argument("--idle-s", type=float, default=120.0, help="idle window for bytes written (default 120)")
+    parser.add_argument("--events", type=int, default=1000, help="events for the latency series (default 1000)")
+    parser.add_argument("--outage", type=int, default=10_000,
+                        help="events raised while the broker is away, for the drain (default 10000)")
     args = parser.parse_args()
     program = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
     with tempfile.TemporaryDirectory() as tmp:

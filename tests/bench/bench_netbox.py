@@ -11,7 +11,6 @@ Needs NetBox's OpenAPI schema (EDGE_TEST_DATA, default ../shared/data).
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
@@ -24,6 +23,7 @@ from services.netbox.client import check_version, make_api
 from services.netbox.facts import Facts, Interface, Peripheral
 from services.netbox.sections import SECTION
 from services.netbox.sync import Sync
+from measures import bench_parser
 
 
 def node(eth0: str) -> Facts:
@@ -68,7 +68,7 @@ def one_round(schema: Schema) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = bench_parser(__doc__)
     parser.add_argument("--runs", type=int, default=5, help="rounds (fresh fake NetBox each); wall times are medians")
     args = parser.parse_args()
     data = Path(os.environ.get("EDGE_TEST_DATA") or Path(__file__).resolve().parents[3] / "shared" / "data")

@@ -46,6 +46,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 from hardware.printer import SerialPort, SimulatedMarlin  # noqa: E402
 from services.printer import marlin  # noqa: E402
 from services.printer.sender import END, JobLine, Sender  # noqa: E402
+from measures import bench_parser  # noqa: E402
 
 
 def serve_fake(path: str, baud: int, advanced_ok: bool) -> None:
@@ -244,7 +245,7 @@ class Recognitions:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = bench_parser(__doc__)
     parser.add_argument("--lines", type=int, default=5000, help="job length per run (default 5000)")
     parser.add_argument("--baud", type=int, default=250000, help="the simulated wire's speed (default 250000)")
     parser.add_argument("--no-recognition", action="store_true", help="skip the run beside the face recognizer")

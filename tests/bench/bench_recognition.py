@@ -27,7 +27,6 @@ Photos are found through EDGE_TEST_DATA (default: ../shared/data next to the rep
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
@@ -43,6 +42,7 @@ sys.path.insert(0, str(REPO))
 from hardware.camera import load_rgb  # noqa: E402
 from services.doorbell import enrollment, face_library, recognition  # noqa: E402
 from services.doorbell.testing import PHOTO_CATEGORIES, is_correct, photo_category  # noqa: E402
+from measures import bench_parser  # noqa: E402
 
 TOLERANCE = 0.6
 CATEGORIES = PHOTO_CATEGORIES
@@ -176,7 +176,7 @@ def compare_models(entries: list[dict], images: dict[str, np.ndarray]) -> dict:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = bench_parser(__doc__)
     parser.add_argument("--repeat", type=int, default=3,
                         help="time each photo this many times per pipeline and keep the median")
     parser.add_argument("--compare-models", action="store_true",

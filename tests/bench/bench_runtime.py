@@ -9,7 +9,6 @@ to exit, so the start-up time reads as a ratio to Python's own start.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import signal
@@ -21,6 +20,7 @@ import urllib.request
 from pathlib import Path
 
 from edge.testing.notify_socket import NotifyListener
+from measures import bench_parser
 
 EDGE = str(Path(sys.executable).with_name("edge"))
 
@@ -64,7 +64,7 @@ def store_counters(base: str, state: Path) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
+    parser = bench_parser(__doc__)
     parser.add_argument("--idle-s", type=float, default=120.0, help="idle window for written bytes (at least 120)")
     args = parser.parse_args()
     if args.idle_s < 120:

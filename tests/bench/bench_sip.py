@@ -20,7 +20,6 @@ against a real kamailio.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
@@ -37,7 +36,7 @@ from services.sip.backend import REGISTERED
 from services.sip.baresip import free_sip_port
 from services.sip.testing import HousePhone, Kamailio
 from services.sip.worker import SipWorker
-from measures import percentiles, rss_mb
+from measures import bench_parser, percentiles, rss_mb
 
 DOOR_PW, HOUSE_PW = "bench-door-pw", "bench-house-pw"
 
@@ -74,8 +73,7 @@ class BusyPeer:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    parser = bench_parser(__doc__)
     parser.add_argument("--calls", type=int, default=50, help="calls for press → INVITE (default 50)")
     parser.add_argument("--codes", type=int, default=10, help="answered calls for DTMF → relay (default 10)")
     args = parser.parse_args()

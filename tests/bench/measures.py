@@ -1,8 +1,15 @@
-"""What several benchmarks measure the same way: latency percentiles and a process's RSS."""
+"""What several benchmarks share: their command line, latency percentiles and a process's RSS."""
 
 from __future__ import annotations
 
+import argparse
 import statistics
+
+
+def bench_parser(doc: str) -> argparse.ArgumentParser:
+    """The command line of a benchmark whose module docstring `doc` says what it measures:
+    --help shows that text as written."""
+    return argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
 def percentiles(samples_ms: list[float]) -> dict:
