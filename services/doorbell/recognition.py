@@ -25,7 +25,8 @@ Speed without losing accuracy (measured by tests/bench/bench_recognition.py):
   (a visitor at the door fills a good part of the frame), then about 640×360 when that
   finds nothing; a finer pass follows only when that finds nothing either (small faces,
   down to `min_face_px`) or finds a face small enough that a companion half its size
-  could have been missed.
+  could have been missed. The look for small faces scans two overlapping halves of the
+  frame in two threads (_finer_boxes).
 - dlib's HOG detector releases the GIL, and so do the encoder's matrix products, so the
   companion scan runs in a second thread while the faces already found are being encoded;
   a face both passes found keeps the encoding already made. Nothing else runs in parallel.
