@@ -25,6 +25,7 @@ Tensors here are H×W×C float32 (one face at a time); dlib's are N×C×H×W.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -138,7 +139,7 @@ class _Reader:
 
     def float(self) -> float:
         mantissa = self.int()
-        return float(np.ldexp(float(mantissa), self.int()))
+        return math.ldexp(mantissa, self.int())
 
     def str(self) -> str:
         size = self.int()

@@ -1,3 +1,6 @@
+# About 510 lines, one file on purpose: the burst logic runs the detection passes piece by
+# piece (the first pass, the companion scan beside the encoder, following faces into other
+# frames), so apart they would only make each other's helpers public.
 """Face recognition for the doorbell: find the faces in a burst of camera frames, name them
 against the enrolled encodings, and decide by vote over the burst what to announce.
 
@@ -10,10 +13,6 @@ Naming the faces found (distances, the uncertain band, votes over a burst) is ma
 
 Not responsible for: running the native library safely (recognizer_child.py runs this
 module in a killable child process; face_library.py loads it), storing known faces, cameras.
-
-One file of about 500 lines: the burst logic runs the detection passes piece by piece (the
-first pass, the companion scan beside the encoder, following faces into other frames), so
-apart they would only make each other's helpers public.
 
 Boxes follow face_recognition's order: (top, right, bottom, left) in frame pixels.
 

@@ -50,7 +50,7 @@ def test_a_chip_of_the_wrong_size_is_refused_with_the_size_expected(net):
         net.encode(np.zeros((100, 100, 3), np.uint8))
 
 
-def test_another_dlib_model_file_is_refused_naming_the_file_and_the_fix(tmp_path):
+def test_another_dlib_model_file_is_refused_naming_the_file_and_the_fix():
     """The 5-point landmark model is a dlib file too, but not a network."""
     with pytest.raises(face_net.ModelFormatError, match=r"shape_predictor_5.*not a dlib metric-learning network.*reinstall"):
         face_net.load(models.pose_predictor_five_point_model_location())
