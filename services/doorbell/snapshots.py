@@ -17,7 +17,6 @@ Not responsible for: which people a snapshot shows (faces_store.py's index), pub
 
 from __future__ import annotations
 
-import io
 import logging
 import os
 import re
@@ -26,7 +25,7 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-from PIL import Image
+import simplejpeg
 
 log = logging.getLogger("services.doorbell.snapshots")
 
@@ -36,10 +35,13 @@ _FILE = re.compile(r"^(\d{8})_[0-9TZ]+_([0-9A-Za-z_-]+)\.jpg$")
 
 
 def encode_jpeg(frame: np.ndarray, quality: int = 85) -> bytes:
-    """An RGB frame as JPEG bytes."""
-    buffer = io.BytesIO()
-    Image.fromarray(frame).save(buffer, format="JPEG", quality=quality)
-    return buffer.getvalue()
+    """An RGB frame as JPEG bytes (4:2:0, as Pillow's default).
+
+    simplejpeg (libjpeg-turbo, picamera2's JPEG encoder) releases the GIL while it encodes;
+    Pillow's encoder holds it for the whole ~4 ms of a 1280x720 frame, and in that time the
+    runtime's other threads, the MQTT link's among them, cannot run: a ring published
+    meanwhile waited for it (bench_doorbell.py's busy series)."""
+    return simplejpeg.encode_jpeg(frame, quality=quality, colorspace="RGB", colorsubsampling="420")
 
 
 def snapshot_directory(snapshot_dir: str, state_dir: Path | None) -> Path | None:

@@ -4,11 +4,13 @@ of a person's snapshots)."""
 
 from __future__ import annotations
 
+import io
 import os
 import stat
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from edge.store import Store
 from services.doorbell.faces_store import FACES_SCHEMA, FaceStore, check_name
@@ -75,6 +77,18 @@ def test_snapshots_are_private_files_in_a_private_folder(tmp_path):
     assert path.read_bytes()[:2] == b"\xff\xd8"
     with pytest.raises(ValueError):
         folder.save("../escape", b"x", NOW)
+
+
+def test_a_snapshot_jpeg_decodes_to_the_frame_in_4_2_0():
+    """simplejpeg writes it (it lets the runtime's other threads run meanwhile): a baseline
+    JPEG any viewer opens, the frame's size, close to the frame."""
+    y, x = np.mgrid[0:120, 0:160]
+    frame = np.stack([x * 255 // 159, y * 255 // 119, (x + y) % 256], axis=-1).astype(np.uint8)
+    jpeg = encode_jpeg(frame)
+    decoded = np.asarray(Image.open(io.BytesIO(jpeg)).convert("RGB"))
+    assert decoded.shape == frame.shape
+    assert np.abs(decoded.astype(int) - frame.astype(int)).mean() < 4
+    assert Image.open(io.BytesIO(jpeg)).layer[1][1:3] == (1, 1)  # chroma at half resolution: 4:2:0
 
 
 def test_read_only_folder_prune_keeps_everything_and_raises_nothing(tmp_path, caplog, read_only):
