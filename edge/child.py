@@ -1,7 +1,7 @@
 """Supervised child processes: the one way the runtime runs a program of its own (the face
 recognizer, the face encoder, baresip, anything native or foreign).
 
-Responsible for: starting a child at lower CPU and IO priority in a session of its own;
+Responsible for: starting a child at lower CPU and IO priority in a process group of its own;
 knowing when it is ready (a line it prints, or a check the owner supplies) by a deadline;
 its stdout and stderr into the owner's logger, rate-limited; stopping it (SIGTERM, then
 SIGKILL at a deadline) and always reaping it; when it may start again after a failure
@@ -261,11 +261,15 @@ class SupervisedChild:
                    str(io_nr), str(ioprio), *argv]  # 2 << 13: IOPRIO_CLASS_BE (man 2 ioprio_set)
         try:
             try:
-                # A session of its own: Ctrl-C in a terminal goes to the runtime, which stops
-                # the child in order, instead of interrupting it mid-call.
+                # A process group of its own: Ctrl-C in a terminal goes to the runtime, which
+                # stops the child in order, instead of interrupting it mid-call. Not a session
+                # of its own: with autogroup scheduling (sched_autogroup_enabled, man 7 sched)
+                # a new session is a new task group, the CPU is shared between groups, and the
+                # child's nice value would only rank it against its own threads, so a busy
+                # recognizer took as much CPU as all the runtime's threads together.
                 proc = _SPAWNER.popen(guarded, pass_fds=(*pass_fds, report_w), env=env, cwd=cwd,
                                       stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                      start_new_session=True)
+                                      process_group=0)
             finally:
                 os.close(report_w)
             failure = _exec_failure(report_r, self.name)

@@ -103,12 +103,24 @@ def test_child_is_ready_when_the_owners_check_says_so(make_child):
         os.close(reader)
 
 
-def test_child_runs_in_its_own_session_at_lower_cpu_and_io_priority(make_child):
+def autogroup(pid: int | str) -> str | None:
+    try:
+        return Path(f"/proc/{pid}/autogroup").read_text().split()[0]
+    except FileNotFoundError:  # a kernel without CONFIG_SCHED_AUTOGROUP
+        return None
+
+
+def test_child_runs_in_its_own_process_group_at_lower_cpu_and_io_priority(make_child):
+    """Its own process group, so Ctrl-C in the runtime's terminal does not reach it; the
+    runtime's session and so its autogroup, so its nice value ranks it below the runtime's
+    threads (in a task group of its own it would get an equal share of the CPU)."""
     ionice = require_program("ionice", "util-linux")
     child = make_child("background", niceness=5, ready_line="ready")
     pid = child.start(READY_THEN_SLEEPS)
     child.wait_ready(PROMPT_S)
-    assert os.getsid(pid) == pid  # Ctrl-C in the runtime's terminal does not reach it
+    assert os.getpgid(pid) == pid != os.getpgid(0)
+    assert os.getsid(pid) == os.getsid(0)
+    assert autogroup(pid) == autogroup("self")
     assert os.getpriority(os.PRIO_PROCESS, pid) == min(19, os.getpriority(os.PRIO_PROCESS, 0) + 5)
     io = subprocess.run([ionice, "-p", str(pid)], capture_output=True, text=True, check=True).stdout
     assert io.strip() == "best-effort: prio 7"
