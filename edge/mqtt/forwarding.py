@@ -220,7 +220,11 @@ class EventForwarder:
         self.changed.clear()  # before looking: a change from now on comes round again
         changed |= self._handle_acks()
         if changed:
-            if conn is not None and connected:
+            with self._lock:
+                unsent = not self._drained
+            # Drained, there is nothing to send: looking would hold the send lock across an
+            # outbox read, and a ring arriving meanwhile would wait in the outbox.
+            if unsent and conn is not None and connected:
                 self._send(conn)
             self.counts = self.outbox.counts()
         if conn is not None and connected:

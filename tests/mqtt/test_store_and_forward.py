@@ -123,6 +123,36 @@ def test_a_ring_that_finds_nothing_waiting_reaches_the_broker_while_another_writ
         assert event_ids(rec).count(ring) == 1
 
 
+def test_a_ring_goes_out_at_once_while_the_pump_handles_the_acks_of_earlier_events(tmp_path, mosquitto, recorders):
+    """With nothing unsent the pump has nothing to send, and does not read the outbox while
+    it holds the send lock: a ring that came while it did (a visitor's events and their
+    PUBACKs keep it busy) would have waited in the outbox behind that read."""
+    rec = recorders(mosquitto.port, EVENTS)
+    with running_runtime(tmp_path / "state", mosquitto.port) as rt:
+        link = wait_connected(rt)
+        warm = rt.bus.emit("test.tick", {}).event_id
+        wait_for(lambda: warm in event_ids(rec), 10, message="a first event")
+        wait_outbox_empty(rt)
+        outbox, reads, release = link.events.outbox, [], threading.Event()
+        read = outbox.peek
+
+        def slow_read(limit):  # a read stuck behind a slow SD card
+            reads.append(limit)
+            release.wait(30)
+            return read(limit)
+        outbox.peek = slow_read
+        try:
+            visitor = rt.bus.emit("test.tick", {"visitor": "obama"}).event_id
+            wait_for(lambda: visitor in event_ids(rec), 10, message="the visitor event")
+            wait_for(lambda: not outbox_rows(tmp_path / "state"), 10, message="its PUBACK applied by the pump")
+            ring = rt.bus.emit("doorbell.ring", {"event_type": "ring"}).event_id
+            wait_for(lambda: ring in event_ids(rec), 10, message="the ring at the broker at once")
+        finally:
+            release.set()
+            outbox.peek = read
+        assert reads == []
+
+
 def test_events_raised_while_a_backlog_drains_come_after_it(tmp_path, mosquitto, recorders):
     """An event is handed over at once only when nothing waits before it: while the events of
     an outage are still going out, new ones queue behind them."""
