@@ -22,6 +22,7 @@ from hardware.images import fit_into_frame, load_rgb
 
 FAULTS = ("black", "frozen", "slow")
 BLUR_LENGTH_PX = 4  # the motion blur: a box blur this many pixels long, along x
+NOISE_OFFSETS = 64  # the noise field is this many pixels wider and taller than a frame
 
 
 class FakeCamera(Camera):
@@ -62,6 +63,7 @@ class FakeCamera(Camera):
         self._fault: str | None = None
         self._frames_left: int | None = None
         self._last_frame: np.ndarray | None = None
+        self._noise_offset: tuple[int, int] | None = None
         self.source: Path | None = None
         self.captures = 0
         self.capture_times: list[float] = []
@@ -191,19 +193,26 @@ class FakeCamera(Camera):
     # -- internals ------------------------------------------------------------------------
 
     def _set_scene(self, scene: np.ndarray, source: Path | None) -> None:
-        """Serve `scene` from now on. Its borders are extended by the largest shift (edge
-        pixels repeated, what a camera shaken by a few pixels shows) and a motion-blurred
-        copy is made once here: each frame is then a shifted slice of one of the two plus
-        fresh noise, all numpy operations that release the GIL. Shifting and blurring per
-        frame held the GIL for up to 4 ms at 1280×720 (np.pad and cumsum, measured): time
-        the runtime's button path waited in the simulator, which a real camera's ISP does
-        not cost it."""
-        pad = self.max_shift_px
+        """Serve `scene` from now on, with everything a frame needs made once here: the
+        scene with its borders extended by the largest shift (edge pixels repeated, what a
+        camera shaken by a few pixels shows), a motion-blurred copy, and a field of sensor
+        noise larger than a frame. A frame is then a shifted slice of one of the two plus a
+        slice of the noise at a random offset: one uint8 addition, about 0.3 ms at
+        1280×720. Drawing fresh noise per frame cost 6 ms of CPU and shifting and blurring
+        per frame held the GIL up to 4 ms (measured): time the runtime's button path
+        waited in the simulator, which a real camera's ISP does not cost it.
+
+        The scene is lifted into [0, 255 - 2 × noise_px] (at most noise_px off at its
+        extremes) so that the addition cannot overflow."""
+        pad, noise = self.max_shift_px, self.noise_px
         padded = np.pad(scene, ((pad, pad), (pad, pad), (0, 0)), mode="edge") if pad else scene
         blurred = horizontal_smear(padded, BLUR_LENGTH_PX) if self.blur_probability > 0 else padded
+        lifted = [(np.clip(image, noise, 255 - noise) - noise).astype(np.uint8) for image in (padded, blurred)]
+        field = self._rng.integers(0, 2 * noise + 1, size=(self.height + NOISE_OFFSETS, self.width + NOISE_OFFSETS, 3),
+                                   dtype=np.uint8)
         with self._lock:
             self.source = source
-            self._sources = (padded, blurred)
+            self._sources = (lifted[0], lifted[1], field)
             self._last_frame = None
 
     def _check_can_capture(self) -> None:
@@ -227,17 +236,19 @@ class FakeCamera(Camera):
 
     def _vary(self) -> np.ndarray:
         """One realistic exposure of the scene: small shift, maybe motion blur (a visitor
-        moving while the shutter is open), sensor noise."""
+        moving while the shutter is open), sensor noise (never the same noise twice in a
+        row: a repeated frame is what the "frozen" fault and the burst check look for)."""
         rng = self._rng
         dx, dy = (int(d) for d in rng.integers(-self.max_shift_px, self.max_shift_px + 1, size=2))
-        padded, blurred = self._sources
+        padded, blurred, field = self._sources
         source = blurred if rng.random() < self.blur_probability else padded
         pad = self.max_shift_px
         frame = source[pad - dy:pad - dy + self.height, pad - dx:pad - dx + self.width]
-        # Uniform integer noise: statistically close enough to sensor noise for a fake, and
-        # about five times cheaper than Gaussian draws at 1280x720 (measured).
-        noise = rng.integers(-self.noise_px, self.noise_px + 1, size=frame.shape, dtype=np.int16)
-        return np.clip(frame + noise, 0, 255).astype(np.uint8)
+        ox, oy = (int(o) for o in rng.integers(0, NOISE_OFFSETS + 1, size=2))
+        if (ox, oy) == self._noise_offset:
+            ox = (ox + 1) % (NOISE_OFFSETS + 1)
+        self._noise_offset = (ox, oy)
+        return frame + field[oy:oy + self.height, ox:ox + self.width]
 
 
 def horizontal_smear(frame: np.ndarray, length: int) -> np.ndarray:

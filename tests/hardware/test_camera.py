@@ -52,6 +52,20 @@ def test_burst_frames_differ_but_stay_similar(camera):
     assert camera.captures == 5
 
 
+def test_noise_stays_within_noise_px_of_the_scene_and_never_repeats_between_frames():
+    """Without shift or blur a frame is the scene plus noise: within ±noise_px of it, and
+    two frames in a row never carry the same noise (a repeated frame is a frozen camera)."""
+    scene = np.tile(np.arange(0, 256, 2, dtype=np.uint8)[None, :, None], (40, 1, 3))  # 0..254, extremes too
+    with FakeCamera(width=128, height=40, seed=5, noise_px=4, max_shift_px=0, blur_probability=0) as cam:
+        cam._set_scene(scene, None)
+        frames = [cam.capture() for _ in range(200)]
+    for frame in frames:
+        assert np.abs(frame.astype(int) - scene.astype(int)).max() <= 2 * 4  # noise, and the extremes lifted
+        assert np.abs(frame.astype(int) - np.clip(scene, 4, 251).astype(int)).max() <= 4
+    assert not any(np.array_equal(a, b) for a, b in zip(frames, frames[1:]))
+    assert np.std(frames[0].astype(int) - frames[1].astype(int)) > 1  # noise, not a constant offset
+
+
 def test_same_seed_gives_the_same_burst():
     bursts = []
     for _ in range(2):
