@@ -1,6 +1,6 @@
 """Benchmark of the doorbell's button path (prints JSON).
 
-(a) Press → chime pin and press → `ring` at a subscriber on a local mosquitto, p50/p99 over
+(a) Press → chime pin and press → `ring` at a subscriber (its own process) on a local mosquitto, p50/p99 over
     `--presses` presses with cooldown 0, measured side by side in one run: first with the
     camera unplugged (no recognition: the quiet baseline), then with a real face in front
     of the camera and recognitions running back to back in the child process, then a bare
@@ -70,28 +70,50 @@ def children(pid: int) -> list[int]:
     return out
 
 
+# The subscriber, in a process of its own as Home Assistant is: in this process its paho
+# thread would wait for the GIL and the CPU behind the device's own threads, a cost of the
+# observer that the bare baseline (run with the device stopped) does not pay. It prints
+# "<event_id> <time.monotonic()>" per ring; CLOCK_MONOTONIC is the same in every process.
+SUBSCRIBER = """
+import json, sys, time
+import paho.mqtt.client as mqtt
+port, topic = int(sys.argv[1]), sys.argv[2]
+def connected(client, userdata, flags, rc, props):
+    client.subscribe(topic, qos=1)
+def subscribed(client, userdata, mid, reason_codes, props):
+    print("subscribed", flush=True)
+def message(client, userdata, msg):
+    print(json.loads(msg.payload)["event_id"], time.monotonic(), flush=True)
+client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bench-subscriber")
+client.on_connect, client.on_subscribe, client.on_message = connected, subscribed, message
+client.connect("127.0.0.1", port)
+client.loop_forever()
+"""
+
+
 class RingWatcher:
-    """Arrival time (monotonic, this process) of every ring at a broker subscriber."""
+    """Arrival time (monotonic) of every ring at a broker subscriber in another process."""
 
     def __init__(self, port: int):
         self.arrivals: dict[str, float] = {}
         self.connected = threading.Event()
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bench-subscriber")
-        self.client.on_connect = self._connected
-        self.client.on_message = self._message
-        self.client.connect("127.0.0.1", port)
-        self.client.loop_start()
+        self._proc = subprocess.Popen([sys.executable, "-c", SUBSCRIBER, str(port),
+                                       f"edge/{NODE}/event/doorbell.ring"], stdout=subprocess.PIPE, text=True)
+        self._reader = threading.Thread(target=self._read, name="ring-watcher", daemon=True)
+        self._reader.start()
 
-    def _connected(self, client, userdata, flags, rc, props):
-        client.subscribe(f"edge/{NODE}/event/doorbell.ring", qos=1)
-        self.connected.set()
-
-    def _message(self, client, userdata, message):
-        self.arrivals[json.loads(message.payload)["event_id"]] = time.monotonic()
+    def _read(self) -> None:
+        for line in self._proc.stdout:
+            if line.strip() == "subscribed":
+                self.connected.set()
+            else:
+                event_id, at = line.split()
+                self.arrivals[event_id] = float(at)
 
     def close(self):
-        self.client.loop_stop()
-        self.client.disconnect()
+        self._proc.terminate()
+        self._proc.wait(10)
+        self._reader.join(10)
 
 
 def press_series(bell: SimulatedDoorbell, watcher: RingWatcher, presses: int, interval_s: float) -> dict:
