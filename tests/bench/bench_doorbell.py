@@ -1,18 +1,18 @@
 """Benchmark of the doorbell's button path (prints JSON).
 
-(a) Press → chime pin and press → `ring` at a subscriber (its own process) on a local mosquitto, p50/p99 over
-    `--presses` presses with cooldown 0, measured side by side in one run: first with the
-    camera unplugged (no recognition: the quiet baseline), then with a real face in front
-    of the camera and recognitions running back to back in the child process, then a bare
-    baseline: a gpiozero mock button whose callback publishes QoS 1 with paho to the same
-    broker, alone and then beside a process encoding faces back to back (the load the
+(a) Press → chime pin and press → `ring` at a subscriber (a process of its own) on a local
+    mosquitto, p50/p99 over `--presses` presses with cooldown 0, measured side by side in one
+    run: first with the camera unplugged (no recognition: the quiet baseline), then with a real
+    face in front of the camera and recognitions running back to back in the child process,
+    then a bare baseline: a gpiozero mock button whose callback publishes QoS 1 with paho to
+    the same broker, alone and then beside a process encoding faces back to back (the load the
     recognizer child puts on the machine). The ratio busy/quiet shows what recognition costs
     the button path (it should cost nothing: the chime is set in the press callback and the
-    ring is a bus publish); the ratios over bare what the product's path (store, outbox,
-    link) costs, quiet against bare alone and busy against bare under the same load.
-    The mock button runs the callback in the pressing thread, as lgpio runs it in its own;
-    press → chime is read from the mock pin's recorded history (clear_states() just
-    before each press, so the first recorded change is the chime's delay).
+    ring is a bus publish); the ratios over bare what the product's path (store, outbox, link)
+    costs, quiet against bare alone and busy against bare under the same load. The mock button
+    runs the callback in the pressing thread, as lgpio runs it in its own; press → chime is
+    read from the mock pin's recorded history (clear_states() just before each press, so the
+    first recorded change is the chime's delay).
 (c) RSS of an `edge run --sim` runtime with the doorbell (no embedded broker) and of its
     recognition child, idle (models loaded, no ring yet) and as a series over
     `--memory-rings` recognised rings (1, 10, 50, 100, 200): memory must not grow with rings.
