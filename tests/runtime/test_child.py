@@ -104,10 +104,14 @@ def test_child_is_ready_when_the_owners_check_says_so(make_child):
 
 
 def autogroup(pid: int | str) -> str | None:
+    """The task's autogroup, or None where autogroups do not apply: a kernel without
+    CONFIG_SCHED_AUTOGROUP, or a task in a cgroup's CPU task group (a container), where the
+    kernel shows an empty file and sessions do not change CPU shares."""
     try:
-        return Path(f"/proc/{pid}/autogroup").read_text().split()[0]
-    except FileNotFoundError:  # a kernel without CONFIG_SCHED_AUTOGROUP
+        fields = Path(f"/proc/{pid}/autogroup").read_text().split()
+    except FileNotFoundError:
         return None
+    return fields[0] if fields else None
 
 
 def test_child_runs_in_its_own_process_group_at_lower_cpu_and_io_priority(make_child):
