@@ -9,13 +9,16 @@ and if the queue holds only never-drop events it grows past its bound rather tha
 from __future__ import annotations
 
 import fnmatch
+import logging
 import threading
 import uuid
 from collections import Counter, deque
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 from edge.clock import SYSTEM_CLOCK, Clock
+
+log = logging.getLogger("edge.bus")
 
 
 def new_event_id() -> str:
@@ -45,6 +48,21 @@ class Subscription:
         self._queue: deque[Event] = deque()
         self._cond = threading.Condition()
         self.dropped = 0
+        self._express: Callable[[Event], None] | None = None
+        self._consuming = False  # the consumer took events it has not said `done` with
+
+    def express(self, hand: Callable[[Event], None] | None) -> None:
+        """Let the consumer see a never-drop event in the publisher's thread, when nothing
+        is queued before it and the consumer is `done` with all it took: the MQTT link hands
+        a ring to paho there and saves a thread wake-up. The event is queued as well, in
+        order; `hand` runs under the queue's lock, so it must be quick and never block."""
+        with self._cond:
+            self._express = hand
+
+    def done(self) -> None:
+        """The consumer has finished with every event it took (see `express`)."""
+        with self._cond:
+            self._consuming = False
 
     def matches(self, kind: str) -> bool:
         return any(fnmatch.fnmatchcase(kind, p) for p in self.patterns)
@@ -52,6 +70,11 @@ class Subscription:
     def _offer(self, event: Event, never_drop: bool) -> Event | None:
         """Queue the event; returns the event that was dropped, if any."""
         with self._cond:
+            if never_drop and self._express is not None and not self._queue and not self._consuming:
+                try:
+                    self._express(event)
+                except Exception:  # the queue still has it: the consumer's usual path takes over
+                    log.exception("%s: express hand-over of %s failed", self.name, event.kind)
             dropped = None
             if len(self._queue) >= self.maxsize:
                 victim = next((e for e in self._queue if not self._bus.is_never_drop(e.kind)), None)
@@ -72,7 +95,10 @@ class Subscription:
         with self._cond:
             if not self._queue:
                 self._cond.wait(timeout)
-            return self._queue.popleft() if self._queue else None
+            if not self._queue:
+                return None
+            self._consuming = True
+            return self._queue.popleft()
 
     def pending(self) -> int:
         with self._cond:

@@ -12,6 +12,9 @@ retained (a retained press would ring again whenever Home Assistant resubscribes
   a ring does not wait for a disk write that may queue behind others. Its durability is the
   same (it is on disk once the write returns; a PUBACK that comes first is applied then).
   Otherwise events wait in the outbox and the link's thread sends them in order (`pump`).
+- A never-drop event (a ring) that can go at once is handed to paho in the publisher's
+  thread, the bus's express lane (`express`): one thread wake-up fewer on the ring path.
+  The bus queues it all the same, and the ingest thread writes its row as in flight.
 - At most `window` events are handed to paho and unacknowledged at once. After a reconnect
   paho first re-sends the ones that were in flight at the cut; new events wait until those
   are acknowledged (the barrier), so first arrivals stay in order and a duplicate can only be
@@ -23,7 +26,7 @@ retained (a retained press would ring again whenever Home Assistant resubscribes
   events that came before it, never overtaking them. Elsewhere a bytes value is shown as
   "<N bytes>", never inlined.
 
-Threads: `take` runs on the link's ingest thread, `on_acked` / `on_connected` on paho's,
+Threads: `express` runs on the publisher's (under the bus queue's lock), `take` on the link's ingest thread, `on_acked` / `on_connected` on paho's,
 `pump` on the link's own. `_lock` guards the shared maps (short sections only); `_send_lock`
 is held by whoever hands events to paho, so the order on the wire is the outbox's order
 (and while PUBACKs are matched, so an event handed over at once is found).
@@ -97,7 +100,19 @@ class EventForwarder:
         self._unsent_writing = 0      # unsent writes not yet returned
         self._barrier: set[int] = set()         # ids paho re-sends after a reconnect; new events wait
         self._pictures: dict[str, bytes] = {}   # topic -> newest picture not yet sent
+        self._expressed: dict[int, _Early] = {}  # id() of a bus event handed over by `express`
         self.counts = {"pending": 0, "inflight": 0, "bytes": 0}  # cached for health and metrics
+
+    # -- the publisher's thread (the bus's express lane) ---------------------------------------
+    def express(self, event: Event) -> None:
+        """Hand the event to paho now if it can go at once; `take` then writes its row. Never
+        waits: when it cannot go now it is left to `take` like any other."""
+        if event.kind in self._picture_kinds or event.kind.startswith(INTERNAL_PREFIX):
+            return
+        handed, _ = self._hand_over([self.message(event)], express=True)
+        if handed:
+            with self._lock:
+                self._expressed[id(event)] = handed[0]  # the queue holds the event until `take`
 
     # -- the ingest thread ------------------------------------------------------------------
     def take(self, batch: list[Event]) -> None:
@@ -105,7 +120,13 @@ class EventForwarder:
         came before it are in (it is sent once they have gone)."""
         messages: list[Outgoing] = []
         for event in batch:
-            if event.kind in self._picture_kinds:
+            with self._lock:
+                expressed = self._expressed.pop(id(event), None)
+            if expressed is not None:
+                self._append(messages)
+                messages = []
+                self._write_handed([expressed])
+            elif event.kind in self._picture_kinds:
                 self._append(messages)
                 messages = []
                 self._keep_picture(event)
@@ -118,19 +139,25 @@ class EventForwarder:
             return
         handed, rest = self._hand_over(messages)
         if handed:
-            self._written_early(handed, self.outbox.append([e.message for e in handed], sent=True))
+            self._write_handed(handed)
         if rest:
             try:
                 self.outbox.append(rest)
             finally:
                 with self._lock:
                     self._unsent_writing -= 1
+            self.changed.set()
+            self._wake()
+
+    def _write_handed(self, handed: list[_Early]) -> None:
+        self._written_early(handed, self.outbox.append([e.message for e in handed], sent=True))
         self.changed.set()
         self._wake()
 
-    def _hand_over(self, messages: list[Outgoing]) -> tuple[list[_Early], list[Outgoing]]:
+    def _hand_over(self, messages: list[Outgoing], express: bool = False) -> tuple[list[_Early], list[Outgoing]]:
         """Publish `messages` now when nothing waits before them; returns those handed to
-        paho and those left for the outbox (counted as an unsent write under way)."""
+        paho and those left for the outbox (counted as an unsent write under way, except for
+        `express`, whose rest `take` gets again)."""
         conn, connected = self._connection()
         with self._lock:
             at_once = (self._drained and conn is not None and connected and not self._barrier
@@ -138,7 +165,8 @@ class EventForwarder:
                        and all(m.size <= self.outbox.max_bytes for m in messages)
                        and self._send_lock.acquire(blocking=False))  # not while the pump sends
             if not at_once:
-                self._unsent_write()
+                if not express:
+                    self._unsent_write()
                 return [], messages
         try:
             handed: list[_Early] = []
@@ -146,12 +174,15 @@ class EventForwarder:
                 try:
                     mid = conn.publish(message.topic, message.payload, qos=message.qos, retain=False)
                 except PublishRefused as exc:
+                    if express:  # `take` refuses it again, and counts it once
+                        return handed, messages[n:]
                     log.error("event %s cannot be published (%s): dropped", message.event_id, exc)
                     self._counters.drop("refused", KEEP if message.keep else NORMAL)
                     continue
                 with self._lock:
                     if mid is None:  # paho cannot take it now: the rest wait in the outbox
-                        self._unsent_write()
+                        if not express:
+                            self._unsent_write()
                         return handed, messages[n:]
                     early = self._inflight[mid] = _Early(message, mid)
                 handed.append(early)

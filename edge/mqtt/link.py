@@ -6,13 +6,15 @@ lost while the broker or the network is away.
 
 A worker like any other, started last (start_order 90), not critical but essential (it runs
 in safe mode, so Home Assistant still sees rings). A lost broker opens the "mqtt" breaker
-(health DEGRADED; "Events waiting" grows); it is not a crash of the link and never touches
-the button path.
+(health DEGRADED; "Events waiting" grows); it is not a crash of the link and never slows
+the button path (the express lane below hands a ring over only when it can go at once).
 
 Threads: the worker's own (`run`: sending, acks, states, commands, the node report), an
 ingest thread (bus → outbox, so a burst of events is written in one transaction while
-sending goes on), and paho's network thread (`connection`). All three end with `run`; in
-the simulator the embedded broker's thread lives until the runtime stops.
+sending goes on), and paho's network thread (`connection`); a ring that can go at once is
+handed to paho in the thread that pressed (the bus's express lane, see `forwarding`). All
+three end with `run`; in the simulator the embedded broker's thread lives until the runtime
+stops.
 
 What goes where:
 - Events: see `forwarding` (every bus event except "internal.*", through the durable
@@ -165,6 +167,8 @@ class MqttLink(Worker):
             ingest.start()
             undo.callback(ingest.join, 5)
             undo.callback(stop_ingest.set)
+            subscription.express(self.events.express)
+            undo.callback(subscription.express, None)
             self._update_report()
             self._setup_connection(cfg)
             self._loop(ctx, cfg, ingest)
@@ -488,6 +492,7 @@ class MqttLink(Worker):
                         break
                     batch.append(more)
                 self.events.take(batch)
+                sub.done()
         except BaseException as exc:  # reported by the worker's loop, which then restarts the link
             self._ingest_error = exc
             self._wake.set()

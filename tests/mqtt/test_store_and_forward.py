@@ -11,6 +11,7 @@ import threading
 import urllib.request
 from pathlib import Path
 
+from edge.bus import Subscription
 from edge.store import DB_NAME
 from edge.testing.mosquitto import Mosquitto
 from edge.testing.requirements import require_program
@@ -151,6 +152,39 @@ def test_a_ring_goes_out_at_once_while_the_pump_handles_the_acks_of_earlier_even
             release.set()
             outbox.peek = read
         assert reads == []
+
+
+def test_a_ring_reaches_the_broker_from_the_pressing_thread_while_the_ingest_thread_is_held(
+        tmp_path, mosquitto, recorders, monkeypatch):
+    """The express lane: a never-drop event that nothing waits before is handed to paho in
+    the thread that raised it, without waiting for the ingest thread to wake; that thread
+    still writes its row (in flight, then acknowledged), and the broker gets it once."""
+    rec = recorders(mosquitto.port, EVENTS)
+    with running_runtime(tmp_path / "state", mosquitto.port) as rt:
+        rt.bus.mark_never_drop("doorbell.ring")
+        link = wait_connected(rt)
+        held, release = threading.Event(), threading.Event()
+        get = Subscription.get
+
+        def held_get(sub, timeout=None):  # the ingest thread, late to wake
+            event = get(sub, timeout)
+            if sub.name == link.name and event is not None and event.kind == "doorbell.ring":
+                held.set()
+                release.wait(30)
+            return event
+        monkeypatch.setattr(Subscription, "get", held_get)
+        warm = rt.bus.emit("test.tick", {}).event_id  # the ingest thread's next wait is the held one
+        wait_for(lambda: warm in event_ids(rec), 10, message="a first event")
+        wait_outbox_empty(rt)
+        try:
+            ring = rt.bus.emit("doorbell.ring", {"event_type": "ring"}).event_id
+            wait_for(held.is_set, 10, message="the ingest thread to take the ring")
+            wait_for(lambda: ring in event_ids(rec), 10, message="the ring at the broker while the ingest thread is held")
+            assert outbox_rows(tmp_path / "state", f"event_id = '{ring}'") == []  # its row comes later
+        finally:
+            release.set()
+        wait_outbox_empty(rt)
+        assert event_ids(rec).count(ring) == 1
 
 
 def test_events_raised_while_a_backlog_drains_come_after_it(tmp_path, mosquitto, recorders):

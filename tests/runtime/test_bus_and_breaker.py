@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import threading
 
 from edge.breaker import CLOSED, HALF_OPEN, OPEN, Backoff, BreakerOpen, CircuitBreaker
 from edge.bus import EventBus
@@ -40,6 +41,46 @@ def test_never_drop_events_grow_past_the_bound_rather_than_drop():
     ids = [bus.emit("doorbell.ring").event_id for _ in range(5)]
     assert [sub.get(0).event_id for _ in range(5)] == ids
     assert sum(bus.dropped.values()) == 0
+
+
+def test_express_lane_sees_a_never_drop_event_only_when_nothing_waits_before_it():
+    """The consumer's express hand runs in the publisher's thread for a never-drop event, and
+    only when no earlier event is queued or still with the consumer (not `done`); the event
+    is queued all the same, so the consumer's usual path sees every event in order."""
+    bus = EventBus()
+    bus.mark_never_drop("doorbell.ring")
+    sub = bus.subscribe("link", "*")
+    seen = []
+    sub.express(lambda event: seen.append((event.event_id, threading.get_ident())))
+    bus.emit("system.sample")  # droppable: never expressed
+    queued_behind = bus.emit("doorbell.ring").event_id  # the sample waits before it
+    assert seen == []
+    assert [sub.get(0).kind, sub.get(0).event_id] == ["system.sample", queued_behind]
+    with_the_consumer = bus.emit("doorbell.ring").event_id  # the consumer is not done yet
+    assert seen == []
+    sub.done()
+    assert sub.get(0).event_id == with_the_consumer
+    sub.done()
+    first = bus.emit("doorbell.ring").event_id
+    assert seen == [(first, threading.get_ident())]
+    assert sub.get(0).event_id == first  # queued as well
+    sub.done()
+    sub.express(None)
+    bus.emit("doorbell.ring")
+    assert len(seen) == 1
+
+
+def test_an_express_hand_that_fails_leaves_the_event_to_the_consumer(caplog):
+    bus = EventBus()
+    bus.mark_never_drop("doorbell.ring")
+    sub = bus.subscribe("link", "*")
+
+    def broken(event):
+        raise RuntimeError("paho is gone")
+    sub.express(broken)
+    ring = bus.emit("doorbell.ring").event_id
+    assert sub.get(0).event_id == ring
+    assert "link: express hand-over of doorbell.ring failed" in caplog.text
 
 
 def test_event_id_is_carried_by_derived_events():
