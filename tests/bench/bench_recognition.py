@@ -17,10 +17,9 @@ Besides the end-to-end ratios it prints the ratios of each stage (detection; enc
 where both run the same ResNet from the same model file, the naive recipe in dlib's own
 forward pass, ours on numpy's BLAS: services/doorbell/face_net.py) and the ceiling: naive
 time over our encoding time alone, i.e. the ratio a detector taking no time at all would
-reach. Encoding is counted
-in the encoding thread's CPU time for both (the doorbell overlaps a detection pass with it
-in another thread, whose share of a busy core wall time would book as encoding); totals
-are wall time.
+reach. Encoding is counted in the encoding thread's CPU time for both (the doorbell
+overlaps a detection pass with it in another thread, whose share of a busy core wall time
+would book as encoding); totals are wall time.
 
 Photos are found through EDGE_TEST_DATA (default: ../shared/data next to the repository).
 """
