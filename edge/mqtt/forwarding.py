@@ -267,7 +267,7 @@ class EventForwarder:
                 if self._barrier:
                     return
                 room = self.window - len(self._inflight)
-                writes = self._unsent_writes
+                writes, writing = self._unsent_writes, self._unsent_writing
             if room <= 0:
                 return
             rows = self.outbox.peek(room)
@@ -294,7 +294,10 @@ class EventForwarder:
             with self._lock:
                 if not complete:
                     self._drained = False
-                elif writes == self._unsent_writes and not self._unsent_writing:
+                # Drained only if no unsent write was under way while the outbox was read: one
+                # that ended between the read and now has rows the read did not see (its
+                # writer wakes the pump, which reads again).
+                elif writes == self._unsent_writes and not writing:
                     self._drained = True
         if refused:
             self.outbox.ack(r.key for r in refused)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+import time
 import urllib.request
 from pathlib import Path
 
@@ -205,7 +206,9 @@ def test_events_raised_while_a_backlog_drains_come_after_it(tmp_path, mosquitto,
         wait_for(lambda: not link.connected, 15, message="the link to notice the silence")
         proxy.resume()
         backlog = set(ids)
+        deadline = time.monotonic() + 60
         while not backlog <= set(event_ids(rec)):  # one more each time the drain moves (5 in flight at most)
+            assert time.monotonic() < deadline, f"backlog events never sent: {sorted(backlog - set(event_ids(rec)))}"
             arrived = len(event_ids(rec))
             ids.append(emit(len(ids)))
             wait_for(lambda: len(event_ids(rec)) > arrived or backlog <= set(event_ids(rec)), 20,

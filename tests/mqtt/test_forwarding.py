@@ -1,0 +1,77 @@
+"""The event forwarder's hand-over rules, driven step by step: a real outbox on a real
+SQLite file, a recording stand-in for the paho connection (what paho does on the wire is
+the subject of test_store_and_forward.py)."""
+
+from __future__ import annotations
+
+import threading
+
+from edge.bus import Event
+from edge.clock import FakeClock
+from edge.mqtt.forwarding import EventForwarder
+from edge.mqtt.metrics import LinkCounters
+from edge.mqtt.outbox import OUTBOX_SCHEMA, Outbox
+from edge.mqtt.topics import Topics
+from edge.store import Store
+
+
+class RecordingConnection:
+    """Takes every publish and gives it the next message id, as a connected paho client does."""
+
+    def __init__(self):
+        self.published: list[str] = []
+
+    def publish(self, topic, payload, qos=0, retain=False, properties=None):
+        self.published.append(payload)
+        return len(self.published)
+
+
+def tick(n: int) -> Event:
+    return Event("test.tick", {"n": n}, f"tick-{n}", 1_700_000_000.0 + n, float(n))
+
+
+def test_an_event_written_while_the_pump_reads_the_outbox_is_sent_not_stranded(tmp_path):
+    """The pump may call the outbox drained only if no unsent write was under way while it
+    read it: a write that ended between that read and the pump's check has a row the read did
+    not see, which would wait unsent while every later event went out at once before it."""
+    clock = FakeClock()
+    outbox = Outbox.open(Store(tmp_path / "edge.sqlite3", clock, schemas=[OUTBOX_SCHEMA]), clock, 2**20, 3600)
+    conn = RecordingConnection()
+    forwarder = EventForwarder(outbox, Topics("door"), lambda kind: False, LinkCounters(), window=1,
+                               keep_kinds=set(), picture_kinds=set(), wake=lambda: None,
+                               connection=lambda: (conn, True))
+    forwarder.on_connected()
+    forwarder.pump(conn, True)  # nothing waits: drained
+    forwarder.take([tick(1)])  # handed to paho at once, and the window (1) is full
+    assert len(conn.published) == 1
+
+    append, peek = outbox.append, outbox.peek
+    writing, release = threading.Event(), threading.Event()
+
+    def slow_append(messages, sent=False):  # the second event's unsent row, on a slow card
+        if not sent:
+            writing.set()
+            release.wait(10)
+        return append(messages, sent)
+
+    writer = threading.Thread(target=forwarder.take, args=([tick(2)],))
+
+    def read_during_the_write(limit):  # the pump reads before the row is in; the write ends after
+        rows = peek(limit)
+        release.set()
+        writer.join(10)
+        return rows
+
+    outbox.append, outbox.peek = slow_append, read_during_the_write
+    writer.start()
+    assert writing.wait(10)
+    forwarder.on_acked(1, None)  # the first event's PUBACK frees the window
+    forwarder.pump(conn, True)  # reads the outbox while the second event's row is being written
+    outbox.peek = peek
+    forwarder.pump(conn, True)  # woken by the writer
+    forwarder.take([tick(3)])
+    forwarder.pump(conn, True)
+    assert [p.split(b'"event_id":"')[1][:6] for p in conn.published] == [b"tick-1", b"tick-2"]
+    forwarder.on_acked(2, None)
+    forwarder.pump(conn, True)
+    assert [p.split(b'"event_id":"')[1][:6] for p in conn.published] == [b"tick-1", b"tick-2", b"tick-3"]
