@@ -26,10 +26,11 @@ retained (a retained press would ring again whenever Home Assistant resubscribes
   events that came before it, never overtaking them. Elsewhere a bytes value is shown as
   "<N bytes>", never inlined.
 
-Threads: `express` runs on the publisher's (under the bus queue's lock), `take` on the link's ingest thread, `on_acked` / `on_connected` on paho's,
-`pump` on the link's own. `_lock` guards the shared maps (short sections only); `_send_lock`
-is held by whoever hands events to paho, so the order on the wire is the outbox's order
-(and while PUBACKs are matched, so an event handed over at once is found).
+Threads: `express` runs on the publisher's (under the bus queue's lock), `take` on the
+link's ingest thread, `on_acked` / `on_connected` on paho's, `pump` on the link's own.
+`_lock` guards the shared maps (short sections only); `_send_lock` is held by whoever hands
+events to paho, so the order on the wire is the outbox's order (and while PUBACKs are
+matched, so an event handed over at once is found).
 """
 
 from __future__ import annotations
@@ -106,7 +107,10 @@ class EventForwarder:
     # -- the publisher's thread (the bus's express lane) ---------------------------------------
     def express(self, event: Event) -> None:
         """Hand the event to paho now if it can go at once; `take` then writes its row. Never
-        waits: when it cannot go now it is left to `take` like any other."""
+        waits: when it cannot go now it is left to `take` like any other. Only for an event
+        nothing waits before: the outbox drained (checked here) and no earlier event still
+        with the ingest thread (the bus's rule), since a row written as in flight moves the
+        outbox's cursor past every row before it."""
         if event.kind in self._picture_kinds or event.kind.startswith(INTERNAL_PREFIX):
             return
         handed, _ = self._hand_over([self.message(event)], express=True)

@@ -26,22 +26,63 @@ class RecordingConnection:
         return len(self.published)
 
 
-def tick(n: int) -> Event:
-    return Event("test.tick", {"n": n}, f"tick-{n}", 1_700_000_000.0 + n, float(n))
+def tick(n: int, kind: str = "test.tick") -> Event:
+    return Event(kind, {"n": n}, f"tick-{n}", 1_700_000_000.0 + n, float(n))
+
+
+def sent_ids(conn: RecordingConnection) -> list[bytes]:
+    return [p.split(b'"event_id":"')[1][:6] for p in conn.published]
+
+
+def connected_forwarder(tmp_path, window: int, looked: bool = True) -> tuple[EventForwarder, RecordingConnection]:
+    """A forwarder whose link is connected and, if `looked`, has found nothing to send."""
+    clock = FakeClock()
+    outbox = Outbox.open(Store(tmp_path / "edge.sqlite3", clock, schemas=[OUTBOX_SCHEMA]), clock, 2**20, 3600)
+    conn = RecordingConnection()
+    forwarder = EventForwarder(outbox, Topics("door"), lambda kind: kind == "doorbell.ring", LinkCounters(),
+                               window=window, keep_kinds=set(), picture_kinds=set(), wake=lambda: None,
+                               connection=lambda: (conn, True))
+    if looked:
+        forwarder.on_connected()
+        forwarder.pump(conn, True)
+    return forwarder, conn
+
+
+def test_express_hands_a_ring_over_when_the_outbox_is_drained_and_its_row_is_not_sent_again(tmp_path):
+    forwarder, conn = connected_forwarder(tmp_path, window=5)
+    ring = tick(1, "doorbell.ring")
+    forwarder.express(ring)
+    assert sent_ids(conn) == [b"tick-1"]  # before the ingest thread saw it
+    forwarder.take([ring])  # its row, written as in flight
+    assert forwarder.outbox.counts()["inflight"] == 1
+    forwarder.on_acked(1, None)
+    forwarder.pump(conn, True)
+    forwarder.take([tick(2)])
+    forwarder.pump(conn, True)
+    assert sent_ids(conn) == [b"tick-1", b"tick-2"]
+    assert forwarder.outbox.counts()["inflight"] == 1  # tick-2's; the ring's row is gone with its PUBACK
+
+
+def test_express_leaves_a_ring_that_finds_an_unsent_event_to_the_ingest_thread(tmp_path):
+    """With room in the window but an event still unsent (the link has not looked at the
+    outbox since it connected), the ring must not overtake it."""
+    forwarder, conn = connected_forwarder(tmp_path, window=5, looked=False)
+    forwarder.take([tick(1)])
+    ring = tick(2, "doorbell.ring")
+    forwarder.express(ring)
+    forwarder.take([ring])
+    assert conn.published == []
+    forwarder.on_connected()
+    forwarder.pump(conn, True)
+    assert sent_ids(conn) == [b"tick-1", b"tick-2"]
 
 
 def test_an_event_written_while_the_pump_reads_the_outbox_is_sent_not_stranded(tmp_path):
     """The pump may call the outbox drained only if no unsent write was under way while it
     read it: a write that ended between that read and the pump's check has a row the read did
     not see, which would wait unsent while every later event went out at once before it."""
-    clock = FakeClock()
-    outbox = Outbox.open(Store(tmp_path / "edge.sqlite3", clock, schemas=[OUTBOX_SCHEMA]), clock, 2**20, 3600)
-    conn = RecordingConnection()
-    forwarder = EventForwarder(outbox, Topics("door"), lambda kind: False, LinkCounters(), window=1,
-                               keep_kinds=set(), picture_kinds=set(), wake=lambda: None,
-                               connection=lambda: (conn, True))
-    forwarder.on_connected()
-    forwarder.pump(conn, True)  # nothing waits: drained
+    forwarder, conn = connected_forwarder(tmp_path, window=1)  # nothing waits: drained
+    outbox = forwarder.outbox
     forwarder.take([tick(1)])  # handed to paho at once, and the window (1) is full
     assert len(conn.published) == 1
 
@@ -71,7 +112,7 @@ def test_an_event_written_while_the_pump_reads_the_outbox_is_sent_not_stranded(t
     forwarder.pump(conn, True)  # woken by the writer
     forwarder.take([tick(3)])
     forwarder.pump(conn, True)
-    assert [p.split(b'"event_id":"')[1][:6] for p in conn.published] == [b"tick-1", b"tick-2"]
+    assert sent_ids(conn) == [b"tick-1", b"tick-2"]
     forwarder.on_acked(2, None)
     forwarder.pump(conn, True)
-    assert [p.split(b'"event_id":"')[1][:6] for p in conn.published] == [b"tick-1", b"tick-2", b"tick-3"]
+    assert sent_ids(conn) == [b"tick-1", b"tick-2", b"tick-3"]
