@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import threading
 
+import pytest
+
 from edge.bus import Event
 from edge.clock import FakeClock
 from edge.mqtt.forwarding import EventForwarder
@@ -19,7 +21,7 @@ class RecordingConnection:
     """Takes every publish and gives it the next message id, as a connected paho client does."""
 
     def __init__(self):
-        self.published: list[str] = []
+        self.published: list[bytes] = []
 
     def publish(self, topic, payload, qos=0, retain=False, properties=None):
         self.published.append(payload)
@@ -34,10 +36,19 @@ def sent_ids(conn: RecordingConnection) -> list[bytes]:
     return [p.split(b'"event_id":"')[1][:6] for p in conn.published]
 
 
-def connected_forwarder(tmp_path, window: int, looked: bool = True) -> tuple[EventForwarder, RecordingConnection]:
+CLOCK = FakeClock()  # nothing here expires: one fixed time for the store and the outbox
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = Store(tmp_path / "edge.sqlite3", CLOCK, schemas=[OUTBOX_SCHEMA])
+    yield s
+    s.close()
+
+
+def connected_forwarder(store: Store, window: int, looked: bool = True) -> tuple[EventForwarder, RecordingConnection]:
     """A forwarder whose link is connected and, if `looked`, has found nothing to send."""
-    clock = FakeClock()
-    outbox = Outbox.open(Store(tmp_path / "edge.sqlite3", clock, schemas=[OUTBOX_SCHEMA]), clock, 2**20, 3600)
+    outbox = Outbox.open(store, CLOCK, 2**20, 3600)
     conn = RecordingConnection()
     forwarder = EventForwarder(outbox, Topics("door"), lambda kind: kind == "doorbell.ring", LinkCounters(),
                                window=window, keep_kinds=set(), picture_kinds=set(), wake=lambda: None,
@@ -48,8 +59,8 @@ def connected_forwarder(tmp_path, window: int, looked: bool = True) -> tuple[Eve
     return forwarder, conn
 
 
-def test_express_hands_a_ring_over_when_the_outbox_is_drained_and_its_row_is_not_sent_again(tmp_path):
-    forwarder, conn = connected_forwarder(tmp_path, window=5)
+def test_express_hands_a_ring_over_when_the_outbox_is_drained_and_its_row_is_not_sent_again(store):
+    forwarder, conn = connected_forwarder(store, window=5)
     ring = tick(1, "doorbell.ring")
     forwarder.express(ring)
     assert sent_ids(conn) == [b"tick-1"]  # before the ingest thread saw it
@@ -63,10 +74,10 @@ def test_express_hands_a_ring_over_when_the_outbox_is_drained_and_its_row_is_not
     assert forwarder.outbox.counts()["inflight"] == 1  # tick-2's; the ring's row is gone with its PUBACK
 
 
-def test_express_leaves_a_ring_that_finds_an_unsent_event_to_the_ingest_thread(tmp_path):
+def test_express_leaves_a_ring_that_finds_an_unsent_event_to_the_ingest_thread(store):
     """With room in the window but an event still unsent (the link has not looked at the
     outbox since it connected), the ring must not overtake it."""
-    forwarder, conn = connected_forwarder(tmp_path, window=5, looked=False)
+    forwarder, conn = connected_forwarder(store, window=5, looked=False)
     forwarder.take([tick(1)])
     ring = tick(2, "doorbell.ring")
     forwarder.express(ring)
@@ -77,11 +88,11 @@ def test_express_leaves_a_ring_that_finds_an_unsent_event_to_the_ingest_thread(t
     assert sent_ids(conn) == [b"tick-1", b"tick-2"]
 
 
-def test_an_event_written_while_the_pump_reads_the_outbox_is_sent_not_stranded(tmp_path):
+def test_an_event_written_while_the_pump_reads_the_outbox_is_sent_not_stranded(store):
     """The pump may call the outbox drained only if no unsent write was under way while it
     read it: a write that ended between that read and the pump's check has a row the read did
     not see, which would wait unsent while every later event went out at once before it."""
-    forwarder, conn = connected_forwarder(tmp_path, window=1)  # nothing waits: drained
+    forwarder, conn = connected_forwarder(store, window=1)  # nothing waits: drained
     outbox = forwarder.outbox
     forwarder.take([tick(1)])  # handed to paho at once, and the window (1) is full
     assert len(conn.published) == 1
