@@ -1,4 +1,4 @@
-# About 510 lines, in one file on purpose: the link's run loop and paho's callbacks share one
+# About 520 lines, in one file on purpose: the link's run loop and paho's callbacks share one
 # locked connection state (connected, birth timer, dirty states); the parts that stand alone
 # are already modules of their own (connection, discovery, forwarding, outbox, commands).
 """The MQTT link worker: everything the runtime knows reaches Home Assistant, and no event is
