@@ -328,7 +328,8 @@ _UAS_HEAD = """<?xml version="1.0" encoding="ISO-8859-1" ?>
 <scenario name="{name}">
   <recv request="INVITE" />
 """
-_REPLY = """  <send><![CDATA[
+# A response to the last request, up to its body: with _NO_BODY or _ANSWER_SDP after it.
+_REPLY_HEAD = """  <send><![CDATA[
       SIP/2.0 {status}
       [last_Via:]
       [last_From:]
@@ -337,10 +338,12 @@ _REPLY = """  <send><![CDATA[
       [last_CSeq:]
       [last_Record-Route:]
       Contact: <sip:[local_ip]:[local_port];transport=[transport]>
-      Content-Length: 0
+"""
+_NO_BODY = """      Content-Length: 0
 
     ]]></send>
 """
+_REPLY = _REPLY_HEAD + _NO_BODY
 # The end of a 200 OK that answers with audio (PCMU), from its Content-Type on.
 _ANSWER_SDP = """      Content-Type: application/sdp
       Content-Length: [len]
@@ -405,16 +408,7 @@ SIPP_SCENARIOS = {
     # door's BYE.
     "answer_info_dtmf": _UAS_HEAD.format(name="answer_info_dtmf").replace(
         '<recv request="INVITE" />', '<recv request="INVITE" rrs="true" />') + _REPLY.format(status="180 Ringing")
-    + """  <send><![CDATA[
-      SIP/2.0 200 OK
-      [last_Via:]
-      [last_From:]
-      [last_To:];tag=[pid]SIPpTag01[call_number]
-      [last_Call-ID:]
-      [last_CSeq:]
-      [last_Record-Route:]
-      Contact: <sip:[local_ip]:[local_port];transport=[transport]>
-""" + _ANSWER_SDP + """  <recv request="ACK">
+    + _REPLY_HEAD.format(status="200 OK") + _ANSWER_SDP + """  <recv request="ACK">
     <action>
       <ereg regexp=".*" search_in="hdr" header="From:" assign_to="door_side" />
       <ereg regexp=".*" search_in="hdr" header="To:" assign_to="our_side" />
