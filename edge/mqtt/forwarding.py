@@ -107,10 +107,11 @@ class EventForwarder:
     # -- the publisher's thread (the bus's express lane) ---------------------------------------
     def express(self, event: Event) -> None:
         """Hand the event to paho now if it can go at once; `take` then writes its row. Never
-        waits: when it cannot go now it is left to `take` like any other. Only for an event
-        nothing waits before: the outbox drained (checked here) and no earlier event still
-        with the ingest thread (the bus's rule), since a row written as in flight moves the
-        outbox's cursor past every row before it."""
+        waits for the send lock (it only tries it; the other locks on the way, this one's and
+        paho's, are held briefly and never across I/O): when it cannot go now it is left to
+        `take` like any other. Only for an event nothing waits before: the outbox drained
+        (checked here) and no earlier event still with the ingest thread (the bus's rule),
+        since an event handed over at once overtakes whatever waits."""
         if event.kind in self._picture_kinds or event.kind.startswith(INTERNAL_PREFIX):
             return
         handed, _ = self._hand_over([self.message(event)], express=True)
@@ -193,6 +194,13 @@ class EventForwarder:
             return handed, []
         finally:
             self._send_lock.release()
+
+    def outbox_grew(self) -> None:
+        """The outbox took rows this forwarder did not write (a store that opened late brings
+        what an earlier process left unsent): not drained until the pump has looked."""
+        with self._lock:
+            self._drained = False
+        self.changed.set()
 
     def _unsent_write(self) -> None:
         """Under `_lock`: an unsent write begins, so the outbox is not drained."""

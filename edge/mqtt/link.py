@@ -214,7 +214,8 @@ class MqttLink(Worker):
                 next_report = now + REPORT_EVERY_S
             self._maybe_rebirth(now)
             if self.outbox.durable is None and ctx.store is not None:  # the store opened late
-                self.outbox.attach(ctx.store, clock, cfg.outbox_max_bytes, cfg.outbox_ttl_s)
+                if self.outbox.attach(ctx.store, clock, cfg.outbox_max_bytes, cfg.outbox_ttl_s):
+                    self.events.outbox_grew()
             if now >= next_expire:
                 if self.outbox.expire():
                     self.events.changed.set()

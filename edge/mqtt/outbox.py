@@ -1,4 +1,4 @@
-# About 580 lines, in one file on purpose: the durable store, its in-memory stand-in and the
+# About 590 lines, in one file on purpose: the durable store, its in-memory stand-in and the
 # facade that moves messages between them share one set of rules (order, cap, coalescing,
 # TTL, in flight); each part read alone would send the reader to the others for every rule.
 """Store-and-forward for events: the outbox that loses nothing while the broker is away.
@@ -7,14 +7,17 @@ Contract (the same for the durable `OutboxStore` and the in-memory `MemoryOutbox
 
 - `append(messages)` → ids, in one transaction; an id is never reused, so ids are the order.
   `append(messages, sent=True)` writes messages already handed to the broker (in flight at
-  once, as if marked); only when nothing unsent is waiting, so in-flight rows stay the oldest.
+  once, as if marked). The caller does so only when nothing unsent is waiting, so in-flight
+  rows stay the oldest; should unsent ones wait all the same (rows it could not know of: a
+  store that opened late, with what an earlier process left), the new ones count as unsent
+  too and go again after them: a duplicate, never a loss.
 - `peek(limit)`: the oldest messages not yet handed to the broker, in order.
 - `mark_inflight(ids)`: these were handed to the broker; `peek` moves past them. Marked on
   disk too (`inflight`, `attempts`), for the record: what was in flight at a crash.
 - `ack(ids)`: the broker's PUBACK arrived; the rows are deleted. Only an ack deletes.
 - `release_inflight()`: a new connection client starts from scratch (a worker restart, or a
-  process start after a crash): every unacknowledged message is sent again, in order. This is
-  the only source of duplicates: a message whose PUBACK was lost.
+  process start after a crash): every unacknowledged message is sent again, in order. So a
+  message whose PUBACK was lost is sent twice; the only other duplicate is the one above.
 - Coalescing: a message with a `coalesce_key` replaces a not-yet-sent message with the same
   key (it moves to the end, as the newest); one already in flight is left alone.
 - Classes: `keep` messages (rings, door openings: kinds the bus never drops) have no TTL and
@@ -162,6 +165,13 @@ class OutboxStore:
             cursor = self._cursor
 
             def tx(c: sqlite3.Connection) -> list[int]:
+                # Rows up to the cursor are in flight. Rows sent already move it past
+                # themselves, unless unsent rows wait before them: rows the forwarder did not
+                # write (a store that opened late, with what an earlier process left unsent).
+                # Then the sent rows stay behind the cursor too and go out again after those
+                # (a duplicate, never a loss).
+                unsent_before = sent and c.execute("SELECT 1 FROM outbox WHERE id > ? LIMIT 1",
+                                                   (cursor,)).fetchone() is not None
                 ids = []
                 for m in messages:
                     if m.size > self.max_bytes:
@@ -181,7 +191,7 @@ class OutboxStore:
                         (m.topic, m.payload, m.qos, int(m.keep), m.coalesce_key, m.event_id, m.size, now_wall,
                          now_mono, self._boot, int(sent), int(sent))).lastrowid)
                     stats["bytes"] += m.size
-                if sent and ids:
+                if sent and ids and not unsent_before:
                     self._cursor = max(cursor, max(ids))  # before evicting: rows in flight are the broker's
                 if stats["bytes"] > self.max_bytes:
                     stats["bytes"] -= self._evict(c, stats["bytes"] - self.max_bytes, now_mono, drops)
@@ -330,6 +340,7 @@ class MemoryOutbox:
         ids = []
         now = self._clock.monotonic()
         with self._lock:
+            unsent_before = bool(self._rows) and next(reversed(self._rows)) > self._cursor  # as OutboxStore.append
             for m in messages:
                 klass = KEEP if m.keep else NORMAL
                 if m.size > self.max_bytes:
@@ -346,7 +357,7 @@ class MemoryOutbox:
                                           self.source), now, m.size)
                 self._bytes += m.size
                 ids.append(rid)
-            if sent and ids:
+            if sent and ids and not unsent_before:
                 self._cursor = max(self._cursor, max(ids))
             if self._bytes > self.max_bytes:
                 self._evict(now)

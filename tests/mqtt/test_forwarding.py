@@ -12,7 +12,7 @@ from edge.bus import Event
 from edge.clock import FakeClock
 from edge.mqtt.forwarding import EventForwarder
 from edge.mqtt.metrics import LinkCounters
-from edge.mqtt.outbox import OUTBOX_SCHEMA, Outbox
+from edge.mqtt.outbox import OUTBOX_SCHEMA, Outbox, OutboxStore, Outgoing
 from edge.mqtt.topics import Topics
 from edge.store import Store
 
@@ -46,7 +46,7 @@ def store(tmp_path):
     s.close()
 
 
-def connected_forwarder(store: Store, window: int, looked: bool = True) -> tuple[EventForwarder, RecordingConnection]:
+def connected_forwarder(store: Store | None, window: int, looked: bool = True) -> tuple[EventForwarder, RecordingConnection]:
     """A forwarder whose link is connected and, if `looked`, has found nothing to send."""
     outbox = Outbox.open(store, CLOCK, 2**20, 3600)
     conn = RecordingConnection()
@@ -127,3 +127,23 @@ def test_an_event_written_while_the_pump_reads_the_outbox_is_sent_not_stranded(s
     forwarder.on_acked(2, None)
     forwarder.pump(conn, True)
     assert sent_ids(conn) == [b"tick-1", b"tick-2", b"tick-3"]
+
+
+def test_rows_an_earlier_process_left_unsent_go_out_first_when_the_store_opens_late(tmp_path):
+    """The store could not open at boot, so the forwarder found nothing to send and counts the
+    outbox as drained. The store that opens later holds a ring an earlier process left
+    unsent: it goes out, and before the next ring (which must not go at once past it)."""
+    earlier = Store(tmp_path / "edge.sqlite3", CLOCK, schemas=[OUTBOX_SCHEMA])
+    OutboxStore(earlier, CLOCK).append([Outgoing("edge/door/event/doorbell.ring", b'{"event_id":"old-01"}',
+                                                 keep=True, event_id="old-01")])
+    earlier.close()
+    forwarder, conn = connected_forwarder(None, window=5)  # no store: drained, nothing sent
+    store = Store(tmp_path / "edge.sqlite3", CLOCK, schemas=[OUTBOX_SCHEMA])
+    try:
+        assert forwarder.outbox.attach(store, CLOCK, 2**20, 3600)
+        forwarder.outbox_grew()  # as the link does after attaching
+        forwarder.take([tick(1, "doorbell.ring")])
+        forwarder.pump(conn, True)
+        assert sent_ids(conn) == [b"old-01", b"tick-1"]
+    finally:
+        store.close()
