@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sqlite3
 import threading
 from collections import deque
 from datetime import datetime, timezone
@@ -45,6 +46,7 @@ from typing import Any, Callable
 from edge.bus import Event
 from edge.mqtt.connection import BrokerConnection, PublishRefused
 from edge.mqtt.outbox import KEEP, NORMAL, Outbox, Outgoing, Queued
+from edge.store import StoreUnavailable
 
 Connection = Callable[[], tuple[BrokerConnection | None, bool]]  # the link's client and whether it is connected
 from edge.mqtt.topics import Topics
@@ -282,27 +284,36 @@ class EventForwarder:
                 writes, writing = self._unsent_writes, self._unsent_writing
             if room <= 0:
                 return
-            rows = self.outbox.peek(room)
-            complete = len(rows) < room
-            if not complete:
-                self.changed.set()  # there may be more once acks free the window
-            sent: list[Queued] = []
-            refused: list[Queued] = []
-            for row in rows:
+            with self.outbox.handing():
                 try:
-                    mid = conn.publish(row.topic, row.payload, qos=row.qos, retain=False)
-                except PublishRefused as exc:
-                    log.error("event %s cannot be published (%s): dropped", row.event_id, exc)
-                    refused.append(row)
-                    continue
-                if mid is None:
-                    self.changed.set()  # paho cannot take it now: try again on the next round
-                    complete = False
-                    break
-                with self._lock:
-                    self._inflight[mid] = row
-                sent.append(row)
-            self.outbox.mark_inflight(sent + refused)
+                    rows = self.outbox.peek(room)
+                except (StoreUnavailable, sqlite3.Error) as exc:
+                    # Not drained: the next look (the link refreshes its counts every few
+                    # seconds) reads again; new events wait behind the rows it could not read.
+                    log.error("outbox read failed (%s): events wait until it can be read", exc)
+                    with self._lock:
+                        self._drained = False
+                    return
+                complete = len(rows) < room
+                if not complete:
+                    self.changed.set()  # there may be more once acks free the window
+                sent: list[Queued] = []
+                refused: list[Queued] = []
+                for row in rows:
+                    try:
+                        mid = conn.publish(row.topic, row.payload, qos=row.qos, retain=False)
+                    except PublishRefused as exc:
+                        log.error("event %s cannot be published (%s): dropped", row.event_id, exc)
+                        refused.append(row)
+                        continue
+                    if mid is None:
+                        self.changed.set()  # paho cannot take it now: try again on the next round
+                        complete = False
+                        break
+                    with self._lock:
+                        self._inflight[mid] = row
+                    sent.append(row)
+                self.outbox.mark_inflight(sent + refused)
             with self._lock:
                 if not complete:
                     self._drained = False

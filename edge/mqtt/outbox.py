@@ -1,4 +1,4 @@
-# About 590 lines, in one file on purpose: the durable store, its in-memory stand-in and the
+# About 600 lines, in one file on purpose: the durable store, its in-memory stand-in and the
 # facade that moves messages between them share one set of rules (order, cap, coalescing,
 # TTL, in flight); each part read alone would send the reader to the others for every rule.
 """Store-and-forward for events: the outbox that loses nothing while the broker is away.
@@ -38,6 +38,7 @@ Not responsible for: what a message says, or talking to the broker (`edge.mqtt.l
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import sqlite3
@@ -45,7 +46,7 @@ import threading
 from collections import Counter, OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 from edge.clock import SYSTEM_CLOCK, Clock
 from edge.store import Schema, Store, StoreUnavailable
@@ -446,6 +447,17 @@ class Outbox:
         self.memory = memory
         self.spilling = False  # memory holds unsent rows because the disk refused them
         self.spill_reason = ""
+        # Rows move between memory and disk only under this lock, and so does the choice of
+        # where a write goes (`append`, `attach`); `handing` holds it too.
+        self._lock = threading.RLock()
+
+    @contextlib.contextmanager
+    def handing(self) -> Iterator[None]:
+        """Hold from `peek` until `mark_inflight` while the rows read are handed to the
+        broker: a row moved to disk meanwhile would take a new key, so its PUBACK would not
+        find it and it would be sent again, after later ones."""
+        with self._lock:
+            yield
 
     @classmethod
     def open(cls, store: Store | None, clock: Clock, max_bytes: int, ttl_s: float) -> "Outbox":
@@ -462,11 +474,13 @@ class Outbox:
         """Use a store that opened late (the disk was full or read-only at boot): what waits
         in memory moves to disk, in order, with the next append. True when attached."""
         try:
-            self.durable = OutboxStore(store, clock, max_bytes, ttl_s)
+            durable = OutboxStore(store, clock, max_bytes, ttl_s)
         except (StoreUnavailable, sqlite3.Error) as exc:
             log.error("outbox still cannot use the store (%s)", exc)
             return False
-        self.spilling, self.spill_reason = bool(self.memory.pending()), "the store opened late"
+        with self._lock:
+            self.durable = durable
+            self.spilling, self.spill_reason = bool(self.memory.pending()), "the store opened late"
         log.warning("the store is back: the outbox keeps events on disk again")
         return True
 
@@ -487,6 +501,10 @@ class Outbox:
     def append(self, messages: list[Outgoing], sent: bool = False) -> list[Queued]:
         """The rows written for `messages`, in order (on disk, or in memory while it refuses);
         `sent`: they were handed to the broker already (see the contract)."""
+        with self._lock:
+            return self._append(messages, sent)
+
+    def _append(self, messages: list[Outgoing], sent: bool) -> list[Queued]:
         if self.durable is not None:
             moving = self.memory.take_unsent() if self.spilling and not sent else []
             try:
@@ -506,14 +524,13 @@ class Outbox:
         return [b for b in (self.durable, self.memory) if b is not None]
 
     def peek(self, limit: int) -> list[Queued]:
+        """The oldest unsent rows, disk first. A failed disk read raises (sqlite3.Error): the
+        rows behind it are older than any in memory, and a short answer would look drained."""
         rows: list[Queued] = []
         for backend in self._backends():
             if len(rows) >= limit:
                 break
-            try:
-                rows += backend.peek(limit - len(rows))
-            except sqlite3.Error as exc:
-                log.error("outbox read failed: %s", exc)
+            rows += backend.peek(limit - len(rows))
         return rows
 
     def _split(self, keys: Iterable[tuple[str, int]]) -> dict[str, list[int]]:

@@ -4,6 +4,7 @@ the subject of test_store_and_forward.py)."""
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 
 import pytest
@@ -14,7 +15,7 @@ from edge.mqtt.forwarding import EventForwarder
 from edge.mqtt.metrics import LinkCounters
 from edge.mqtt.outbox import OUTBOX_SCHEMA, Outbox, OutboxStore, Outgoing
 from edge.mqtt.topics import Topics
-from edge.store import Store
+from edge.store import Store, StoreUnavailable
 
 
 class RecordingConnection:
@@ -147,3 +148,74 @@ def test_rows_an_earlier_process_left_unsent_go_out_first_when_the_store_opens_l
         assert sent_ids(conn) == [b"old-01", b"tick-1"]
     finally:
         store.close()
+
+
+class _RefusingStore(Store):
+    """A store whose disk refuses writes while `full`, and fails the outbox's next `failed_reads` reads."""
+    full = False
+    failed_reads = 0
+
+    def write(self, fn):
+        if self.full:
+            raise StoreUnavailable("disk full")
+        return super().write(fn)
+
+    def read(self, sql, params=()):
+        if self.failed_reads and sql.startswith("SELECT id, topic"):
+            self.failed_reads -= 1
+            raise sqlite3.OperationalError("database is locked")
+        return super().read(sql, params)
+
+
+@pytest.fixture
+def refusing_store(tmp_path):
+    s = _RefusingStore(tmp_path / "edge.sqlite3", CLOCK, schemas=[OUTBOX_SCHEMA])
+    yield s
+    s.close()
+
+
+def test_events_spilled_to_memory_are_not_moved_to_disk_while_the_pump_hands_them_over(refusing_store):
+    """The disk refused two events, so they wait in memory. It works again, and the pump hands
+    them to paho; the next event's write, in the ingest thread, would move them to disk under
+    new keys, and their PUBACKs would not find them: each would go twice, the second time
+    after later ones. Rows do not move while the pump hands them over."""
+    forwarder, conn = connected_forwarder(refusing_store, window=10, looked=False)
+    refusing_store.full = True
+    forwarder.take([tick(1)])
+    forwarder.take([tick(2)])
+    assert forwarder.outbox.memory.pending() == 2
+    refusing_store.full = False
+    ingest = threading.Thread(target=forwarder.take, args=([tick(3)],))
+    publish = conn.publish
+
+    def publish_while_the_next_event_is_written(*args, **kwargs):
+        if not ingest.is_alive() and ingest.ident is None:
+            ingest.start()
+            ingest.join(0.3)  # without the lock the move happens here
+        return publish(*args, **kwargs)
+
+    conn.publish = publish_while_the_next_event_is_written
+    forwarder.on_connected()
+    forwarder.pump(conn, True)
+    ingest.join(10)
+    for _ in range(3):
+        for mid in range(1, len(conn.published) + 1):
+            forwarder.on_acked(mid, None)
+        forwarder.pump(conn, True)
+    assert sent_ids(conn) == [b"tick-1", b"tick-2", b"tick-3"]
+    assert forwarder.outbox.counts()["pending"] == 0
+
+
+def test_a_failed_outbox_read_leaves_the_outbox_undrained_so_no_event_overtakes_the_unread_ones(refusing_store):
+    """A read that fails (another process holds the database past the busy timeout) must not
+    look like an empty outbox: later events would go at once while the unread one waited."""
+    forwarder, conn = connected_forwarder(refusing_store, window=10, looked=False)
+    forwarder.outbox.append([forwarder.message(tick(1))])  # left by the broker's absence
+    refusing_store.failed_reads = 1
+    forwarder.on_connected()
+    forwarder.pump(conn, True)  # the read fails
+    assert conn.published == []
+    for n in (2, 3):
+        forwarder.take([tick(n)])
+        forwarder.pump(conn, True)
+    assert sent_ids(conn) == [b"tick-1", b"tick-2", b"tick-3"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
 from edge.clock import FakeClock
@@ -212,3 +214,31 @@ def test_a_store_that_opens_late_takes_the_events_waiting_in_memory_in_order(sto
     assert outbox.degraded is None and outbox.memory.pending() == 0
     assert topics(outbox.peek(10)) == ["t/0", "t/1", "t/2", "t/3"]
     assert [r.source for r in outbox.peek(10)] == ["disk"] * 4
+
+
+def test_a_store_attached_while_an_event_is_being_kept_in_memory_still_takes_that_event_first(store, clock):
+    """attach (the link's thread) decides whether memory holds rows to move; an append (the
+    ingest thread) that chose memory before it must have its row counted, or that row would
+    stay in memory only, sent after newer disk rows, while the outbox said it was durable."""
+    outbox = Outbox.open(None, clock, max_bytes=10_000, ttl_s=60)
+    memory_append, entered, release = outbox.memory.append, threading.Event(), threading.Event()
+
+    def slow_memory_append(messages, sent=False):
+        entered.set()
+        release.wait(10)
+        return memory_append(messages, sent)
+
+    outbox.memory.append = slow_memory_append
+    writer = threading.Thread(target=outbox.append, args=([msg(1)],))
+    writer.start()
+    assert entered.wait(10)
+    attaching = threading.Thread(target=outbox.attach, args=(store, clock, 10_000, 60))
+    attaching.start()
+    attaching.join(0.3)  # without the outbox's lock, attach is done here, before the row is in
+    release.set()
+    writer.join(10)
+    attaching.join(10)
+    outbox.memory.append = memory_append
+    outbox.append([msg(2)])
+    assert [(r.topic, r.source) for r in outbox.peek(10)] == [("t/1", "disk"), ("t/2", "disk")]
+    assert outbox.degraded is None
