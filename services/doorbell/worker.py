@@ -179,10 +179,16 @@ class DoorbellWorker(Worker):
                     return
                 self._last_ring_mono = now
                 self.rings += 1
-            chime = self.chime_on or self.safe_mode  # safe mode is "button and chime"
-            if chime:
-                self.gpio.ring_chime(self.cfg.chime_s)
-            event = ctx.bus.emit(RING, {"event_type": "ring"} if chime else {"event_type": "ring", "chime": "muted"})
+            data = {"event_type": "ring"}
+            if self.chime_on or self.safe_mode:  # safe mode is "button and chime"
+                try:
+                    self.gpio.ring_chime(self.cfg.chime_s)
+                except gpio.GpioError as exc:  # a silent chime must not silence the ring as well
+                    ctx.log.error("the chime did not sound: %s", exc)
+                    data["chime"] = "failed"
+            else:
+                data["chime"] = "muted"
+            event = ctx.bus.emit(RING, data)
             with self._cond:
                 self._press_event_id = event.event_id
                 waiting = self._pending

@@ -211,3 +211,18 @@ def test_a_chime_command_with_a_wrong_type_is_refused_and_changes_nothing(make_b
         bell.command("set_chime", {"on": "yes"})
     assert refused.value.code == "invalid" and "'on' must be bool" in str(refused.value)
     assert bell.runtime.states.get("doorbell.chime") == "ON"
+
+
+def test_a_chime_output_that_cannot_be_switched_on_still_lets_the_ring_out(make_bell):
+    """A write to the chime pin that fails (a GPIO chip error) costs the chime, not the ring:
+    Home Assistant, the intercom and the store still hear of the visitor."""
+    bell = make_bell({"doorbell": {"cooldown_s": 0}, **NO_FACES})
+
+    def refuse():
+        raise OSError(5, "Input/output error")
+
+    bell.worker.gpio.chime.on = refuse
+    bell.press()
+    ring = bell.wait_event("doorbell.ring")
+    assert ring.data == {"event_type": "ring", "chime": "failed"}
+    assert bell.wait_event("doorbell.visitor").event_id == ring.event_id
