@@ -1,4 +1,4 @@
-# About 590 lines, one file on purpose: the button path (gpiozero's thread) and the ring loop
+# About 600 lines, one file on purpose: the button path (gpiozero's thread) and the ring loop
 # (this worker's thread) share one lock and one hand-over slot, and the steps of answering a
 # ring read the state the button path sets; config, visitor results, commands and simulator
 # controls are modules beside it. The next split, when wanted: snapshot keeping (save,
@@ -66,6 +66,7 @@ RING, LONG_PRESS, VISITOR, SNAPSHOT = "doorbell.ring", "doorbell.long_press", "d
 LOOP_WAIT_S = 0.25            # longest idle wait: heartbeats, face-version polls, camera probes
 RECOGNIZER_RETRY_S = 300.0    # a missing face library is looked for again this often
 PRUNE_EVERY_S = 3600.0
+RING_BEYOND_RECOGNITION_S = 30.0  # the longest a ring takes besides the recognition (burst, snapshot, events)
 
 
 class ButtonCounts(NamedTuple):
@@ -87,7 +88,9 @@ class DoorbellWorker(Worker):
     critical = True
     essential = True
     start_order = 10
-    # Answering a ring blocks for a burst and a recognition (bounded by [faces] timeout_s).
+    # Answering a ring blocks for a burst and a recognition: the rest of a ring may take
+    # RING_BEYOND_RECOGNITION_S, the recognition [faces] timeout_s (10 s by default, up to 120
+    # on a slow board), so each instance sets its own from its config.
     heartbeat_timeout_s = 40.0
     entities = (
         # One event entity per bus kind: an entity is fed by exactly one event topic.
@@ -136,6 +139,7 @@ class DoorbellWorker(Worker):
         self.cfg = config["doorbell"]
         self.camera_cfg = config["camera"]
         self.faces_cfg = config["faces"]
+        self.heartbeat_timeout_s = RING_BEYOND_RECOGNITION_S + self.faces_cfg.timeout_s
         self.gpio: gpio.DoorbellGpio | None = None
         self.camera = None
         self.camera_reopening: ReopeningDevice | None = None  # the camera behind its breaker

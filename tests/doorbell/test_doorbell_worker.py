@@ -483,3 +483,12 @@ def test_ring_and_recognition_counters_continue_across_a_restart(make_bell):
     wait_for(lambda: runner.restarts == 1 and bell.worker.ready.is_set(), 10, message="the restarted doorbell")
     bell.press()
     wait_for(lambda: bell.runtime.states.get("doorbell.rings") == 3, 5, message="the count going on from 2")
+
+
+def test_a_longer_recognition_timeout_widens_the_heartbeat_timeout_so_a_slow_board_is_not_hung(make_bell):
+    """Answering a ring blocks for the recognition, up to [faces] timeout_s (up to 120 s on a
+    slow board): the watchdog must not call the doorbell hung, and restart it, within that."""
+    default = make_bell({**NO_FACES})
+    slow = make_bell({"faces": {"enabled": False, "timeout_s": 60}})
+    assert default.runtime.supervisor.runner("doorbell").worker.heartbeat_timeout_s == 40
+    assert slow.runtime.supervisor.runner("doorbell").worker.heartbeat_timeout_s == 90
