@@ -274,7 +274,9 @@ class DoorbellWorker(Worker):
     def _open_stores(self, ctx: WorkerContext) -> None:
         if ctx.store is not None:
             self.faces = FaceStore(ctx.store)
-            self._count_earlier_rings(ctx.store)
+            # A scan of every event: a damaged page (an SD card) must cost the counts, not
+            # the button (raised here, it would restart the doorbell again and again).
+            self._guard.run("counting earlier rings", self._count_earlier_rings, ctx.store)
         self.snapshots = self.make_snapshot_folder(ctx.state_dir)
 
     def _count_earlier_rings(self, store) -> None:

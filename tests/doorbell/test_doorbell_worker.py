@@ -6,9 +6,12 @@ from the bus (tests/doorbell/test_doorbell_mqtt.py goes to a real broker)."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import os
 import pickle
+import sqlite3
 
 import cv2
 import pytest
@@ -21,7 +24,7 @@ from services.doorbell.enrollment import encode_photo, photo_source
 from services.doorbell.faces_store import FaceStore
 from services.doorbell.recognizer_child import RecognizerProcess
 from services.doorbell.snapshots import SnapshotFolder
-from services.doorbell.testing import NO_FACES
+from services.doorbell.testing import NO_FACES, SimulatedDoorbell
 from services.doorbell.worker import DoorbellWorker
 
 HD = {"width": 1280, "height": 720}
@@ -492,3 +495,36 @@ def test_a_longer_recognition_timeout_widens_the_heartbeat_timeout_so_a_slow_boa
     slow = make_bell({"faces": {"enabled": False, "timeout_s": 60}})
     assert default.runtime.supervisor.runner("doorbell").worker.heartbeat_timeout_s == 40
     assert slow.runtime.supervisor.runner("doorbell").worker.heartbeat_timeout_s == 90
+
+
+def _damage_the_events_table(db) -> None:
+    """Fill the events table, then overwrite one of its pages, as a failing SD card would."""
+    with contextlib.closing(sqlite3.connect(db)) as c:
+        c.executemany("INSERT INTO events(event_id, kind, ts_wall, data) VALUES (?, ?, ?, ?)",
+                      [(f"e{i}", "doorbell.ring", 1.7e9, json.dumps({"pad": "x" * 200})) for i in range(3000)])
+        c.commit()
+        c.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        c.execute("PRAGMA journal_mode=DELETE")
+        page_size, pages = c.execute("PRAGMA page_size").fetchone()[0], c.execute("PRAGMA page_count").fetchone()[0]
+    with open(db, "r+b") as f:
+        f.seek((pages - 3) * page_size)
+        f.write(b"\xff" * page_size)
+    with contextlib.closing(sqlite3.connect(db)) as c, pytest.raises(sqlite3.DatabaseError):
+        c.execute("SELECT COUNT(*) FROM events WHERE data LIKE '%q%'").fetchall()
+
+
+def test_a_damaged_events_table_costs_the_ring_counts_not_the_button(tmp_path):
+    """The doorbell counts the rings of earlier runs at start-up by scanning the events; a
+    damaged page there must not stop it from starting (it would restart again and again,
+    the button dead meanwhile): it rings, and its health says what failed."""
+    SimulatedDoorbell(tmp_path, NO_FACES).start().stop()  # creates the store
+    _damage_the_events_table(tmp_path / DB_NAME)
+    bell = SimulatedDoorbell(tmp_path, {"doorbell": {"cooldown_s": 0}, **NO_FACES})
+    try:
+        bell.start()
+        bell.press()
+        assert bell.wait_event("doorbell.ring").data["event_type"] == "ring"
+        wait_for(lambda: "counting earlier rings" in (bell.runtime.health.get("worker.doorbell").reason or ""),
+                 timeout=10, message="the doorbell's health to name the failed count")
+    finally:
+        bell.stop()
