@@ -55,7 +55,8 @@ class Subscription:
         """Let the consumer see a never-drop event in the publisher's thread, when nothing
         is queued before it and the consumer is `done` with all it took: the MQTT link hands
         a ring to paho there and saves a thread wake-up. The event is queued as well, in
-        order; `hand` runs under the queue's lock, so it must be quick and never block."""
+        order; `hand` runs under the queue's lock, so it must be quick: no I/O, and no lock held
+        for longer than a short section."""
         with self._cond:
             self._express = hand
 

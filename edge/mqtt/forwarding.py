@@ -288,11 +288,10 @@ class EventForwarder:
                 try:
                     rows = self.outbox.peek(room)
                 except (StoreUnavailable, sqlite3.Error) as exc:
-                    # Not drained: the next look (the link refreshes its counts every few
-                    # seconds) reads again; new events wait behind the rows it could not read.
+                    # Left undrained (the pump sends only then): the next look (the link
+                    # refreshes its counts every few seconds) reads again, and new events
+                    # wait behind the rows it could not read.
                     log.error("outbox read failed (%s): events wait until it can be read", exc)
-                    with self._lock:
-                        self._drained = False
                     return
                 complete = len(rows) < room
                 if not complete:

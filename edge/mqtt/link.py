@@ -7,7 +7,8 @@ lost while the broker or the network is away.
 A worker like any other, started last (start_order 90), not critical but essential (it runs
 in safe mode, so Home Assistant still sees rings). A lost broker opens the "mqtt" breaker
 (health DEGRADED; "Events waiting" grows); it is not a crash of the link and never slows
-the button path (the express lane below hands a ring over only when it can go at once).
+the button path (the express lane, see Threads below, hands a ring over only when it can go
+at once).
 
 Threads: the worker's own (`run`: sending, acks, states, commands, the node report), an
 ingest thread (bus → outbox, so a burst of events is written in one transaction while

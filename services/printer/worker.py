@@ -1,4 +1,4 @@
-# About 580 lines, one file on purpose: the connection's life (offline, connecting, synced)
+# About 590 lines, one file on purpose: the connection's life (offline, connecting, synced)
 # and the job's (printing, paused, interrupted) change each other at every event from the
 # sender, on this one thread; the command handlers below only validate and hand over to it.
 # The parts without that shared state are beside it: jobs.py, commands.py, control.py, sim.py.
