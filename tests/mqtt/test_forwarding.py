@@ -112,7 +112,6 @@ def test_an_event_written_while_the_pump_reads_the_outbox_is_sent_not_stranded(s
     def read_during_the_write(limit):  # the pump reads before the row is in; the write ends after
         rows = peek(limit)
         release.set()
-        writer.join(10)
         return rows
 
     outbox.append, outbox.peek = slow_append, read_during_the_write
@@ -120,6 +119,7 @@ def test_an_event_written_while_the_pump_reads_the_outbox_is_sent_not_stranded(s
     assert writing.wait(10)
     forwarder.on_acked(1, None)  # the first event's PUBACK frees the window
     forwarder.pump(conn, True)  # reads the outbox while the second event's row is being written
+    writer.join(10)  # the row goes in once the pump has finished with the outbox (its lock)
     outbox.peek = peek
     forwarder.pump(conn, True)  # woken by the writer
     forwarder.take([tick(3)])
