@@ -23,7 +23,6 @@ import faulthandler
 import functools
 import logging
 import os
-import signal
 import sqlite3
 import sys
 import threading
@@ -44,6 +43,7 @@ from edge.metrics import make_registry
 from edge.notify import SystemdNotifier, watchdog_interval
 from edge.restart_requests import RestartRequests
 from edge.states import StateBoard
+from edge.stop_request import StopRequest
 from edge.safemode import BootCounter
 from edge.store import DB_NAME, RUNTIME_BUSY_TIMEOUT_S, Store, StoreUnavailable, disk_problem
 from edge.supervisor import Policy, Supervisor
@@ -92,7 +92,7 @@ class Runtime:
         self.banner_lines: list[str] = []  # workers add what a person should know (e.g. the embedded broker)
         self._banner_printed = False
         self.exit_code = EXIT_OK
-        self._stop = threading.Event()
+        self._stop = StopRequest()
         self._healthy_since: float | None = None
         self._critical_restarts_seen = 0
         self._boot_cleared = False
@@ -295,6 +295,10 @@ class Runtime:
     def request_stop(self) -> None:
         self._stop.set()
 
+    def stop_on_signals(self) -> None:
+        """SIGTERM (systemd) and SIGINT (Ctrl-C) end the loop. Main thread only."""
+        self._stop.install()
+
     def request_restart(self) -> None:
         """Stop cleanly with EXIT_RESTART so systemd (Restart=on-failure) starts us again."""
         self.exit_code = EXIT_RESTART
@@ -331,6 +335,8 @@ class Runtime:
             if summary != self._last_status:
                 self._last_status = summary
                 self.notifier.status(summary)
+        for name in self._stop.signals:
+            log.info("received %s: stopping", name)
         return self.exit_code
 
     def _track_good_boot(self, now: float) -> None:
@@ -381,16 +387,8 @@ class Runtime:
             # A clean stop is not a failed boot; in safe mode it is the way out: the person
             # fixed the cause and restarted the service (if not, the boots fail again).
             self._clear_boot_counter()
+        self._stop.close()
         log.info("stopped (exit code %d)", self.exit_code)
-
-
-def install_signal_handlers(runtime: Runtime) -> None:
-    def handler(signum, frame):
-        log.info("received %s: stopping", signal.Signals(signum).name)
-        runtime.request_stop()
-
-    signal.signal(signal.SIGTERM, handler)
-    signal.signal(signal.SIGINT, handler)
 
 
 def run(config_path: str | None, sim: bool, environ: Mapping[str, str] = os.environ) -> int:
@@ -414,7 +412,7 @@ def run(config_path: str | None, sim: bool, environ: Mapping[str, str] = os.envi
         return EXIT_NO_CONFIG
     jsonlog.setup(config["logging"].level, fmt=config["logging"].format)
     runtime = Runtime(config, classes, state_dir, sim=sim, config_error=error, environ=environ)
-    install_signal_handlers(runtime)
+    runtime.stop_on_signals()
     try:
         runtime.start()
         if sim:
