@@ -7,6 +7,9 @@ import os
 import socket
 
 
+SEND_TIMEOUT_S = 1.0
+
+
 class SystemdNotifier:
     def __init__(self, address: str | None = None):
         address = os.environ.get("NOTIFY_SOCKET") if address is None else address
@@ -14,6 +17,10 @@ class SystemdNotifier:
             address = "\0" + address[1:]  # abstract namespace socket
         self.address = address or None
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) if self.address else None
+        if self._sock:
+            # The main loop sends these: a reader that stopped reading (its queue holds
+            # net.unix.max_dgram_qlen datagrams, 10 by default) costs a message, not the loop.
+            self._sock.settimeout(SEND_TIMEOUT_S)
         self.sent: list[str] = []  # for the simulator and debugging: what went out
 
     @property

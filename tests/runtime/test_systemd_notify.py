@@ -96,3 +96,14 @@ def test_sigint_to_simulator_exits_zero_within_the_stop_bound(tmp_path):
         assert exit_code(proc, 30) == 0
         took = time.monotonic() - sent
         assert took < 7.5, f"stopped in {took:.1f} s:\n{proc.stdout.read().decode()[-4000:]}"
+
+
+def test_a_notify_socket_nobody_reads_costs_messages_not_the_main_loop(listener):
+    notifier = SystemdNotifier(listener.path)
+    # The kernel queues net.unix.max_dgram_qlen datagrams (10 by default, 512 on some hosts).
+    refused_at = next((n for n in range(600) if not notifier.notify(f"STATUS={n}")), None)
+    assert refused_at is not None, "every message was queued: the queue is larger than this test assumes"
+    assert notifier.sent == [f"STATUS={n}" for n in range(refused_at)]
+    listener.drain()
+    assert notifier.notify("STOPPING=1")
+    listener.wait_for("STOPPING=1", timeout=1)
