@@ -70,6 +70,7 @@ EXPIRE_EVERY_S = 60.0
 SETUP_RETRY_S = 30.0
 EVENTS_WAITING = "mqtt.events_waiting"  # state: events in the outbox, not yet acknowledged by the broker
 EMBEDDED = "mqtt.embedded_broker"  # ctx.lasting key: the simulator's broker outlives link restarts
+OUTBOX = "mqtt.outbox"  # ctx.lasting key: the outbox too (its memory part is all there is without a store)
 
 
 def _state_payload(value: Any) -> bytes:
@@ -133,7 +134,11 @@ class MqttLink(Worker):
         self.counters = counters_for(ctx.lasting, ctx.metrics)
         self.counters.link = self
         self.breaker = ctx.breakers.get("mqtt", failure_threshold=1)
-        self.outbox = Outbox.open(ctx.store, ctx.clock, cfg.outbox_max_bytes, cfg.outbox_ttl_s)
+        # Kept across link restarts, like the bus queue: with no store, or while the disk
+        # refuses writes, its memory holds the only copy of the unsent events.
+        self.outbox = ctx.lasting.get(OUTBOX, lambda: Outbox.open(ctx.store, ctx.clock, cfg.outbox_max_bytes,
+                                                                  cfg.outbox_ttl_s))
+        self.counters.outbox = self.outbox
         self.outbox.release_inflight()  # a new client: everything unacknowledged goes again, in order
         self.alerts = alertsmod.Alerts.from_config(self.config["alerts"])
         declared = self._declarations()
@@ -181,8 +186,6 @@ class MqttLink(Worker):
             self.conn.stop(last_words=(self.topics.status, "offline") if final else None)
         with self._lock:
             self._connected = False
-        self.counters.merge_drops(self.outbox.drops())
-        self.counters.add("outbox_coalesced", self.outbox.coalesced)
         if final:
             ctx.lasting.discard(EMBEDDED)
             ctx.lasting.discard(f"{self.name}.subscription")
@@ -261,12 +264,6 @@ class MqttLink(Worker):
 
     def outbox_counts(self) -> dict[str, int]:
         return dict(self.events.counts) if self.events is not None else {}
-
-    def outbox_drops(self):
-        return self.outbox.drops() if self.outbox is not None else {}
-
-    def outbox_coalesced(self) -> int:
-        return self.outbox.coalesced if self.outbox is not None else 0
 
     # -- setup --------------------------------------------------------------------------------
     def _declarations(self) -> list[Declared]:

@@ -33,6 +33,7 @@ class LinkCounters:
         self.values: Counter[str] = Counter()
         self.dropped: Counter[tuple[str, str]] = Counter()
         self.link: Any = None  # the running MqttLink, for gauges
+        self.outbox: Any = None  # edge.mqtt.outbox.Outbox, which outlives link restarts too
         self.registry: Any = None  # edge.commands.CommandRegistry
 
     def add(self, name: str, n: int = 1) -> None:
@@ -42,11 +43,6 @@ class LinkCounters:
     def drop(self, reason: str, klass: str, n: int = 1) -> None:
         with self._lock:
             self.dropped[reason, klass] += n
-
-    def merge_drops(self, drops: Counter[tuple[str, str]]) -> None:
-        """Keep a finished outbox's drop counts (the next link run starts a fresh one)."""
-        with self._lock:
-            self.dropped.update(drops)
 
 
 class LinkCollector:
@@ -59,9 +55,9 @@ class LinkCollector:
                                 value=1.0 if link is not None and link.connected else 0.0)
         with c._lock:
             values, dropped = dict(c.values), Counter(c.dropped)
-        if link is not None:
-            dropped.update(link.outbox_drops())
-            values["outbox_coalesced"] = values.get("outbox_coalesced", 0) + link.outbox_coalesced()
+        if c.outbox is not None:
+            dropped.update(c.outbox.drops())
+            values["outbox_coalesced"] = c.outbox.coalesced
         for name, help_text in (("connects", "successful connections to the broker"),
                                 ("events_delivered", "events acknowledged by the broker"),
                                 ("outbox_coalesced", "unsent events replaced by a newer one with the same key"),

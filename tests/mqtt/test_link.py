@@ -259,6 +259,33 @@ def test_a_link_restart_loses_no_events(tmp_path, mosquitto, recorders):
         assert runner.crashes == 0
 
 
+def test_a_link_restart_keeps_the_events_that_only_memory_holds(tmp_path, mosquitto, recorders):
+    """No store (a state directory that cannot be made) and no broker: the outbox's memory
+    holds the only copy of the unsent events, and a link restart must not take it along."""
+    rec = recorders(mosquitto.port, f"{BASE}/event/#")
+    not_a_directory = tmp_path / "file"
+    not_a_directory.write_text("")
+    gate = free_port()  # nothing listens here until the test opens a proxy to the broker on it
+    with running_runtime(not_a_directory / "state", gate) as rt:
+        assert rt.store is None
+        runner = rt.supervisor.runner("mqtt")
+        wait_for(lambda: rt.breakers.get("mqtt").state == "open", 10, message="the mqtt breaker to open")
+        ids = [rt.bus.emit("visitor.seen", {"n": i}).event_id for i in range(20)]
+        for pct in (90, 80, 70):
+            rt.bus.emit("tank.level", {"coalesce_key": "tank", "pct": pct})
+        wait_for(lambda: link_of(rt).outbox.counts()["pending"] == 21, 10, message="events in the outbox")
+        rt.supervisor.restart("mqtt")
+        wait_for(lambda: runner.restarts == 1 and link_of(rt).outbox is not None, 10, message="the link to restart")
+        ids += [rt.bus.emit("visitor.seen", {"n": i}).event_id for i in range(20, 30)]
+        # Counted once, although two runs of the link have seen the same outbox.
+        assert "edge_mqtt_outbox_coalesced_total 2.0" in generate_latest(rt.metrics).decode()
+        with TcpProxy(mosquitto.port, port=gate):  # the broker is back
+            wait_for(lambda: len(rec.of(f"{BASE}/event/visitor.seen")) >= 30, 20, message="every waiting event")
+            arrived = [json.loads(p)["event_id"] for _, _, p, _ in rec.of(f"{BASE}/event/visitor.seen")]
+            assert list(dict.fromkeys(arrived)) == ids
+            assert runner.crashes == 0
+
+
 def test_the_link_reconnects_after_a_broker_restart_while_2000_idle_connections_hold_the_health_port(tmp_path,
                                                                                                    mosquitto):
     with running_runtime(tmp_path / "state", mosquitto.port) as rt:
