@@ -518,6 +518,9 @@ class Outbox:
                 if not self.spilling:
                     log.error("outbox cannot write to the store (%s): keeping events in memory until it can", exc)
                 self.spilling, self.spill_reason = True, str(exc)
+            except BaseException:  # not a disk refusing: the caller hears of it, the rows stay
+                self.memory.put_back(moving)
+                raise
         return _queued(messages, self.memory.append(messages, sent), self.memory)
 
     def _backends(self):

@@ -185,6 +185,24 @@ def test_outbox_spills_to_memory_while_the_disk_refuses_and_moves_back_in_order(
     store.close()
 
 
+def test_an_unexpected_error_while_moving_rows_back_to_disk_leaves_them_in_memory(tmp_path, clock, monkeypatch):
+    store = RefusingStore(tmp_path / "edge.sqlite3", clock, schemas=[OUTBOX_SCHEMA])
+    box = Outbox(OutboxStore(store, clock, boot_id="boot-a"), MemoryOutbox(clock))
+    store.full = True
+    box.append([msg(1), msg(2)])  # kept in memory
+    store.full = False
+
+    def broken(messages, sent=False):
+        raise RuntimeError("a bug below the outbox")
+    monkeypatch.setattr(box.durable, "append", broken)
+    with pytest.raises(RuntimeError, match="a bug below"):
+        box.append([msg(3)])
+    monkeypatch.undo()
+    box.append([msg(4)])
+    assert topics(box.peek(10)) == ["t/1", "t/2", "t/4"] and box.degraded is None
+    store.close()
+
+
 def test_rows_written_as_sent_never_move_the_cursor_past_rows_still_unsent(box):
     """A row written as already sent moves the cursor past itself only when nothing unsent
     waits before it (the forwarder hands an event over at once only when the outbox is
