@@ -242,10 +242,12 @@ class DoorbellWorker(Worker):
             self._commands.restore_chime()
             self._open_gpio(ctx)
             if not self.safe_mode:
-                self._open_stores(ctx)
+                # Not raised from here: that would restart the doorbell, button and all. The
+                # loop opens the stores again while they are missing (_maintain).
+                self._guard.run("known faces", self._open_stores, ctx)
                 self._open_camera(ctx)
                 self._open_recognizer()
-            self._publish_states()
+            self._guard.run("state publishing", self._publish_states)
             self.ready.set()
             ctx.log.info("doorbell ready: button GPIO%d, chime GPIO%d, relay GPIO%d (%s)%s", self.cfg.button_pin,
                          self.cfg.chime_pin, self.cfg.relay_pin, self.cfg.pin_factory,
@@ -420,6 +422,8 @@ class DoorbellWorker(Worker):
             # The states first: an automation that the event triggers and that reads "Last
             # visitor" must find this visitor there, not the previous one.
             step("visitor state", self._visitor_states, press, visitor, recognition_ms)
+            # Its own step, as between rings: a fault here (the LED's pin) clears once it works.
+            step("state publishing", self._publish_states)
             step("visitor event", ctx.bus.emit, VISITOR, visitor, press.event_id)
             if jpeg is not None:
                 step("snapshot event", ctx.bus.emit, SNAPSHOT,
@@ -515,7 +519,6 @@ class DoorbellWorker(Worker):
         if recognition_ms is not None:
             self.recognitions += 1
             states.set("doorbell.recognition_ms", recognition_ms)
-        self._publish_states()
 
     def _record(self, event_id: str, kind: str, data: dict, ts_wall: float | None) -> None:
         store = self._ctx.store
@@ -599,5 +602,5 @@ class DoorbellWorker(Worker):
         states.set("doorbell.recognitions", self.recognitions)
         led = "on" if self.health() is None and not self.safe_mode else "blink"
         if self.gpio is not None and led != self._led_mode:
-            self._led_mode = led
             self.gpio.set_led(led)
+            self._led_mode = led  # after the write: one that failed is tried again

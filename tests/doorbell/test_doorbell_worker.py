@@ -12,6 +12,7 @@ import logging
 import os
 import pickle
 import sqlite3
+import threading
 
 import cv2
 import pytest
@@ -528,3 +529,36 @@ def test_a_damaged_events_table_costs_the_ring_counts_not_the_button(tmp_path):
                  timeout=10, message="the doorbell's health to name the failed count")
     finally:
         bell.stop()
+
+
+class LedThatFailsAtFirst(DoorbellWorker):
+    """Its status LED refuses writes (a GPIO chip error) until `led_works` is set."""
+
+    led_works = threading.Event()
+
+    def _open_gpio(self, ctx):
+        super()._open_gpio(ctx)
+        led, works = self.gpio.led, self.led_works
+        for name in ("on", "blink"):
+            def write(*args, real=getattr(led, name), **kwargs):
+                if not works.is_set():
+                    raise OSError(5, "Input/output error")
+                return real(*args, **kwargs)
+            setattr(led, name, write)
+
+
+def test_a_status_led_that_fails_at_start_up_costs_the_led_not_the_doorbell(make_bell):
+    LedThatFailsAtFirst.led_works.clear()
+    bell = make_bell({"doorbell": {"cooldown_s": 0}, **NO_FACES}, classes=(LedThatFailsAtFirst,))
+    runner = bell.runtime.supervisor.runner("doorbell")
+    bell.press()
+    ring = bell.wait_event("doorbell.ring")
+    assert bell.wait_event("doorbell.visitor").event_id == ring.event_id
+    assert runner.crashes == 0 and runner.restarts == 0
+    wait_for(lambda: "state publishing" in bell.runtime.health.get("worker.doorbell").reason, 10,
+             message="the doorbell's health to name the failing step")
+    # The write that failed is tried again: once the LED works it shows "ready", steadily.
+    LedThatFailsAtFirst.led_works.set()
+    wait_for(lambda: bell.worker._led_mode == "on" and bell.pin("led_pin").state, 10,
+             message="the LED to be switched on once it works")
+    wait_for(lambda: bell.runtime.health.get("worker.doorbell").state == "OK", 10, message="the doorbell to be OK")
