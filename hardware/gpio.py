@@ -246,8 +246,10 @@ class DoorbellGpio:
             # The button last, so no press can arrive before the chime exists.
             self.button = Button(pins.button, bounce_time=pins.bounce_s or None, hold_time=pins.long_press_s,
                                  pin_factory=factory, **button_args)
-        except GPIOZeroError as exc:
-            self.close()
+        except Exception as exc:
+            self.close()  # whatever the driver raised: the pins already taken are released
+            if not isinstance(exc, GPIOZeroError):
+                raise
             raise GpioError(f"cannot set up the doorbell GPIO (button {pins.button}, chime {pins.chime}, "
                             f"relay {pins.relay}, led {pins.led}): {type(exc).__name__}: {exc}; check the pin "
                             f"numbers in [doorbell] and that no other program uses them") from exc

@@ -11,6 +11,7 @@ import threading
 import time
 
 import pytest
+from gpiozero import DigitalOutputDevice
 from gpiozero.pins.mock import MockFactory
 
 from edge.testing.waiting import scaled, wait_for
@@ -143,6 +144,27 @@ def test_a_failed_build_releases_the_pins_it_took(factory):
     with pytest.raises(GpioError):
         DoorbellGpio(DoorbellPins(button=22), factory, on_press=lambda: None)  # the relay's pin
     DoorbellGpio(DoorbellPins(), factory, on_press=lambda: None).close()
+
+
+def test_a_driver_error_of_any_type_while_building_releases_the_pins_it_took(factory, monkeypatch):
+    """lgpio raises its own error type ("GPIO busy"), not gpiozero's: the relay, chime and
+    LED already taken must still be released, or the next attempt fails with "pin in use"."""
+    take_pin = factory.pin
+
+    def busy_button(spec, *args, **kwargs):
+        if spec == PINS.button:
+            raise OSError(16, "Device or resource busy")
+        return take_pin(spec, *args, **kwargs)
+    monkeypatch.setattr(factory, "pin", busy_button)
+    with pytest.raises(OSError, match="busy") as failed:
+        DoorbellGpio(PINS, factory, on_press=lambda: None)
+    monkeypatch.setattr(factory, "pin", take_pin)
+    # Checked while the error is still held (its traceback keeps the half-built object alive,
+    # as a supervisor logging the crash can). The button's pin stays with gpiozero's own
+    # half-built Button until that is collected: gpiozero reserves a pin before opening it.
+    assert failed.value.errno == 16
+    for pin in (PINS.relay, PINS.chime, PINS.led):
+        DigitalOutputDevice(pin, pin_factory=factory).close()
 
 
 def test_button_pulled_down_presses_on_a_high_level(factory):
