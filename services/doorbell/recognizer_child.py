@@ -140,8 +140,13 @@ class _SharedFrames:
         else:
             with tempfile.TemporaryFile() as spare:
                 fd = os.dup(spare.fileno())
-        os.ftruncate(fd, size)
-        self.fd, self.size, self._map = fd, size, mmap.mmap(fd, size)
+        try:
+            os.ftruncate(fd, size)
+            mapped = mmap.mmap(fd, size)
+        except OSError:  # out of memory: the next burst tries again, with no file left open
+            os.close(fd)
+            raise
+        self.fd, self.size, self._map = fd, size, mapped
         return True
 
     def write(self, frames: Sequence[np.ndarray]) -> list[tuple[int, tuple[int, ...]]]:

@@ -295,3 +295,19 @@ def test_a_child_that_cannot_be_launched_leaves_no_socket_behind(make_recognizer
     with pytest.raises(RecognizerUnavailable, match="cannot start the recognizer process"):
         recognizer.recognize([np.zeros((8, 8, 3), np.uint8)], timeout_s=1.0)
     assert len(os.listdir("/proc/self/fd")) == open_fds
+
+
+def test_a_frame_buffer_that_cannot_be_mapped_leaves_no_file_open(monkeypatch):
+    from services.doorbell import recognizer_child
+
+    def out_of_memory(*args):
+        raise OSError(12, "Cannot allocate memory")
+    frames = recognizer_child._SharedFrames()
+    open_fds = len(os.listdir("/proc/self/fd"))
+    monkeypatch.setattr(recognizer_child.mmap, "mmap", out_of_memory)
+    with pytest.raises(OSError, match="Cannot allocate memory"):
+        frames.ensure(1 << 20)
+    assert len(os.listdir("/proc/self/fd")) == open_fds and frames.fd is None
+    monkeypatch.undo()
+    assert frames.ensure(1 << 20) and frames.size == 1 << 20  # the next burst tries again
+    frames.close()
