@@ -1,5 +1,5 @@
-"""SIGTERM and SIGINT stop the main loop wherever the main thread is when Python runs the
-handler, and a stop asked by a thread or a signal wakes the loop's wait."""
+"""SIGTERM stops the main loop wherever the main thread is when Python runs the handler;
+only the signals installed ask for the stop; a late request from a thread is harmless."""
 
 from __future__ import annotations
 
