@@ -51,13 +51,22 @@ class NetboxRetry(Retry):
 
 
 class TimeoutAdapter(HTTPAdapter):
-    """Puts (connect, read) timeouts on every request that does not bring its own."""
+    """Puts (connect, read) timeouts on every request that does not bring its own, and
+    refuses every request once closed. requests' own close() only empties the pool: the
+    session would open new connections, so a sync told to stop would go on to its end."""
 
     def __init__(self, timeout: tuple[float, float], **kwargs):
         self.timeout = timeout
+        self.closed = False
         super().__init__(**kwargs)
 
+    def close(self) -> None:
+        self.closed = True
+        super().close()
+
     def send(self, request, stream=False, timeout=None, verify=True, cert=None, proxies=None):
+        if self.closed:
+            raise requests.ConnectionError(f"not sent, the NetBox session was closed: {request.method} {request.url}")
         return super().send(request, stream=stream, timeout=timeout or self.timeout, verify=verify, cert=cert,
                             proxies=proxies)
 

@@ -159,7 +159,8 @@ class NetboxWorker(Worker):
 
     def interrupt(self) -> None:
         if self._api is not None:
-            self._api.http_session.close()  # a request in flight fails at once
+            # The request in flight runs to its timeout; none is sent after it (TimeoutAdapter).
+            self._api.http_session.close()
 
     def health(self) -> tuple[str, str] | None:
         return self._health

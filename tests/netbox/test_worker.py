@@ -235,3 +235,18 @@ def test_a_bug_in_one_sync_is_contained_reported_and_the_next_sync_works(fake, r
     worker.addresses = ["192.0.2.10/24"]
     wait_for(synced(worker), timeout=15)
     assert only(fake, "dcim/devices", name="front-door")
+
+
+def test_a_sync_interrupted_mid_way_sends_no_further_request(fake, running):
+    """The supervisor's interrupt (a stop, or a hang): the request in flight runs out, and the
+    sync sends nothing after it instead of going on to its end."""
+    fake.delay_s = 0.3  # each answer takes a while, inside the read timeout
+    worker = running(read_timeout_s=5.0)
+    wait_for(lambda: fake.counters.requests >= 2, timeout=20, message="a sync under way")
+    worker.worker.interrupt()
+    seen = fake.counters.requests
+    worker.stopping.set()
+    worker.thread.join(20)
+    assert not worker.thread.is_alive()
+    assert fake.counters.requests <= seen + 1  # at most one already on its way
+    assert fake.all("dcim/devices") == []  # the sync did not get as far as the device
