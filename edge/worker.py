@@ -30,6 +30,8 @@ if TYPE_CHECKING:  # imported for annotations only: no cycle at run time
     from edge.states import StateBoard
     from edge.store import Schema, Store
 
+log = logging.getLogger("edge.worker")
+
 PERMANENT, TRANSIENT, TEMPORARY = "permanent", "transient", "temporary"
 
 
@@ -91,21 +93,42 @@ class SimulatorControls:
         return sorted(self.handlers)
 
 
+class LastingClosed(RuntimeError):
+    """The runtime stopped while the object was being created: it was closed again."""
+
+
 class Lasting:
-    """Objects that must outlive a worker's restarts (the MQTT link's boot subscription, the
-    simulator's embedded broker): created on first use, kept by the runtime, and closed
-    when the runtime stops (newest first) or when the owner discards them."""
+    """Objects that must outlive a worker's restarts (the MQTT link's boot subscription and
+    outbox, the simulator's embedded broker): created on first use, kept by the runtime, and
+    closed when the runtime stops (newest first) or when the owner discards them.
+
+    Creating one can take long (the simulator's broker: a mosquitto child and its wait to be
+    ready), so it happens outside the lock that `close_all` takes: a stop at that moment does
+    not wait for it, and what is finished after the stop is closed at once."""
 
     def __init__(self):
         self._objects: dict[str, tuple[Any, Callable[[], object] | None]] = {}
+        self._creating: dict[str, threading.Lock] = {}  # one creator per key at a time
+        self._closed = False
         self._lock = threading.Lock()
 
     def get(self, key: str, create: Callable[[], Any], close: Callable[[Any], object] | None = None) -> Any:
         with self._lock:
-            if key not in self._objects:
-                obj = create()
-                self._objects[key] = (obj, (lambda: close(obj)) if close is not None else None)
-            return self._objects[key][0]
+            if key in self._objects:
+                return self._objects[key][0]
+            creating = self._creating.setdefault(key, threading.Lock())
+        with creating:
+            with self._lock:
+                if key in self._objects:  # another thread made it meanwhile
+                    return self._objects[key][0]
+            obj = create()
+            closer = (lambda: close(obj)) if close is not None else None
+            with self._lock:
+                if not self._closed:
+                    self._objects[key] = (obj, closer)
+                    return obj
+            _close_quietly(key, closer)
+            raise LastingClosed(f"{key} was created after the runtime stopped, and closed again")
 
     def peek(self, key: str) -> Any:
         with self._lock:
@@ -116,14 +139,25 @@ class Lasting:
         """Close and forget `key` (nothing happens when it was never created)."""
         with self._lock:
             entry = self._objects.pop(key, None)
-        if entry is not None and entry[1] is not None:
-            entry[1]()
+        if entry is not None:
+            _close_quietly(key, entry[1])
 
     def close_all(self) -> None:
+        """Close everything, newest first; one that raises does not keep the rest open."""
         with self._lock:
+            self._closed = True
             keys = list(self._objects)
         for key in reversed(keys):
             self.discard(key)
+
+
+def _close_quietly(key: str, closer: Callable[[], object] | None) -> None:
+    if closer is None:
+        return
+    try:
+        closer()
+    except Exception:  # logged with its traceback: the runtime's stop must go on
+        log.exception("closing %s failed", key)
 
 
 class WorkerContext:
