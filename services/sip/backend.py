@@ -71,7 +71,8 @@ class IntercomBackend:
         """Make a `next_event` waiting now return None at once."""
         raise NotImplementedError
 
-    def dial(self, uri: str) -> None:
+    def dial(self, uri: str) -> str | None:
+        """Place a call to `uri`; the new call's id when the stack can say, else None."""
         raise NotImplementedError
 
     def hangup(self, peer: str, call_id: str | None) -> None:

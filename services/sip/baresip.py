@@ -36,6 +36,7 @@ from services.sip.backend import (ANSWERED, AUTH_CODES, AUTH_FAILED, DTMF, ENDED
                                   UNREACHABLE, UNREGISTERED, BackendError, BackendGone, CallEvent, IntercomBackend,
                                   LineEvent, sip_code)
 from services.sip.audio import padded_announcement
+from services.sip.calls import _same_uri
 from services.sip.control import ControlError, ControlLink
 from services.sip.sections import DISCARD, TONE
 
@@ -340,12 +341,26 @@ class BaresipBackend(IntercomBackend):
         except ControlError as exc:
             raise BackendError(str(exc)) from None
 
-    def dial(self, uri: str) -> None:
+    def dial(self, uri: str) -> str | None:
+        """Call `uri`; the new call's id, or None when baresip cannot say. Its `dial` answers
+        nothing, but the call it placed is the current one, whose id `callstat` shows."""
         self._command("dial", uri)
+        try:
+            status = self._command("callstat")
+        except BackendError:
+            return None
+        peer, found = re.search(r"peer_uri:\s*<([^>]*)>", status), re.search(r"\bid=(\S+)", status)
+        return found.group(1) if peer and found and _same_uri(peer.group(1), uri) else None
 
     def _select(self, call_id: str | None) -> None:
-        if call_id:
-            self._command("callfind", call_id)
+        """Make `call_id` the current call. Never skipped: `hangup` and `accept` act on the
+        current call, so without it they would end or take whichever call that is (the one
+        just answered, in a ring group)."""
+        if not call_id:
+            raise BackendError("the call's id is not known yet, so it is left to time out rather than "
+                               "risk ending another call")
+        if "not found" in self._command("callfind", call_id):  # baresip 1.0 says so with ok
+            raise BackendError(f"call {call_id} is gone already")
 
     def hangup(self, peer: str, call_id: str | None) -> None:
         self._select(call_id)

@@ -119,6 +119,13 @@ class DoorCall:
             actions.append(Dial(uri))
         return actions
 
+    def on_dialed(self, uri: str, call_id: str | None) -> None:
+        """The stack placed the call to `uri` under `call_id` (None: it could not say): its
+        events, and a hang-up, find this leg by the id from now on."""
+        leg = next((l for l in self.legs if l.uri == uri and l.live and l.call_id is None), None)
+        if leg is not None and call_id:
+            leg.call_id = call_id
+
     def on_dial_failed(self, uri: str, reason: str, now: float) -> list:
         """The stack refused to dial `uri` (a bad URI, no line): that target failed."""
         leg = next((l for l in self.legs if l.uri == uri and l.live), None)
@@ -165,7 +172,8 @@ class DoorCall:
         return actions
 
     def hang_up_all(self, now: float, why: str) -> list:
-        """End every leg (the stop of the intercom, a "hang up" button)."""
+        """End every leg (the stop of the intercom, a "hang up" button), and call nobody else."""
+        self._queue = []
         actions = []
         for leg in self.legs:
             if leg.state in (CALLING, RINGING_STATE, IN_CALL):
@@ -202,6 +210,8 @@ class DoorCall:
         by_peer = [l for l in live if l.call_id is None and _same_uri(l.uri, event.peer)]
         if by_peer:
             return by_peer[0]
+        if event.call_id:  # another call's event (a stranger calling in): not one of ours
+            return None
         unknown = [l for l in live if l.call_id is None]
         return unknown[0] if len(unknown) == 1 else None
 
@@ -280,7 +290,12 @@ class DoorCall:
             self.opened_at = now
             return [OpenDoor()]
         if not code.upper().startswith(self._digits):
-            return self._wrong_code(self.answered, now)
+            # One wrong code, and a new attempt from the keys that may begin the code: "1 2 1
+            # 2 3 4" for 1234 opens (as a keypad lock does), "# # 9" for #9 too.
+            keys = self._digits
+            actions = self._wrong_code(self.answered, now)
+            self._digits = next(keys[i:] for i in range(1, len(keys) + 1) if code.upper().startswith(keys[i:]))
+            return actions
         return []
 
     def _wrong_code(self, leg: Leg, now: float) -> list:

@@ -399,7 +399,10 @@ class SipWorker(Worker):
         ctx, call = self._ctx, self.call
         for action in actions:
             if isinstance(action, Dial):
-                if not self._safely(self.backend.dial, action.uri):
+                try:
+                    call.on_dialed(action.uri, self.backend.dial(action.uri))
+                except BackendError as exc:
+                    ctx.log.warning("baresip: %s", exc)
                     self._apply(call.on_dial_failed(action.uri, "baresip refused to dial", ctx.clock.monotonic()))
             elif isinstance(action, Hangup):
                 ctx.log.info("hanging up %s (%s)", action.uri, action.why.replace("_", " "))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 
+from edge.testing.ports import free_port
 from edge.testing.waiting import wait_for
 from services.doorbell.testing import on_seconds
 from services.sip.backend import REGISTERED
@@ -103,6 +104,24 @@ def test_a_ring_group_rings_everyone_and_the_first_to_answer_takes_the_call(sipp
     wait_for(lambda: states.get("sip.call_state") == "idle", 5, message="the call state back to idle")
     assert states.get("sip.last_call")["result"] == "answered"
     assert states.get("sip.last_call_duration_s") == call.data["duration_s"] >= 0.2
+
+
+def test_cancelling_a_ring_group_target_that_never_rang_leaves_the_answered_call_up(kamailio, house_phones,
+                                                                                    make_door):
+    """The "ghost" target gets only 100 Trying (nothing listens where the proxy sends it), so
+    no event has told the door its call's id. Cancelling it once the house answered must not
+    end the house's call: baresip's `hangup` without a found call ends the current one."""
+    kamailio.routes["ghost"] = free_port()
+    kamailio.stop()
+    kamailio.start()
+    house = house_phones("house")
+    house.wait_registered()
+    bell = ready_door(make_door, targets=["ghost", "house"], ring_group=True, ring_timeout_s=8, max_talk_s=5)
+    pressed = ring(bell)
+    house.wait_event("CALL_ESTABLISHED")
+    call = bell.wait_event("sip.call", event_id=pressed.event_id, timeout=20)
+    assert call.data["result"] == "answered" and call.data["ended_by"] == "max_talk", call.data
+    assert call.data["duration_s"] >= 5, call.data
 
 
 def test_the_code_sent_as_sip_info_opens_the_door_too(sipp_peers, make_door):

@@ -136,3 +136,35 @@ def test_a_leg_whose_end_is_never_reported_counts_as_ended_after_the_grace():
     call.tick(1.0)
     assert call.tick(10.9) == []
     assert call.tick(11.0) == [Dial(B)]
+
+
+@pytest.mark.parametrize("code, keys, wrong", [("1234", "121234", 1), ("#9", "##9", 1), ("1234", "9991234", 3)])
+def test_a_code_typed_after_a_wrong_start_still_opens_and_counts_one_wrong_code_per_attempt(code, keys, wrong):
+    call, _ = door_call(A, open_code=code, max_wrong_codes=5)
+    answer(call)
+    actions = [a for n, key in enumerate(keys) for a in call.on_event(ev(DTMF, A, detail=key), 2.0 + n * 0.1)]
+    assert actions == [OpenDoor()]
+    assert call.wrong_codes == wrong  # each key that broke an attempt, not each key after it
+
+
+def test_the_hang_up_button_while_the_first_target_rings_calls_nobody_else():
+    call, _ = door_call(A, B)
+    call.on_event(ev(RINGING, A), 0.5)
+    assert call.hang_up_all(1.0, "hang_up") == [Hangup(A, "id-" + A, "hang_up")]
+    summary = finished(call.on_event(ev(ENDED, A, detail="Request Terminated", code=487), 1.1))
+    assert summary["result"] == NO_ANSWER and [t["uri"] for t in summary["targets"]] == [A]
+
+
+def test_another_calls_end_is_not_taken_for_a_leg_that_has_no_id_yet():
+    # A has sent no 180 yet (only 100 Trying), so its id is unknown; a stranger's call that
+    # the door rejected ends meanwhile: that must not end A and dial B.
+    call, _ = door_call(A, B)
+    stranger = CallEvent(ENDED, "sip:stranger@pbx", "id-stranger", "486 Busy Here", 486)
+    assert call.on_event(stranger, 0.5) == []
+    assert call.legs[0].state == "calling" and len(call.legs) == 1
+
+
+def test_a_leg_known_by_the_id_the_stack_gave_when_dialling_is_hung_up_by_that_id():
+    call, _ = door_call(A, ring_timeout_s=5)
+    call.on_dialed(A, "id-from-dial")
+    assert call.tick(5.0) == [Hangup(A, "id-from-dial", "ring timeout")]
