@@ -111,6 +111,7 @@ class SimulatedMarlin:
         self.resend_probability = 0.0
         self.checksum_error_probability = 0.0
         self.ok_after_resend = True
+        self.lose_ok_after: set[str] = set()  # commands whose ok is lost on the wire (once each)
         self._busy_next_s = 0.0
         self._silent_until = 0.0
         self._unplug_at: int | None = None
@@ -197,6 +198,11 @@ class SimulatedMarlin:
         with self._lock:
             self._say(f"//action:{action}")
 
+    def say(self, line: str) -> None:
+        """Send one line of the firmware's own, unasked (a garbled or unexpected reply)."""
+        with self._lock:
+            self._say(line)
+
     def reset(self) -> None:
         """A firmware reset (watchdog, brown-out): heaters off, line numbers from 0, banner."""
         self._boot(power_cycle=True)
@@ -220,6 +226,7 @@ class SimulatedMarlin:
         self.duplicate_lines.clear()
         self.resend_probability = self.checksum_error_probability = 0.0
         self.ok_after_resend = True
+        self.lose_ok_after.clear()
         self._busy_next_s = 0.0
         self._silent_until = 0.0
         self._unplug_at = None
@@ -497,6 +504,9 @@ class SimulatedMarlin:
         elif code == "M112":
             self.last_m112_at = time.monotonic()
             return self._halt("")
+        if command in self.lose_ok_after:
+            self.lose_ok_after.discard(command)
+            return
         self._ok()
 
     def _wait(self, seconds: float, keepalive, until=None) -> None:

@@ -151,7 +151,9 @@ def parse_reply(raw: str) -> Reply:
         return Reply(ERROR, raw, message=message, name="communication" if any(
             text in message.lower() for text in _COMMUNICATION) else "")
     if lower.startswith("echo:busy") or lower.startswith("busy:"):
-        return Reply(BUSY, raw, message=line.split("busy:", 1)[1].strip())
+        # Whatever follows "busy", with or without its colon ("echo:busy processing" on a
+        # noisy line, "echo:BUSY: ..." from a fork).
+        return Reply(BUSY, raw, message=line[lower.index("busy") + 4:].lstrip(":").strip())
     if lower == "wait":
         return Reply(WAIT, raw)
     if lower == "start" or (lower.endswith("start") and any(ord(c) < 32 or ord(c) > 126 for c in lower[:-5])):

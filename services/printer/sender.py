@@ -245,6 +245,9 @@ class Sender:
         except PortGone as exc:
             if not self._stop.is_set():
                 self._emit(GONE, reason=str(exc))
+        except Exception as exc:  # a bug here must not leave a job "printing" with no sender
+            self.log.exception("the printer link's thread failed")
+            self._emit(GONE, reason=f"the printer link failed ({type(exc).__name__}: {exc}); opening it again")
         finally:
             self.state = STOPPED
             self._take_inbox()
@@ -465,7 +468,7 @@ class Sender:
         was = self.state
         self.state = SYNCING
         self._last_sync = 0.0  # sync again at once
-        self._in_flight.clear()
+        self._fail_in_flight("the printer's firmware restarted before acknowledging it")
         self._replay.clear()
         self._feed = None
         if was != SYNCING:
@@ -478,7 +481,7 @@ class Sender:
         self.state = HALTED
         self._feed = None
         self._replay.clear()
-        self._in_flight.clear()
+        self._fail_in_flight(f"the firmware halted: {message}")
         for ticket in self._priority:
             ticket.error = f"the firmware halted: {message}"
             ticket.done.set()
@@ -546,8 +549,17 @@ class Sender:
         self.log.error("%s", reason)
         self._feed = None
         self._replay.clear()
-        self._in_flight.clear()
+        self._fail_in_flight(reason)
         self._emit(LINK_FAILED, reason=reason)
+
+    def _fail_in_flight(self, why: str) -> None:
+        """Commands in flight will never be acknowledged: their senders hear why now, not
+        after their whole timeout (an M109 waits up to 600 s)."""
+        for sent in self._in_flight:
+            if isinstance(sent.item, Ticket):
+                sent.item.error = sent.item.error or why
+                sent.item.done.set()
+        self._in_flight.clear()
 
     # -- time ----------------------------------------------------------------------------------------
     def _check_time(self) -> None:
@@ -580,10 +592,11 @@ class Sender:
                          self.timeout_s, self._consecutive_timeouts)
         if self._resend_number is not None and self._ok_follows_resend:
             self._ok_follows_resend = None  # perhaps a miscounted ok after a resend: learn again
+        # Taken as done (the firmware ran them; if not, its resend request replays them from
+        # the history): a job's last line whose ok was lost then still ends the job.
         lost, self._in_flight = list(self._in_flight), deque()
         for sent in lost:
-            if isinstance(sent.item, Ticket):
-                self._acked(sent)
+            self._acked(sent)
         self._priority.appendleft(Ticket("M105", internal=True))
         if self._consecutive_timeouts >= self.unresponsive_after and not self.unresponsive:
             self.unresponsive = True

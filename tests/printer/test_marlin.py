@@ -69,6 +69,9 @@ def test_commands_that_cannot_be_sent_are_refused_with_the_reason(bad, reason):
     ("echo:busy: processing", BUSY, {"message": "processing"}),
     ("echo:busy: paused for user", BUSY, {"message": "paused for user"}),
     ("busy: heating", BUSY, {"message": "heating"}),
+    ("echo:busy processing", BUSY, {"message": "processing"}),   # the colon lost to line noise
+    ("echo:BUSY: paused for user", BUSY, {"message": "paused for user"}),
+    ("Busy: heating", BUSY, {"message": "heating"}),
     ("wait", WAIT, {}),
     (" T:21.56 /0.00 B:21.34 /0.00 @:0 B@:0", TEMPERATURE, {"temps": {"T": (21.56, 0.0), "B": (21.34, 0.0)}}),
     ("T:210.0 /210.0 B:60.0 /60.0 T0:210.0 /210.0 T1:25.0 /0.0 @:127 B@:0", TEMPERATURE,

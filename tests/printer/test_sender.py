@@ -206,3 +206,41 @@ def test_commands_too_long_for_the_firmware_are_refused_before_sending(make_fake
     assert ticket.wait(5) and ticket.error is None
     assert any(line.startswith("X:") for line in ticket.replies)
     assert link.sender.position["X"] == 0.0
+
+
+def test_a_reply_the_link_chokes_on_ends_it_as_gone_instead_of_freezing_the_job(make_fake, make_link, monkeypatch):
+    from services.printer import sender as sender_module
+    parse = sender_module.marlin.parse_reply
+
+    def choke(raw):
+        if "choke" in raw:
+            raise IndexError("list index out of range")
+        return parse(raw)
+    monkeypatch.setattr(sender_module.marlin, "parse_reply", choke)
+    fake = make_fake()
+    link = make_link(fake)
+    fake.say("choke on this")
+    event = link.wait_event("gone", 5)
+    assert "IndexError" in event.data["reason"] and "opening it again" in event.data["reason"]
+
+
+def test_a_command_in_flight_when_the_firmware_halts_hears_the_halt_at_once(make_fake, make_link):
+    fake = make_fake()
+    link = make_link(fake)
+    dwell = link.sender.submit("G4 S30")  # in flight, answered only when the dwell ends
+    wait_for(lambda: "G4 S30" in fake.executed, 10, message="the dwell under way")
+    fake.thermal_runaway()
+    assert dwell.wait(5), "the ticket was left to wait out its own timeout"
+    assert "the firmware halted" in dwell.error and "Thermal Runaway" in dwell.error
+
+
+def test_a_lost_ok_for_the_jobs_last_line_still_ends_the_job(make_fake, make_link):
+    from printer.helpers import ListFeed
+    fake = make_fake(autoreport=False)
+    link = make_link(fake, timeout_s=1.0)
+    lines = gcode_lines(50)
+    fake.lose_ok_after.add(lines[-1])
+    link.sender.set_feed(ListFeed(lines))
+    link.wait_event("job_drained", 15)
+    assert fake.executed_since(0).count(lines[-1]) == 1 and link.sender.timeouts >= 1
+    assert link.sender.job_lines_acked == 50
