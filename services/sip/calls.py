@@ -92,6 +92,7 @@ class DoorCall:
     settings: CallSettings
     started: float
     legs: list[Leg] = field(default_factory=list)
+    incoming: bool = False  # a house phone called the door (one leg, answered by the door)
     answered: Leg | None = None
     answered_at: float | None = None
     opened_at: float | None = None
@@ -313,6 +314,7 @@ class DoorCall:
         self.finished = True
         answered = self.answered
         summary = {
+            "direction": "incoming" if self.incoming else "outgoing",
             "result": result, "code": code, "reason": reason,
             "target": answered.uri if answered else (self.legs[-1].uri if self.legs else None),
             "targets": [{"uri": l.uri, "result": l.result, "code": l.code} for l in self.legs],

@@ -94,7 +94,7 @@ class SipWorker(Worker):
         self._lock = threading.Lock()
         self._registration_failures = 0
         self._restart_at: float | None = None
-        self._auth_reported = False
+        self._credentials_refused = False  # by the registrar: not tried again until the config changes
         self._interrupted = False
         self._last_ok_at: float | None = None     # the registrar's last 200 to a REGISTER
         self._ok_interval: float | None = None    # the expiry the registrar granted
@@ -188,6 +188,9 @@ class SipWorker(Worker):
         if not backend.child.may_start() or now < self._start_retry_at:
             return
         first = backend.child.health().starts == 0
+        # Refused credentials stay refused across baresip's restarts (a crash, a network
+        # change): its account then never registers, as PBXs ban addresses that keep trying.
+        backend.register = not self._credentials_refused
         try:
             backend.start()
         except BackendError as exc:
@@ -203,7 +206,7 @@ class SipWorker(Worker):
         self._start_failures, self._start_retry_at = 0, 0.0
         if not first:
             self.restarts += 1
-        self.line_state = REGISTERING if self.line_state != AUTH_FAILED else AUTH_FAILED
+        self.line_state = AUTH_FAILED if self._credentials_refused else REGISTERING
         self.ready.set()
 
     def _handle_backend(self, ctx: WorkerContext) -> None:
@@ -241,7 +244,8 @@ class SipWorker(Worker):
         ctx.log.error("baresip stopped answering (%s); restarting it", reason)
         self.backend.kill(reason)
         self.backend.child.wait(2.0)
-        self._set_line(UNREACHABLE, f"baresip restarting ({reason})")
+        if not self._credentials_refused:  # else the line stays down for that reason
+            self._set_line(UNREACHABLE, f"baresip restarting ({reason})")
         if self.call is not None:
             with self._call_context():
                 self._apply(self.call.abandon(ctx.clock.monotonic(), f"baresip ended mid-call ({reason})"))
@@ -259,12 +263,13 @@ class SipWorker(Worker):
             self._last_ok_at = now
             self._set_line(REGISTERED, event.reason)
             self._registration_failures = 0
+            self._restart_at = None  # baresip's own retry got through: no restart needed
             breaker.record_success()
         elif event.state == AUTH_FAILED:
             self._set_line(AUTH_FAILED, event.reason)
             breaker.record_failure(event.reason)
-            if not self._auth_reported:
-                self._auth_reported = True
+            if not self._credentials_refused:
+                self._credentials_refused = True
                 ctx.log.error("the registrar refused the SIP credentials (%s): check [sip] username and "
                               "password_file; not retrying until the config changes (PBXs ban addresses that "
                               "keep trying)", event.reason)
@@ -389,7 +394,8 @@ class SipWorker(Worker):
             return
         event_id = new_event_id()
         ctx.log.info("answering a call to the door from %s", event.peer, extra={"event_id": event_id})
-        self.call = DoorCall(event_id, self._settings([event.peer]), ctx.clock.monotonic())
+        self.call = DoorCall(event_id, self._settings([event.peer]), ctx.clock.monotonic(), incoming=True)
+        self._announce = False  # the caller hears the door, not "someone is at the door"
         self.call.start(ctx.clock.monotonic())  # the caller's leg; nothing to dial
         self.call.legs[0].call_id = event.call_id
         if not self._safely(self.backend.accept, event.peer, event.call_id):  # its CALL_ESTABLISHED answers it
@@ -410,7 +416,7 @@ class SipWorker(Worker):
             elif isinstance(action, OpenDoor):
                 self._open_door(call)
             elif isinstance(action, Finished):
-                self.call = None
+                self.call, self._announce = None, False
                 self._record_result(call.event_id, action.summary)
 
     def _open_door(self, call: DoorCall) -> None:

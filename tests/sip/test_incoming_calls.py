@@ -26,6 +26,8 @@ def test_an_allowed_caller_is_answered_and_can_open_the_door(house_phones, make_
     assert opened.data["by"].startswith("sip:house@")
     wait_for(lambda: len(on_seconds(bell.relay)) == 1, 5, message="the relay pulse")
     assert [r["event_id"] for r in bell.runtime.audit.records()] == [opened.event_id] * 2
+    call = bell.wait_event("sip.call", event_id=opened.event_id, timeout=15)  # hung up after the door opened
+    assert call.data["direction"] == "incoming" and call.data["door_opened"] is True, call.data
 
 
 def test_a_caller_not_on_the_list_is_rejected_and_reported(house_phones, make_door):

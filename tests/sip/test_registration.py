@@ -4,6 +4,8 @@ registrar that goes away and comes back."""
 
 from __future__ import annotations
 
+import os
+import signal
 import stat
 
 from edge.testing.waiting import wait_for
@@ -57,6 +59,22 @@ def test_a_wrong_password_is_reported_once_and_not_retried(make_door, kamailio, 
     assert worker.line_state == AUTH_FAILED and worker.restarts == 0
     assert sum("refused the SIP credentials" in r.getMessage() for r in caplog.records) == 1
     assert "wrong-password" not in caplog.text
+
+
+def test_refused_credentials_are_not_tried_again_when_baresip_restarts(make_door, kamailio):
+    """A crash or a network change restarts baresip; its account must not register again
+    with the credentials the registrar refused (each try is a burst of up to 16 REGISTERs)."""
+    bell = make_door(password="wrong-password")
+    worker = wait_for(lambda: sip_worker(bell) if sip_worker(bell).line_state == AUTH_FAILED else None, 10,
+                      message="the registration to be refused")
+    first = worker.backend.pid()
+    threading_wait(1.0)  # the refused burst is over
+    seen = kamailio.requests("REGISTER", "door")
+    os.kill(first, signal.SIGKILL)
+    wait_for(lambda: worker.restarts == 1 and worker.backend.link is not None, 15, message="baresip restarted")
+    threading_wait(1.5)
+    assert kamailio.requests("REGISTER", "door") == seen
+    assert worker.line_state == AUTH_FAILED
 
 
 def test_the_line_comes_back_by_itself_when_the_registrar_returns(make_door, kamailio):
