@@ -63,6 +63,16 @@ def frame(number: int, command: str, max_bytes: int = MAX_LINE_BYTES) -> bytes:
     return line + b"\n"
 
 
+_SET_LINE_NUMBER = re.compile(r"^M110(?:\s.*?)?\bN(\d+)", re.IGNORECASE)
+
+
+def line_number_set_by(command: str) -> int | None:
+    """The line number `M110 N<n>` gives the firmware's counter (the next line it expects is
+    n + 1), or None for any other command: a job or a person may send one."""
+    m = _SET_LINE_NUMBER.match(command.strip())
+    return int(m.group(1)) if m else None
+
+
 def check_command(command: str, max_bytes: int = MAX_LINE_BYTES) -> str:
     """The stripped command, or ValueError with why it cannot be sent (used for commands
     typed by a person and for every line of a job before it starts)."""

@@ -94,6 +94,9 @@ class Feed(Protocol):
         """The next job line, END when there are no more, None when none is ready yet."""
 
 
+# Replies that show the firmware working through the lines sent (see _handle).
+_PROGRESS = (marlin.OK, marlin.RESEND, marlin.BUSY, marlin.START, marlin.FATAL)
+
 @dataclass
 class Ticket:
     """A command from outside the job (a person, the pause script, polling): done once the
@@ -154,6 +157,8 @@ class Sender:
         self._replay: deque[int] = deque()
         self._next_number = 1
         self._last_rx = self._last_sync = self._last_poll = 0.0
+        self._last_progress = 0.0  # the last reply that showed the firmware working through our lines
+        self._window_opened = 0.0  # when a line went out with nothing else in flight
         self._consecutive_timeouts = 0
         self._after_resend = False      # the line before was a resend request: an `ok` now belongs to it
         self._ok_follows_resend: bool | None = None  # learnt at the first resend request
@@ -258,8 +263,13 @@ class Sender:
     def _write(self, number: int, command: str, item: Any) -> None:
         data = marlin.frame(number, command, self.max_line)
         self.port.write(data)
-        self._in_flight.append(_Sent(number, len(data), item))
+        self._put_in_flight(_Sent(number, len(data), item))
         self.lines_sent += 1
+
+    def _put_in_flight(self, sent: _Sent) -> None:
+        if not self._in_flight:  # the wait for an answer starts now, not at the last reply
+            self._window_opened = self.clock.monotonic()
+        self._in_flight.append(sent)
 
     def _room(self, nbytes: int) -> bool:
         if not self._in_flight:
@@ -300,7 +310,7 @@ class Sender:
                     return
                 self._replay.popleft()
                 self.port.write(data)
-                self._in_flight.append(_Sent(number, len(data), item))
+                self._put_in_flight(_Sent(number, len(data), item))
                 self.lines_sent += 1
                 self.lines_replayed += 1
                 continue
@@ -341,12 +351,25 @@ class Sender:
         self._history[number] = (data, item)
         self._history.pop(number - HISTORY_LINES, None)
         self.port.write(data)
-        self._in_flight.append(_Sent(number, len(data), item))
+        self._put_in_flight(_Sent(number, len(data), item))
         self.lines_sent += 1
+        renumbered = marlin.line_number_set_by(command)
+        if renumbered is not None:
+            # An M110 from a job file or a person resets the firmware's counter: count from
+            # there (as OctoPrint does), or the next line would draw "Resend: n + 1" and the
+            # job would replay from that old number, again and again. Nothing before it can
+            # be asked for again.
+            self._next_number = renumbered + 1
+            self._history.clear()
 
     # -- replies ---------------------------------------------------------------------------------
     def _handle(self, reply: Reply) -> None:
         self._last_rx = self.clock.monotonic()
+        if reply.kind in _PROGRESS or (reply.kind == marlin.TEMPERATURE and " W:" in reply.raw):
+            # Only these say the firmware is working through what was sent (M109's reports
+            # carry "W:"): temperature autoreports come every 2 s whatever happens, so with
+            # them counted a lost ok would never time out (OctoPrint keeps the same apart).
+            self._last_progress = self._last_rx
         if self._drain_until is not None:
             self._drain_until = max(self._drain_until, self._last_rx + self._drain_quiet_s)
         kind = reply.kind
@@ -581,11 +604,11 @@ class Sender:
             self._last_rx = now
             self._priority.append(Ticket("M105", internal=True))
             return
-        if not self._in_flight or now - self._last_rx < self.timeout_s:
+        if not self._in_flight or now - max(self._last_progress, self._window_opened) < self.timeout_s:
             return
         # Nothing heard for timeout_s: the oks were lost (OctoPrint: "communication timeout
         # while printing, trying to trigger response from printer").
-        self._last_rx = now
+        self._last_rx = self._last_progress = now
         self.timeouts += 1
         self._consecutive_timeouts += 1
         self.log.warning("no answer from the printer for %.0f s (%d in a row); asking with M105",

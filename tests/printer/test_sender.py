@@ -244,3 +244,30 @@ def test_a_lost_ok_for_the_jobs_last_line_still_ends_the_job(make_fake, make_lin
     link.wait_event("job_drained", 15)
     assert fake.executed_since(0).count(lines[-1]) == 1 and link.sender.timeouts >= 1
     assert link.sender.job_lines_acked == 50
+
+
+def test_an_m110_inside_a_job_renumbers_the_link_instead_of_replaying_the_job(make_fake, make_link):
+    from printer.helpers import ListFeed
+    fake = make_fake()
+    link = make_link(fake)
+    lines = gcode_lines(5) + ["M110 N0"] + gcode_lines(5, 100)
+    mark = fake.executed_count()
+    link.sender.set_feed(ListFeed(lines))
+    link.wait_event("job_drained", 10)
+    moves = [c for c in lines if c.startswith("G1")]
+    assert job_commands(fake.executed_since(mark), ("M110",)) == moves  # each once, in order
+    assert link.sender.resends == 0
+
+
+def test_a_lost_ok_is_noticed_although_temperature_autoreports_keep_arriving(make_fake, make_link):
+    """Autoreports (M155, every 2 s) are no sign that the firmware works through the lines
+    sent: counted as one, they hid a lost ok for good and the job stalled."""
+    from printer.helpers import ListFeed
+    fake = make_fake(autoreport=True)
+    link = make_link(fake, timeout_s=3.0)
+    lines = gcode_lines(100)
+    fake.lose_ok_after.add(lines[30])
+    link.sender.set_feed(ListFeed(lines))
+    link.wait_event("job_drained", 30)
+    assert link.sender.timeouts >= 1 and link.sender.job_lines_acked == 100
+    assert job_commands(fake.executed_since(0)) == lines
