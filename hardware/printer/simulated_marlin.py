@@ -59,6 +59,39 @@ _NUMBER = re.compile(r"^N(\d+)\s*")
 _PARAM = re.compile(r"([A-Z])(-?\d*\.?\d+)")
 
 
+
+class EmergencyParser:
+    """Marlin's EMERGENCY_PARSER (feature/e_parser.h), for M112 only: it reads the bytes as
+    they arrive, before the command queue, and acts at the end of a line that is only
+    `[N<number>] M112`. A line cut in half by a flush makes it ignore everything up to the
+    next newline, so an M112 glued to that half is missed: the host must send a newline
+    first."""
+
+    def __init__(self):
+        self.state = "reset"
+
+    def feed(self, byte: int) -> bool:
+        """True at the end of an M112 line."""
+        c, state = chr(byte), self.state
+        eol = c in "\r\n"
+        if state == "m112":
+            self.state = "reset" if eol else state
+            return eol
+        if eol:
+            self.state = "reset"
+        elif state == "reset":
+            self.state = {" ": "reset", "N": "n", "M": "m"}.get(c, "ignore")
+        elif state == "n":
+            self.state = "n" if c.isdigit() or c in " -" else "m" if c == "M" else "ignore"
+        elif state == "m":
+            self.state = "m" if c == " " else "m1" if c == "1" else "ignore"
+        elif state == "m1":
+            self.state = "m11" if c == "1" else "ignore"
+        elif state == "m11":
+            self.state = "m112" if c == "2" else "ignore"
+        return False
+
+
 class SimulatedMarlin:
     def __init__(self, link_path: str | Path | None = None, *, baud: int | None = None, advanced_ok: bool = False,
                  autoreport: bool = True, emergency_parser: bool = True, rx_buffer: int = 128, bufsize: int = 4,
@@ -92,6 +125,7 @@ class SimulatedMarlin:
         self.executed: list[str] = []
         self.received_lines = 0
         self.dropped_bytes = 0
+        self.received_bytes = 0  # every byte that reached the board from the host
         self.resends_requested = 0
         self.boots = 0
         self.halted: str | None = None
@@ -268,7 +302,7 @@ class SimulatedMarlin:
         return clock
 
     def _wire(self) -> None:
-        tail = b""
+        parser = EmergencyParser()
         while self._running:
             master = self._master
             if master is None:
@@ -294,12 +328,12 @@ class SimulatedMarlin:
                         self._ring_cond.notify_all()
                 continue
             data = packet[1:]
+            self.received_bytes += len(data)
             for start in range(0, len(data), 32):
                 chunk = data[start:start + 32]
                 self._rx_clock = self._throttle(self._rx_clock, len(chunk))
-                if self.emergency_parser and b"M112" in tail + chunk:
+                if self.emergency_parser and any(parser.feed(byte) for byte in chunk):
                     self._emergency_stop()  # EMERGENCY_PARSER: acted on as the bytes arrive
-                tail = chunk[-3:]
                 with self._ring_cond:
                     room = max(0, self.rx_buffer - len(self._ring))
                     self._ring += chunk[:room]

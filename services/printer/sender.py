@@ -212,7 +212,9 @@ class Sender:
         """M112 now, from the caller's thread: not behind the window, not numbered."""
         self._feed = None
         self._estop = True  # the sender thread drops the queued commands
-        self.port.write_first(b"M112\n")
+        # The newline first: a line that the flush cut in half would otherwise swallow the
+        # M112 (Marlin's emergency parser ignores the rest of a line it did not recognise).
+        self.port.write_first(b"\nM112\n")
 
     def window_limits(self) -> tuple[int, int]:
         """(lines, bytes) allowed in flight now."""

@@ -271,3 +271,16 @@ def test_a_lost_ok_is_noticed_although_temperature_autoreports_keep_arriving(mak
     link.wait_event("job_drained", 30)
     assert link.sender.timeouts >= 1 and link.sender.job_lines_acked == 100
     assert job_commands(fake.executed_since(0)) == lines
+
+
+def test_an_emergency_stop_after_half_a_line_on_the_wire_still_halts_the_firmware(make_fake, make_link):
+    """The flush before M112 can leave half a line on the wire; Marlin's emergency parser
+    then ignores everything up to the next newline, M112 included."""
+    fake = make_fake()
+    link = make_link(fake)
+    mark = fake.received_bytes
+    link.sender.port.write(b"N99 G1 X1")  # half a line, as a flushed output can leave it
+    wait_for(lambda: fake.received_bytes >= mark + 9, 5, message="the half line at the board")
+    link.sender.emergency_stop()
+    wait_for(lambda: fake.last_m112_at is not None, 5, message="M112 at the firmware")
+    link.wait_event("fatal", 5)
