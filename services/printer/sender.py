@@ -571,10 +571,16 @@ class Sender:
         self._replay = deque(range(self._drain_number, self._next_number))
 
     def _link_failed(self, reason: str) -> None:
-        self.log.error("%s", reason)
+        """The line numbers no longer agree with the firmware's: fail what was in flight and
+        sync again (`M110 N0`, as at the start), or every later command would draw the same
+        unanswerable request while the link looked ready."""
+        self.log.error("%s; syncing with the printer again", reason)
         self._feed = None
         self._replay.clear()
         self._fail_in_flight(reason)
+        self._drain_until = None
+        self._resend_number, self._resend_count = None, 0
+        self.state, self._last_sync = SYNCING, 0.0
         self._emit(LINK_FAILED, reason=reason)
 
     def _fail_in_flight(self, why: str) -> None:

@@ -284,3 +284,19 @@ def test_an_emergency_stop_after_half_a_line_on_the_wire_still_halts_the_firmwar
     link.sender.emergency_stop()
     wait_for(lambda: fake.last_m112_at is not None, 5, message="M112 at the firmware")
     link.wait_event("fatal", 5)
+
+
+def test_after_a_link_failure_the_link_syncs_again_and_later_commands_run(make_fake, make_link):
+    """The line numbers no longer agree after a link failure: without a new sync the command
+    reported as failed still ran later, replayed ahead of the next one."""
+    fake = make_fake(autoreport=False)
+    link = make_link(fake)
+    fake.checksum_error_probability = 1.0  # a cable that garbles every line
+    failed = link.sender.submit("G1 X5")
+    link.wait_event("link_failed", 20)
+    assert failed.wait(1) and "times in a row" in failed.error
+    fake.clear_faults()  # the cable is fine again
+    mark = fake.executed_count()
+    later = link.sender.submit("G1 X7")
+    assert later.wait(10) and later.error is None
+    assert job_commands(fake.executed_since(mark), ("M110",)) == ["G1 X7"]
