@@ -177,6 +177,8 @@ class PrinterWorker(Worker):
                                   "`edge printer resume` or cancel it", job.id, job.file, job.line)
             self._ctx.bus.emit(JOB_FAILED, {"event_type": INTERRUPTED, **job.as_dict()})
         self.job = job
+        if job is not None:  # a resume goes on counting from the checkpoint
+            self._job_base = (job.lines_done, job.print_s)
 
     def _connect_when_due(self) -> None:
         if self.sender is not None or not self.reopening.probe_when_due():

@@ -209,6 +209,12 @@ def test_the_runtime_restarted_mid_job_reports_the_job_interrupted_at_its_line(m
     assert executed_lines <= status["job"]["line"] <= executed_lines * 1.1 + 5
     with pytest.raises(CommandRejected, match="resume or cancel it first"):
         again.command("printer_print", {"file": "restart.gcode"})
+    # Resumed, its progress goes on from the checkpoint's counts, not from zero.
+    before = status["job"]
+    again.command("printer_resume")
+    finished = again.wait_event("printer.job_finished", timeout=60)
+    assert finished.data["lines_done"] == 3000, finished.data
+    assert finished.data["print_s"] > before["print_s"] > 0
 
 
 def test_an_unknown_file_or_a_line_too_long_is_refused_with_the_reason(make_fake, make_device):
