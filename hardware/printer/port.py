@@ -18,6 +18,7 @@ import serial
 # Reads return after this long without data, so the sender can send and check timeouts.
 READ_TIMEOUT_S = 0.02
 WRITE_TIMEOUT_S = 5.0
+MAX_PARTIAL_BYTES = 4096  # far beyond any Marlin reply; more without a newline is not a reply
 
 
 class PortGone(OSError):
@@ -72,6 +73,9 @@ class SerialPort:
             return []
         data = self._partial + data
         *lines, self._partial = data.split(b"\n")
+        if len(self._partial) > MAX_PARTIAL_BYTES:  # a device that never ends a line (wrong baud, noise)
+            lines.append(self._partial)  # handed on as garbage, not kept and copied forever
+            self._partial = b""
         return [line.rstrip(b"\r").decode("utf-8", "replace") for line in lines]
 
     def write_first(self, data: bytes) -> None:

@@ -13,6 +13,7 @@ from edge.config import ConfigError
 from edge.testing.device import TestDevice
 from edge.testing.waiting import wait_for
 from hardware.printer import PortGone, SerialPort
+from hardware.printer.port import MAX_PARTIAL_BYTES
 from printer.helpers import gcode_lines, job_commands, printer_config, wait_state, write_gcode
 from services.doorbell.worker import DoorbellWorker, RING
 from services.printer.worker import PrinterWorker
@@ -49,6 +50,20 @@ def test_the_port_opens_loop_and_socket_urls_and_keeps_split_lines_whole():
     remote.close()
     thread.join(5)
     server.close()
+
+
+def test_bytes_that_never_end_a_line_are_handed_on_as_garbage_not_kept_growing():
+    loop = SerialPort("loop://", 115200)
+    loop.open()
+    got: list[str] = []
+    for _ in range(20):  # 20 kB of noise with no newline (a wrong baud rate), read as it comes
+        loop.write(bytes(range(11, 254)) * 4 + b"x")
+        got += loop.read_lines()
+    assert sum(map(len, got)) >= 10000
+    assert all(len(line) <= 2 * MAX_PARTIAL_BYTES for line in got)
+    loop.write(b"\nok\n")
+    assert wait_for(lambda: loop.read_lines(), 2)[-1] == "ok"  # and real lines still come through
+    loop.close()
 
 
 def test_a_missing_port_is_port_gone_with_what_to_check(tmp_path):
