@@ -143,8 +143,10 @@ class ControlLink:
 
     def _dispatch(self, frame: bytes) -> None:
         try:
-            message = json.loads(frame)
-        except (UnicodeDecodeError, ValueError) as exc:
+            # Replacement characters for bytes that are not UTF-8: baresip passes on what a
+            # PBX said (a Server header in Latin-1), and the answer must still reach its command.
+            message = json.loads(frame.decode("utf-8", "replace"))
+        except ValueError as exc:
             message = exc
         if not isinstance(message, dict):
             self.malformed += 1

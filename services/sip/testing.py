@@ -36,7 +36,7 @@ class FakeControlServer:
         self._listener.listen(1)
         self.port = self._listener.getsockname()[1]
         self.commands: list[dict] = []
-        self.answers: dict[str, tuple[bool, str]] = {}
+        self.answers: dict[str, tuple[bool, str | bytes]] = {}
         self.silent: set[str] = set()  # commands it never answers
         self.conn: socket.socket | None = None
         self._thread = threading.Thread(target=self._serve, name="fake-ctrl-tcp", daemon=True)
@@ -66,7 +66,11 @@ class FakeControlServer:
                 self.commands.append(message)
                 if message["command"] not in self.silent:
                     ok, data_ = self.answers.get(message["command"], (True, ""))
-                    self.send({"response": True, "ok": ok, "data": data_, "token": message.get("token")})
+                    if isinstance(data_, bytes):  # as it is: baresip passes on a PBX's bytes, UTF-8 or not
+                        self.send_raw(encode(b'{"response": true, "ok": %s, "data": "%s", "token": "%s"}' % (
+                            b"true" if ok else b"false", data_, str(message.get("token")).encode())))
+                    else:
+                        self.send({"response": True, "ok": ok, "data": data_, "token": message.get("token")})
 
     def send(self, message: dict) -> None:
         self.send_raw(encode(json.dumps(message).encode()))

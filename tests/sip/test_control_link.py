@@ -92,6 +92,12 @@ def test_malformed_frames_are_counted_and_skipped_and_the_link_goes_on(server, l
     assert link.command("reginfo") == ""
 
 
+def test_an_answer_with_bytes_that_are_not_utf8_still_reaches_its_command(server, link):
+    server.answers["reginfo"] = (True, b"Server: Standard-PBX \xe9t\xe9 (Latin-1)")
+    assert link.command("reginfo", timeout_s=2) == "Server: Standard-PBX \ufffdt\ufffd (Latin-1)"
+    assert link.malformed == 0
+
+
 def test_a_stream_that_stops_being_netstrings_ends_the_link_with_the_reason(server, link):
     server.send_raw(b"12:{\"event\":1}XX")
     assert next_event(link) is None
