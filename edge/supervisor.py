@@ -111,6 +111,7 @@ class WorkerRunner:
         self._attempt = threading.Event()
         self._health_crash: BaseException | None = None
         self._restart_requested = False
+        self._restart_asked_at: float | None = None  # until run() returns, or the interrupt after the grace
         self.worker = self._build()
         self.name = self.worker.name
 
@@ -144,12 +145,15 @@ class WorkerRunner:
             self._attempt.set()
 
     def request_restart(self) -> bool:
+        """Ask the worker to leave run() (`ctx.stopping`) and start again, as a stop does: it
+        gets `stop_timeout_s` to end cleanly (the intercom hangs up its calls, the printer
+        saves its job) before its interrupt hook is called (check)."""
         with self._lock:
             if not self.running or self.stop_event.is_set():
                 return False
             self._restart_requested = True
+            self._restart_asked_at = self._sup.clock.monotonic()
             self._attempt.set()  # ctx.stopping: leave run(); ctx.shutdown stays clear (not for good)
-        self._interrupt()
         return True
 
     def _set(self, state: str, reason: str = "") -> None:
@@ -201,6 +205,7 @@ class WorkerRunner:
                 break
             with self._lock:
                 requested, self._restart_requested = self._restart_requested, False
+                self._restart_asked_at = None
             if requested:
                 # Asked for (a Home Assistant button): not a crash, not counted toward the
                 # restart intensity, no backoff. Commands are rate-limited before they get here.
@@ -274,6 +279,12 @@ class WorkerRunner:
             self._check(now)
 
     def _check(self, now: float) -> None:
+        asked = self._restart_asked_at
+        if asked is not None and self.running and now - asked >= self._sup.policy.stop_timeout_s:
+            self._restart_asked_at = None
+            log.warning("worker %s did not leave run() within %gs of a restart request; interrupting it",
+                        self.name, self._sup.policy.stop_timeout_s, extra={"worker": self.name})
+            self._interrupt()
         if not self.running or self.backing_off or self.state not in (OK, DEGRADED, HUNG):
             return
         age = now - self.last_heartbeat

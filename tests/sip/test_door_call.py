@@ -187,3 +187,20 @@ def test_the_door_ends_a_call_at_the_maximum_talk_time_and_the_phone_sees_the_by
     assert call.data["result"] == "answered" and call.data["ended_by"] == "max_talk", call.data
     assert 5 <= call.data["duration_s"] < 10, call.data
     house.wait_event("CALL_CLOSED")  # the door's BYE reached the phone
+
+
+def test_a_restart_of_the_intercom_mid_call_hangs_the_call_up_with_a_bye(house_phones, make_door):
+    """Home Assistant's "restart worker" during a call: the intercom leaves run() and baresip
+    quits (BYE), instead of being killed and leaving the phone in a dead call."""
+    house = house_phones("house")
+    house.wait_registered()
+    bell = ready_door(make_door, max_talk_s=60)
+    pressed = ring(bell)
+    house.wait_event("CALL_ESTABLISHED")
+    wait_for(lambda: bell.runtime.states.get("sip.call_state") == "in_call", 5, message="the door to be in the call")
+    runner = bell.runtime.supervisor.runner("sip")
+    assert bell.runtime.supervisor.restart("sip")
+    house.wait_event("CALL_CLOSED", timeout=10)  # the door's BYE
+    wait_for(lambda: runner.restarts == 1, 10, message="the intercom to restart")
+    call = bell.wait_event("sip.call", event_id=pressed.event_id, timeout=10)
+    assert call.data["result"] == "answered" and call.data["ended_by"] == "stop", call.data
