@@ -218,7 +218,7 @@ class BaresipBackend(IntercomBackend):
                                f"`sudo apt-get install baresip-core`") from None
         link = ControlLink(self.control_port, self.log)
         try:
-            link.connect(START_TIMEOUT_S)
+            link.connect(START_TIMEOUT_S, exited=self.child.poll)
             self.child.wait_ready(START_TIMEOUT_S)
         except (ControlError, ChildNotReady) as exc:
             link.close()

@@ -22,6 +22,7 @@ import queue
 import socket
 import threading
 import time
+from typing import Callable
 
 from services.sip.netstring import NetstringDecoder, NetstringError, encode
 
@@ -50,15 +51,20 @@ class ControlLink:
         self._cond = threading.Condition()
         self._send_lock = threading.Lock()
 
-    def connect(self, timeout_s: float) -> None:
+    def connect(self, timeout_s: float, exited: Callable[[], object] = lambda: None) -> None:
         """Connect, retrying until `timeout_s` (the child opens its port while it starts);
-        ControlError when it does not accept in time."""
+        ControlError when it does not accept in time, or at once when `exited()` says the
+        child is gone (its exit code: a port taken makes baresip exit with 98 at once)."""
         deadline = time.monotonic() + timeout_s
         while True:
             try:
                 sock = socket.create_connection((self.host, self.port), timeout=1.0)
                 break
             except OSError as exc:
+                code = exited()
+                if code is not None:
+                    raise ControlError(f"baresip exited ({code}) before its control port "
+                                       f"{self.host}:{self.port} accepted a connection") from None
                 if time.monotonic() >= deadline:
                     raise ControlError(f"baresip's control port {self.host}:{self.port} did not accept a "
                                        f"connection within {timeout_s:g} s ({exc.strerror or exc})") from None

@@ -126,3 +126,10 @@ def test_connect_to_a_port_nobody_listens_on_says_so():
     link = ControlLink(free_port(), log)
     with pytest.raises(ControlError, match="did not accept a connection within 0.1 s"):
         link.connect(0.1)
+
+
+def test_a_child_that_exits_while_starting_fails_the_connect_at_once_not_after_the_timeout():
+    # baresip exits with 98 at once when a port it needs is taken: no use waiting 10 s.
+    link = ControlLink(free_port(), log)
+    with pytest.raises(ControlError, match=r"baresip exited \(exit code 98\) before its control port"):
+        link.connect(600, exited=lambda: "exit code 98")
