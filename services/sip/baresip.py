@@ -36,7 +36,7 @@ from services.sip.backend import (ANSWERED, AUTH_CODES, AUTH_FAILED, DTMF, ENDED
                                   UNREACHABLE, UNREGISTERED, BackendError, BackendGone, CallEvent, IntercomBackend,
                                   LineEvent, sip_code)
 from services.sip.audio import padded_announcement
-from services.sip.calls import _same_uri
+from services.sip.calls import same_uri
 from services.sip.control import ControlError, ControlLink
 from services.sip.sections import DISCARD, TONE
 
@@ -350,7 +350,7 @@ class BaresipBackend(IntercomBackend):
         except BackendError:
             return None
         peer, found = re.search(r"peer_uri:\s*<([^>]*)>", status), re.search(r"\bid=(\S+)", status)
-        return found.group(1) if peer and found and _same_uri(peer.group(1), uri) else None
+        return found.group(1) if peer and found and same_uri(peer.group(1), uri) else None
 
     def _select(self, call_id: str | None) -> None:
         """Make `call_id` the current call. Never skipped: `hangup` and `accept` act on the

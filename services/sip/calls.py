@@ -208,7 +208,7 @@ class DoorCall:
             known = next((l for l in live if l.call_id == event.call_id), None)
             if known is not None:
                 return known
-        by_peer = [l for l in live if l.call_id is None and _same_uri(l.uri, event.peer)]
+        by_peer = [l for l in live if l.call_id is None and same_uri(l.uri, event.peer)]
         if by_peer:
             return by_peer[0]
         if event.call_id:  # another call's event (a stranger calling in): not one of ours
@@ -326,7 +326,8 @@ class DoorCall:
         return [Finished(summary)]
 
 
-def _same_uri(a: str, b: str) -> bool:
+def same_uri(a: str, b: str) -> bool:
+    """The same SIP address, whatever the angle brackets, parameters and case."""
     def core(uri: str) -> str:
         return uri.split(";", 1)[0].split(">", 1)[0].lstrip("<").lower()
     return core(a) == core(b)

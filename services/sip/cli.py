@@ -94,7 +94,7 @@ def _call(backend: BaresipBackend, uri: str, cfg, talk_s: float) -> dict:
         for action in pending:
             if isinstance(action, Dial):
                 try:
-                    backend.dial(action.uri)
+                    call.on_dialed(action.uri, backend.dial(action.uri))
                 except BackendError as exc:
                     pending = call.on_dial_failed(action.uri, str(exc), clock.monotonic())
                     break

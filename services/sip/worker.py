@@ -42,7 +42,7 @@ from services.sip.backend import (AUTH_FAILED, INCOMING, REGISTERED, REGISTERING
                                   UNREGISTERED, BackendError, BackendGone, CallEvent, LineEvent)
 from services.sip.baresip import BaresipBackend, target_uri
 from services.sip.calls import (CALL_STATES, IDLE, CallSettings, Dial, DoorCall, Finished, Hangup, OpenDoor,
-                                _same_uri)
+                                same_uri)
 from services.sip.audio import missing_devices
 from services.sip.doctor import checks
 from services.sip.sections import SIP_SECTION
@@ -379,7 +379,7 @@ class SipWorker(Worker):
 
     def _incoming(self, event: CallEvent) -> None:
         ctx = self._ctx
-        allowed = any(_same_uri(event.peer, target_uri(c, self.cfg)) for c in self.cfg.allowed_callers)
+        allowed = any(same_uri(event.peer, target_uri(c, self.cfg)) for c in self.cfg.allowed_callers)
         if not allowed or self.call is not None:
             why = "not an allowed caller" if not allowed else "the door is in a call"
             ctx.log.warning("call to the door from %s rejected (%s)", event.peer, why)
