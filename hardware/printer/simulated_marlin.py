@@ -1,4 +1,4 @@
-# About 535 lines, one file on purpose: one simulated firmware. The line parser, the command
+# About 585 lines, one file on purpose: one simulated firmware. The line parser, the command
 # interpreter and the fault switches all act on one state under one lock (the line number
 # expected next, the receive buffer, heaters, the planner), as Marlin's own serial loop does;
 # split, each part would need the others' internals to inject a fault at the right moment.

@@ -1,4 +1,4 @@
-# About 590 lines, one file on purpose: one state machine in one thread. The window, the
+# About 635 lines, one file on purpose: one state machine in one thread. The window, the
 # history kept for resends, ok counting and timeouts decide together what may go on the wire
 # next; OctoPrint's resend bugs come from exactly these rules being spread over a large
 # module's far corners. Framing and reply parsing, which need no state, are in marlin.py.
@@ -96,6 +96,7 @@ class Feed(Protocol):
 
 # Replies that show the firmware working through the lines sent (see _handle).
 _PROGRESS = (marlin.OK, marlin.RESEND, marlin.BUSY, marlin.START, marlin.FATAL)
+
 
 @dataclass
 class Ticket:

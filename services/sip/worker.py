@@ -1,4 +1,4 @@
-# About 500 lines, one file on purpose: the line's state, the running door call and the
+# About 515 lines, one file on purpose: the line's state, the running door call and the
 # requests from commands change each other at every event from baresip, on this one thread;
 # the parts without that shared state are beside it (calls.py, baresip.py, control.py).
 """The intercom worker: keeps the door's SIP line registered, calls the house phones when the
