@@ -1,4 +1,4 @@
-# About 610 lines, in one file on purpose: both ends of one wire protocol (the parent's
+# About 620 lines, in one file on purpose: both ends of one wire protocol (the parent's
 # RecognizerProcess and the child's `main`) live together, so a change to a message is made
 # on both sides at once; the process lifecycle itself is edge/child.py's.
 """Runs face recognition in a child process that the doorbell worker can kill and restart.
